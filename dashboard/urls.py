@@ -1,0 +1,4 @@
+"""Staff dashboard routes."""
+
+app_name = "dashboard"
+urlpatterns: list = []

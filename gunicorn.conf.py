@@ -1,0 +1,24 @@
+"""gunicorn configuration for StreamLimit (``make run`` and the Docker image).
+
+Each value can be changed by an environment variable; see the README.
+"""
+
+import os
+
+from streamlimit.logging import build_logging_config
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
+# The heartbeat is short and I/O-bound (one Redis round trip); see bench/README.md
+# for the measurements behind the worker class and count.
+workers = int(os.environ.get("GUNICORN_WORKERS", "4"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+keepalive = 5
+# Recycle workers now and then so a slow leak can never grow without bound.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
+max_requests_jitter = max_requests // 10
+# The application logs one JSON line per request; gunicorn's own lines are JSON too.
+accesslog = None
+logconfig_dict = build_logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())

@@ -1,0 +1,59 @@
+"""orjson parser and renderer, and a content negotiation that does not negotiate.
+
+The heartbeat endpoint speaks only JSON, so DRF's negotiation over Accept
+headers is work done on every request for nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
+
+
+class ORJSONParser(BaseParser):
+    """Parses a JSON body with orjson."""
+
+    media_type = "application/json"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return orjson.loads(stream.read() if stream is not None else b"")
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"The body is not valid JSON: {exc}") from None
+
+
+class PlainTextJSONParser(ORJSONParser):
+    """JSON sent as ``text/plain``, as ``navigator.sendBeacon`` does on page unload."""
+
+    media_type = "text/plain"
+
+
+class ORJSONRenderer(BaseRenderer):
+    """Renders with orjson."""
+
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return b"" if data is None else orjson.dumps(data)
+
+
+class JSONOnlyNegotiation(BaseContentNegotiation):
+    """Picks the view's first renderer and the parser matching Content-Type, nothing more."""
+
+    def select_parser(self, request: Any, parsers: list[BaseParser]) -> BaseParser | None:
+        content_type = request.content_type.split(";", 1)[0].strip().lower()
+        for parser in parsers:
+            if parser.media_type == content_type:
+                return parser
+        return None
+
+    def select_renderer(self, request: Any, renderers: list[BaseRenderer], format_suffix: str | None = None) -> Any:
+        renderer = renderers[0]
+        return renderer, renderer.media_type

@@ -1,0 +1,1 @@
+"""Lua scripts of the StreamManager, one ``.lua`` file each."""

@@ -1,0 +1,40 @@
+"""The process-wide StreamManager, built once from settings."""
+
+from __future__ import annotations
+
+import functools
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django_redis import get_redis_connection
+
+from heartbeat.stream_manager import StreamManager
+
+
+@functools.cache
+def get_stream_manager() -> StreamManager:
+    """The StreamManager of this process, on django-redis' connection pool."""
+    return StreamManager(
+        get_redis_connection("default"),
+        key_prefix=settings.REDIS_KEY_PREFIX,
+        default_limit=settings.MAX_CONCURRENT_STREAMS,
+        session_ttl_seconds=settings.SESSION_TTL_SECONDS,
+        eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
+    )
+
+
+_MANAGER_SETTINGS = {
+    "REDIS_KEY_PREFIX",
+    "MAX_CONCURRENT_STREAMS",
+    "SESSION_TTL_SECONDS",
+    "EVICTION_COOLDOWN_SECONDS",
+    "CACHES",
+}
+
+
+@receiver(setting_changed)
+def _rebuild_on_setting_change(setting: str, **_kwargs: object) -> None:
+    # Tests override these settings; the next request must see them.
+    if setting in _MANAGER_SETTINGS:
+        get_stream_manager.cache_clear()

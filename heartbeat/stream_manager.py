@@ -1,0 +1,433 @@
+"""StreamManager: every Redis access of StreamLimit goes through this class."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from redis import Redis
+
+from heartbeat.keys import KeyLayout
+from heartbeat.lua import LuaScript, ScriptCall, load_scripts, run_scripts, scripts_loaded
+from heartbeat.validation import require_id
+
+logger = structlog.get_logger(__name__)
+
+# Per-minute activity is kept a little over the hour the dashboard charts.
+MINUTE_KEY_TTL_SECONDS = 2 * 3600
+MIN_LIMIT_OVERRIDE = 1
+MAX_LIMIT_OVERRIDE = 50
+
+ADMIT = LuaScript.load("admit")
+RECORD_ACTIVITY = LuaScript.load("record_activity")
+STOP = LuaScript.load("stop")
+EVICT = LuaScript.load("evict")
+ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, STOP, EVICT]
+
+
+class Outcome(enum.Enum):
+    """What a heartbeat got."""
+
+    ALLOWED = "allowed"
+    LIMIT_REACHED = "limit_reached"
+    EVICTED = "evicted"
+
+
+_OUTCOMES = {0: Outcome.ALLOWED, 1: Outcome.ALLOWED, 2: Outcome.LIMIT_REACHED, 3: Outcome.EVICTED}
+
+
+@dataclass(frozen=True)
+class HeartbeatResult:
+    """The answer to one heartbeat."""
+
+    outcome: Outcome
+    active_sessions: int
+    limit: int
+    new_session: bool
+    pruned: int
+
+    @property
+    def allowed(self) -> bool:
+        """Whether the player may keep playing."""
+        return self.outcome is Outcome.ALLOWED
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, as the dashboard shows it."""
+
+    session_id: str
+    stream_id: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    expires_in_seconds: float
+
+
+@dataclass(frozen=True)
+class UserLimit:
+    """A user's limit: the override when one is set, else the default."""
+
+    limit: int
+    override: int | None
+    default: int
+
+
+@dataclass(frozen=True)
+class LiveUser:
+    """One row of the live-user list."""
+
+    user_id: str
+    last_heartbeat_at: datetime
+    active_sessions: int
+
+
+@dataclass(frozen=True)
+class ServiceStats:
+    """Totals across all users, now."""
+
+    live_users: int
+    live_sessions: int
+    users_at_limit: int
+
+
+@dataclass(frozen=True)
+class MinuteActivity:
+    """Activity counters of one minute."""
+
+    minute: datetime
+    heartbeats: int
+    refused: int
+    evicted: int
+    peak_sessions: int
+
+
+class LimitOutOfRangeError(ValueError):
+    """Raised when a limit override is outside 1..50."""
+
+
+def _ms_to_datetime(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamManager:
+    """Admits, stops and evicts sessions, and reads them back, on Redis.
+
+    The check-and-admit step is one Lua script (``admit.lua``), so the limit
+    holds however many API servers run at once; the time is Redis' own.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        key_prefix: str,
+        default_limit: int,
+        session_ttl_seconds: int,
+        eviction_cooldown_seconds: int,
+    ) -> None:
+        self.client = client
+        self.keys = KeyLayout(key_prefix)
+        self.default_limit = default_limit
+        self.session_ttl_seconds = session_ttl_seconds
+        self.session_ttl_ms = session_ttl_seconds * 1000
+        self.eviction_cooldown_seconds = eviction_cooldown_seconds
+
+    # --- The player's side ---------------------------------------------------
+
+    def admit(self, user_id: str, stream_id: str, session_id: str) -> HeartbeatResult:
+        """Record a heartbeat and say whether this session may play.
+
+        An allowed heartbeat costs one round trip: the admit script and the
+        activity record travel in one pipeline. A refusal costs a second one,
+        to take the refused session back out of the activity index.
+        """
+        require_id(user_id, "userId")
+        require_id(stream_id, "streamId")
+        require_id(session_id, "sessionId")
+        user = self.keys.user(user_id)
+        member = f"{user_id}\x00{session_id}"
+        admit_reply, _ = run_scripts(
+            self.client,
+            [
+                ScriptCall(ADMIT, user.as_list(), [session_id, stream_id, self.default_limit, self.session_ttl_ms]),
+                ScriptCall(
+                    RECORD_ACTIVITY,
+                    [self.keys.live_users, self.keys.live_sessions, self._minute_key()],
+                    [user_id, member, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS],
+                ),
+            ],
+        )
+        code, active, limit, pruned = (int(v) for v in admit_reply)
+        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
+        if pruned:
+            logger.info("expired sessions pruned", userId=user_id, pruned=pruned)
+        if result.allowed:
+            # New sessions are the events operators follow; repeat heartbeats
+            # are already in the request line.
+            logger.log(
+                20 if result.new_session else 10,
+                "allow stream request",
+                userId=user_id,
+                sessionId=session_id,
+                streamId=stream_id,
+                newSession=result.new_session,
+                activeSessions=active,
+                limit=limit,
+            )
+        else:
+            self._unrecord(user_id, member, result)
+            logger.warning(
+                "reject stream request",
+                userId=user_id,
+                sessionId=session_id,
+                streamId=stream_id,
+                reason=result.outcome.value,
+                activeSessions=active,
+                limit=limit,
+            )
+        return result
+
+    def stop(self, user_id: str, session_id: str) -> bool:
+        """Free a session's slot at once; True if it was live. Idempotent."""
+        require_id(user_id, "userId")
+        require_id(session_id, "sessionId")
+        user = self.keys.user(user_id)
+        removed, left = (int(v) for v in self._run(STOP, [user.sessions, user.details], [session_id]))
+        self._forget(user_id, [session_id], user_has_sessions=left > 0)
+        logger.info("stop stream request", userId=user_id, sessionId=session_id, wasLive=bool(removed))
+        return bool(removed)
+
+    # --- Support staff and operators -----------------------------------------
+
+    def sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        require_id(user_id, "userId")
+        user = self.keys.user(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(user.sessions, 0, -1, withscores=True)
+        pipe.hgetall(user.details)
+        (sec, usec), members, details = pipe.execute()
+        now = sec * 1000 + usec // 1000
+        details = {_text(k): _text(v) for k, v in details.items()}
+        found = []
+        for raw_sid, last in members:
+            if last <= now - self.session_ttl_ms:
+                continue
+            sid = _text(raw_sid)
+            started = float(details.get(f"t:{sid}", last))
+            found.append(
+                SessionInfo(
+                    session_id=sid,
+                    stream_id=details.get(f"s:{sid}", ""),
+                    started_at=_ms_to_datetime(started),
+                    last_heartbeat_at=_ms_to_datetime(last),
+                    expires_in_seconds=max(0.0, (last + self.session_ttl_ms - now) / 1000),
+                )
+            )
+        found.sort(key=lambda s: s.started_at)
+        return found
+
+    def get_limit(self, user_id: str) -> UserLimit:
+        """The user's limit and where it comes from."""
+        require_id(user_id, "userId")
+        raw = self.client.get(self.keys.user(user_id).limit)
+        override = int(raw) if raw is not None else None
+        return UserLimit(override if override is not None else self.default_limit, override, self.default_limit)
+
+    def set_limit_override(self, user_id: str, limit: int | None) -> UserLimit:
+        """Set (1..50) or, with None, clear the user's limit override.
+
+        Lowering a limit never cuts a live session: it only refuses newcomers.
+        """
+        require_id(user_id, "userId")
+        key = self.keys.user(user_id).limit
+        if limit is None:
+            self.client.delete(key)
+        else:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise LimitOutOfRangeError("The limit must be a whole number.")
+            if not MIN_LIMIT_OVERRIDE <= limit <= MAX_LIMIT_OVERRIDE:
+                raise LimitOutOfRangeError(f"The limit must be between {MIN_LIMIT_OVERRIDE} and {MAX_LIMIT_OVERRIDE}.")
+            self.client.set(key, limit)
+        logger.info("limit override set", userId=user_id, override=limit)
+        return self.get_limit(user_id)
+
+    def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
+        """Evict one session (or, with None, all of the user's) and start its cool-down.
+
+        Returns the ids of the sessions that were live. The evicted player's
+        next heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
+        ends; other sessions are untouched.
+        """
+        require_id(user_id, "userId")
+        if session_id is not None:
+            require_id(session_id, "sessionId")
+        user = self.keys.user(user_id)
+        evicted = [
+            _text(s)
+            for s in self._run(
+                EVICT,
+                [user.sessions, user.details, user.evicted],
+                [session_id or "", self.eviction_cooldown_seconds * 1000, self.session_ttl_ms],
+            )
+        ]
+        targets = evicted if session_id is None else [session_id]
+        left = self.client.zcount(user.sessions, f"({self._now_ms() - self.session_ttl_ms}", "+inf")
+        self._forget(user_id, targets, user_has_sessions=left > 0, evicted=len(evicted))
+        logger.info(
+            "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
+        )
+        return evicted
+
+    def live_users(self, offset: int = 0, count: int = 50) -> tuple[int, list[LiveUser]]:
+        """A page of live users, most recent heartbeat first, and how many there are."""
+        since = self._now_ms() - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
+        pipe.zrevrangebyscore(self.keys.live_users, "+inf", f"({since}", start=offset, num=count, withscores=True)
+        total, rows = pipe.execute()
+        pipe = self.client.pipeline(transaction=False)
+        for raw_uid, _ in rows:
+            pipe.zcount(self.keys.user(_text(raw_uid)).sessions, f"({since}", "+inf")
+        counts = pipe.execute() if rows else []
+        return total, [
+            LiveUser(_text(uid), _ms_to_datetime(last), n) for (uid, last), n in zip(rows, counts, strict=True)
+        ]
+
+    def stats(self) -> ServiceStats:
+        """Live users, live sessions and users at their limit, across all users.
+
+        Users at their limit are counted user by user (two commands each, in
+        pipelines of 1,000 users); the other two numbers are one command each.
+        """
+        since = self._now_ms() - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
+        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
+        live_users, live_sessions = pipe.execute()
+        at_limit = 0
+        for batch in self._batched(self.client.zscan_iter(self.keys.live_users, count=1000), 1000):
+            pipe = self.client.pipeline(transaction=False)
+            for raw_uid, _ in batch:
+                user = self.keys.user(_text(raw_uid))
+                pipe.zcount(user.sessions, f"({since}", "+inf")
+                pipe.get(user.limit)
+            replies = pipe.execute()
+            for active, override in zip(replies[::2], replies[1::2], strict=True):
+                limit = int(override) if override is not None else self.default_limit
+                at_limit += active >= limit > 0
+        return ServiceStats(live_users, live_sessions, at_limit)
+
+    def activity(self, minutes: int = 60) -> list[MinuteActivity]:
+        """Per-minute counters of the last ``minutes`` minutes, oldest first."""
+        current = int(time.time() // 60)
+        epoch_minutes = list(range(current - minutes + 1, current + 1))
+        pipe = self.client.pipeline(transaction=False)
+        for m in epoch_minutes:
+            pipe.hgetall(self.keys.minute(m))
+        rows = []
+        for m, raw in zip(epoch_minutes, pipe.execute(), strict=True):
+            counters = {_text(k): int(v) for k, v in raw.items()}
+            rows.append(
+                MinuteActivity(
+                    minute=datetime.fromtimestamp(m * 60, tz=UTC),
+                    heartbeats=counters.get("heartbeats", 0),
+                    refused=counters.get("refused", 0),
+                    evicted=counters.get("evicted", 0),
+                    peak_sessions=counters.get("peak", 0),
+                )
+            )
+        return rows
+
+    def key_count_and_memory(self) -> tuple[int, int]:
+        """How many keys the service holds under its prefix, and their bytes (MEMORY USAGE)."""
+        count = used = 0
+        for batch in self._batched(self.client.scan_iter(match=self.keys.pattern, count=1000), 500):
+            pipe = self.client.pipeline(transaction=False)
+            for key in batch:
+                pipe.memory_usage(key)
+            for size in pipe.execute():
+                count += 1
+                used += size or 0
+        return count, used
+
+    def purge(self) -> int:
+        """Delete every key under the prefix; returns how many were deleted."""
+        deleted = 0
+        for batch in self._batched(self.client.scan_iter(match=self.keys.pattern, count=1000), 500):
+            deleted += self.client.unlink(*batch)
+        logger.warning("keys purged", prefix=self.keys.prefix, deleted=deleted)
+        return deleted
+
+    def ping(self) -> bool:
+        """Whether Redis answers (raises the connection error when it does not)."""
+        return bool(self.client.ping())
+
+    def scripts_loaded(self) -> bool:
+        """Whether Redis has every script of the service in its cache."""
+        return scripts_loaded(self.client, ALL_SCRIPTS)
+
+    def load_scripts(self) -> None:
+        """Load every script into Redis' cache."""
+        load_scripts(self.client, ALL_SCRIPTS)
+
+    def server_info(self) -> dict[str, Any]:
+        """Redis' version and mode, from INFO server."""
+        info = self.client.info("server")
+        return {"redis_version": info.get("redis_version"), "redis_mode": info.get("redis_mode")}
+
+    # --- Internals -----------------------------------------------------------
+
+    def _minute_key(self) -> str:
+        # The API server's clock names the minute; a skewed clock only moves a
+        # count into a neighbouring minute of the chart, never a limit.
+        return self.keys.minute(int(time.time() // 60))
+
+    def _now_ms(self) -> int:
+        sec, usec = self.client.time()
+        return sec * 1000 + usec // 1000
+
+    def _unrecord(self, user_id: str, member: str, result: HeartbeatResult) -> None:
+        """Take a refused session back out of the activity index and count the refusal."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self.keys.live_sessions, member)
+        if result.active_sessions == 0:
+            pipe.zrem(self.keys.live_users, user_id)
+        pipe.hincrby(self._minute_key(), "refused", 1)
+        pipe.execute()
+
+    def _forget(self, user_id: str, session_ids: list[str], *, user_has_sessions: bool, evicted: int = 0) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        if session_ids:
+            pipe.zrem(self.keys.live_sessions, *[f"{user_id}\x00{s}" for s in session_ids])
+        if not user_has_sessions:
+            pipe.zrem(self.keys.live_users, user_id)
+        if evicted:
+            minute = self._minute_key()
+            pipe.hincrby(minute, "evicted", evicted)
+            pipe.expire(minute, MINUTE_KEY_TTL_SECONDS)
+        pipe.execute()
+
+    def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        return run_scripts(self.client, [ScriptCall(script, keys, args)])[0]
+
+    @staticmethod
+    def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+        batch: list[Any] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch

@@ -1,0 +1,155 @@
+"""The heartbeat API: thin views over the StreamManager."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from django.conf import settings
+from drf_spectacular.utils import extend_schema
+from redis.exceptions import RedisError
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from heartbeat import schema
+from heartbeat.errors import internal_error, invalid_request
+from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
+from heartbeat.services import get_stream_manager
+from heartbeat.stream_manager import HeartbeatResult, Outcome
+from heartbeat.validation import ID_FIELDS, id_error
+
+logger = structlog.get_logger(__name__)
+
+# Logged as ``reqBody``: only the fields the API reads, each cut short, so a
+# client cannot flood the logs through the body.
+_LOGGED_FIELD_LENGTH = 160
+
+REFUSAL_MESSAGES = {
+    Outcome.LIMIT_REACHED: (
+        "concurrency_limit_reached",
+        "This account is already playing on {limit} screens, the most its plan allows. "
+        "Stop a video on another screen to watch here.",
+    ),
+    Outcome.EVICTED: (
+        "session_evicted",
+        "Playback on this screen was stopped by support. Start it again in a few minutes, "
+        "or contact support if this keeps happening.",
+    ),
+}
+
+
+def read_ids(data: Any, fields: tuple[str, ...]) -> tuple[dict[str, str] | None, dict[str, list[str]]]:
+    """Pick and check ``fields`` from a parsed body: (the ids, {}) or (None, errors by field)."""
+    if not isinstance(data, dict):
+        return None, {"body": ["Must be a JSON object."]}
+    errors: dict[str, list[str]] = {}
+    for name in fields:
+        if name not in data:
+            errors[name] = ["This field is required."]
+        elif error := id_error(data[name]):
+            errors[name] = [error]
+    if errors:
+        return None, errors
+    return {name: data[name] for name in fields}, {}
+
+
+def _log_body(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: str(data[k])[:_LOGGED_FIELD_LENGTH] for k in ID_FIELDS if k in data}
+    return str(data)[:_LOGGED_FIELD_LENGTH]
+
+
+class _PlayerAPIView(APIView):
+    """Shared set-up of the player endpoints: JSON only, no auth, no throttles.
+
+    Players are not Django users, and DRF's throttles are not atomic, so none of
+    that machinery runs on the heartbeat path.
+    """
+
+    authentication_classes = ()
+    permission_classes = ()
+    throttle_classes = ()
+    renderer_classes = (ORJSONRenderer,)
+    content_negotiation_class = JSONOnlyNegotiation
+
+    def parsed_ids(self, request: Request) -> tuple[dict[str, str] | None, Response | None]:
+        """The validated ids, or the 4xx response to send instead."""
+        if not request.content_type:
+            # DRF would read a body without Content-Type as empty form data.
+            return None, Response(
+                {
+                    "code": "unsupported_media_type",
+                    "message": "Send the body as JSON (Content-Type: application/json).",
+                },
+                status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
+        data = request.data
+        structlog.contextvars.bind_contextvars(reqBody=_log_body(data))
+        ids, errors = read_ids(data, ID_FIELDS)
+        return ids, (invalid_request(errors) if errors else None)
+
+
+class HeartbeatView(_PlayerAPIView):
+    """``POST /heartbeat``: 200 keep playing, 400 stop (limit reached or evicted)."""
+
+    parser_classes = (ORJSONParser,)
+
+    @extend_schema(**schema.HEARTBEAT)
+    def post(self, request: Request) -> Response:
+        ids, error = self.parsed_ids(request)
+        if error:
+            return error
+        try:
+            result = get_stream_manager().admit(ids["userId"], ids["streamId"], ids["sessionId"])
+        except RedisError:
+            logger.exception("heartbeat failed", reason="redis_error")
+            if settings.STREAMLIMIT_FAIL_OPEN:
+                return Response(self._degraded_body())
+            return internal_error(request._request)
+        return self._answer(result)
+
+    @staticmethod
+    def _answer(result: HeartbeatResult) -> Response:
+        body: dict[str, Any] = {
+            "allowed": result.allowed,
+            "activeSessions": result.active_sessions,
+            "limit": result.limit,
+            "heartbeatInterval": settings.HEARTBEAT_INTERVAL_SECONDS,
+        }
+        if result.allowed:
+            return Response(body)
+        code, message = REFUSAL_MESSAGES[result.outcome]
+        body["code"] = code
+        body["message"] = message.format(limit=result.limit)
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
+
+    @staticmethod
+    def _degraded_body() -> dict[str, Any]:
+        # Fail-open: the operator chose never to interrupt a viewer while Redis is down.
+        return {
+            "allowed": True,
+            "degraded": True,
+            "activeSessions": None,
+            "limit": settings.MAX_CONCURRENT_STREAMS,
+            "heartbeatInterval": settings.HEARTBEAT_INTERVAL_SECONDS,
+        }
+
+
+class StopView(_PlayerAPIView):
+    """``POST /heartbeat/stop``: the player stopped; free its slot now (204, idempotent)."""
+
+    parser_classes = (ORJSONParser, PlainTextJSONParser)
+
+    @extend_schema(**schema.STOP)
+    def post(self, request: Request) -> Response:
+        ids, error = self.parsed_ids(request)
+        if error:
+            return error
+        try:
+            get_stream_manager().stop(ids["userId"], ids["sessionId"])
+        except RedisError:
+            logger.exception("stop failed", reason="redis_error")
+            return internal_error(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)

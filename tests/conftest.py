@@ -1,0 +1,154 @@
+"""Shared fixtures: a real Redis, each test under its own key prefix."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django_redis import get_redis_connection
+from redis import Redis
+
+from heartbeat.stream_manager import StreamManager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def redis_client() -> Redis:
+    """The raw redis-py client of django-redis (the one the service uses)."""
+    return get_redis_connection("default")
+
+
+@pytest.fixture(autouse=True)
+def key_prefix(settings, redis_client: Redis) -> Iterator[str]:
+    """A key prefix of this test's own, set for the service too; its keys are deleted after."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    settings.REDIS_KEY_PREFIX = prefix
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        redis_client.delete(*keys)
+
+
+@pytest.fixture
+def make_manager(redis_client: Redis, key_prefix: str) -> Callable[..., StreamManager]:
+    """Build a StreamManager on this test's prefix; keyword arguments override the defaults."""
+
+    def build(**overrides: object) -> StreamManager:
+        options: dict = {
+            "key_prefix": key_prefix,
+            "default_limit": 3,
+            "session_ttl_seconds": 40,
+            "eviction_cooldown_seconds": 300,
+        }
+        options.update(overrides)
+        return StreamManager(redis_client, **options)
+
+    return build
+
+
+@pytest.fixture
+def manager(make_manager: Callable[..., StreamManager]) -> StreamManager:
+    """A StreamManager with the product defaults (limit 3, TTL 40 s)."""
+    return make_manager()
+
+
+@pytest.fixture
+def json_log_lines() -> Iterator[Callable[[], list[dict]]]:
+    """The JSON lines the service logs during the test, through its real formatter."""
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(root.handlers[0].formatter)
+    root.addHandler(handler)
+
+    def lines() -> list[dict]:
+        return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+    yield lines
+    root.removeHandler(handler)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    """Wait until something accepts connections on ``port``, or fail with the process' output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listened on port {port} after {timeout} s")
+
+
+class LiveGunicorn:
+    """A real gunicorn serving the project, as ``make run`` starts it."""
+
+    def __init__(self, env: dict[str, str], workers: int, log_path: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"],
+            cwd=ROOT,
+            env={**env, "PORT": str(self.port), "HOST": "127.0.0.1", "GUNICORN_WORKERS": str(workers)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, self.process)
+
+    def log_lines(self) -> list[dict]:
+        """Every JSON line gunicorn and the app wrote so far."""
+        self._log.flush()
+        lines = []
+        for raw in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                lines.append({"unparsed": raw})
+        return lines
+
+    def stop(self) -> None:
+        """Stop gunicorn and its workers."""
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self._log.close()
+
+
+@pytest.fixture
+def live_gunicorn(key_prefix: str, tmp_path: Path) -> Iterator[Callable[..., LiveGunicorn]]:
+    """Start a real gunicorn (4 workers unless told) on this test's key prefix."""
+    started: list[LiveGunicorn] = []
+
+    def start(workers: int = 4, **env: str) -> LiveGunicorn:
+        base = {**os.environ, "REDIS_KEY_PREFIX": key_prefix, "STREAMLIMIT_VAR_DIR": str(ROOT / "var")}
+        server = LiveGunicorn({**base, **env}, workers, tmp_path / f"gunicorn-{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

@@ -1,0 +1,253 @@
+"""StreamManager on a real Redis: admission, expiry, stop, overrides, keys, odd ids."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from redis import Redis
+
+from heartbeat.keys import KeyLayout
+from heartbeat.stream_manager import LimitOutOfRangeError, Outcome, StreamManager
+from heartbeat.validation import InvalidIdError
+
+
+def admit_sessions(manager: StreamManager, user: str, count: int, stream: str = "movie") -> list:
+    return [manager.admit(user, stream, f"s{i}") for i in range(count)]
+
+
+def test_sessions_up_to_the_limit_are_admitted(manager: StreamManager) -> None:
+    results = admit_sessions(manager, "alice", 3)
+    assert [r.outcome for r in results] == [Outcome.ALLOWED] * 3
+    assert [r.active_sessions for r in results] == [1, 2, 3]
+    assert all(r.new_session and r.limit == 3 for r in results)
+
+
+def test_fourth_session_is_refused(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    result = manager.admit("alice", "movie", "s4")
+    assert result.outcome is Outcome.LIMIT_REACHED
+    assert (result.active_sessions, result.limit, result.allowed) == (3, 3, False)
+    assert [s.session_id for s in manager.sessions("alice")] == ["s0", "s1", "s2"]
+
+
+def test_users_do_not_share_slots(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    assert manager.admit("bob", "movie", "s0").allowed
+
+
+def test_same_session_again_keeps_its_slot_without_counting_twice(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    again = manager.admit("alice", "movie", "s1")
+    assert again.allowed and not again.new_session and again.active_sessions == 3
+
+
+def test_stream_change_keeps_the_slot_and_records_the_new_stream(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3, stream="episode-1")
+    result = manager.admit("alice", "episode-2", "s0")
+    assert result.allowed and result.active_sessions == 3
+    streams = {s.session_id: s.stream_id for s in manager.sessions("alice")}
+    assert streams == {"s0": "episode-2", "s1": "episode-1", "s2": "episode-1"}
+
+
+def test_expired_session_frees_its_slot(make_manager) -> None:
+    manager = make_manager(session_ttl_seconds=1)
+    admit_sessions(manager, "alice", 3)
+    assert not manager.admit("alice", "movie", "late").allowed
+    time.sleep(1.1)
+    result = manager.admit("alice", "movie", "late")
+    assert result.allowed and result.active_sessions == 1
+    assert [s.session_id for s in manager.sessions("alice")] == ["late"]
+
+
+def test_expired_sessions_are_pruned_while_others_play_on(make_manager) -> None:
+    manager = make_manager(session_ttl_seconds=1)
+    admit_sessions(manager, "alice", 3)
+    time.sleep(0.6)
+    manager.admit("alice", "movie", "s0")
+    time.sleep(0.6)
+    result = manager.admit("alice", "movie", "new")
+    assert (result.allowed, result.active_sessions, result.pruned) == (True, 2, 2)
+    assert {s.session_id for s in manager.sessions("alice")} == {"s0", "new"}
+
+
+def test_heartbeats_keep_a_session_alive_past_its_first_ttl(make_manager) -> None:
+    manager = make_manager(session_ttl_seconds=1)
+    manager.admit("alice", "movie", "s0")
+    for _ in range(3):
+        time.sleep(0.5)
+        assert manager.admit("alice", "movie", "s0").allowed
+    assert [s.session_id for s in manager.sessions("alice")] == ["s0"]
+
+
+def test_stop_frees_a_slot_at_once(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    assert manager.stop("alice", "s1") is True
+    assert manager.admit("alice", "movie", "s4").allowed
+    assert {s.session_id for s in manager.sessions("alice")} == {"s0", "s2", "s4"}
+
+
+def test_stop_of_an_unknown_session_is_harmless(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    assert manager.stop("alice", "nobody") is False
+    assert manager.stop("alice", "nobody") is False
+    assert [s.session_id for s in manager.sessions("alice")] == ["s0"]
+
+
+def test_limit_override_wins_over_the_default(manager: StreamManager) -> None:
+    manager.set_limit_override("alice", 5)
+    results = admit_sessions(manager, "alice", 6)
+    assert [r.allowed for r in results] == [True] * 5 + [False]
+    assert results[-1].limit == 5
+    assert manager.get_limit("alice").override == 5
+
+
+def test_clearing_the_override_restores_the_default(manager: StreamManager) -> None:
+    manager.set_limit_override("alice", 1)
+    manager.set_limit_override("alice", None)
+    limit = manager.get_limit("alice")
+    assert (limit.limit, limit.override, limit.default) == (3, None, 3)
+
+
+def test_lowering_the_limit_never_displaces_a_live_session(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    manager.set_limit_override("alice", 1)
+    assert all(manager.admit("alice", "movie", f"s{i}").allowed for i in range(3))
+    assert manager.admit("alice", "movie", "new").outcome is Outcome.LIMIT_REACHED
+
+
+@pytest.mark.parametrize("bad", [0, 51, -1, True, "3"])
+def test_limit_override_outside_1_to_50_is_refused(manager: StreamManager, bad: object) -> None:
+    with pytest.raises(LimitOutOfRangeError):
+        manager.set_limit_override("alice", bad)  # type: ignore[arg-type]
+    assert manager.get_limit("alice").override is None
+
+
+def test_every_session_key_carries_an_expiry(manager: StreamManager, redis_client: Redis, key_prefix: str) -> None:
+    manager.admit("alice", "movie", "s0")
+    manager.evict("alice", "s0")
+    manager.admit("alice", "movie", "s1")
+    keys = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
+    assert len(keys) >= 5
+    for key in keys:
+        assert redis_client.pttl(key) > 0, key
+
+
+def test_a_user_who_stops_watching_leaves_nothing_behind(make_manager, redis_client: Redis, key_prefix: str) -> None:
+    manager = make_manager(session_ttl_seconds=1, eviction_cooldown_seconds=1)
+    manager.admit("alice", "movie", "s0")
+    manager.admit("alice", "movie", "s1")
+    manager.evict("alice", "s1")
+    time.sleep(1.2)
+    leftover = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*") if b":minute:" not in k]
+    assert leftover == []
+
+
+ODD_IDS = ["{a}", "a}", "}", "{", "*", "a:b|c@d/e", "with space", "名前", "%7D", "x" * 128, "ünïcødé 🎬"]
+
+
+@pytest.mark.parametrize("odd", ODD_IDS)
+def test_odd_ids_are_valid_and_round_trip(manager: StreamManager, odd: str) -> None:
+    assert manager.admit(odd, odd, odd).allowed
+    [session] = manager.sessions(odd)
+    assert (session.session_id, session.stream_id) == (odd, odd)
+
+
+def test_one_users_ids_never_reach_another_users_keys(manager: StreamManager) -> None:
+    # "}" escapes to "%7D": escaping "%" too keeps these two apart.
+    users = ["}", "%7D", "a", "a}", "{a}", "a}:sessions", "*"]
+    for user in users:
+        admit_sessions(manager, user, 3)
+    for user in users:
+        assert len(manager.sessions(user)) == 3
+        assert manager.admit(user, "movie", "extra").outcome is Outcome.LIMIT_REACHED
+
+
+def test_all_keys_of_one_user_share_one_hash_tag() -> None:
+    layout = KeyLayout("streamlimit")
+    for user in ["plain", "}", "{x}", "a{b}c", "%"]:
+        keys = layout.user(user).as_list()
+        tags = {k[k.index("{") + 1 : k.index("}", k.index("{"))] for k in keys}
+        assert len(tags) == 1 and tags != {""}, (user, keys)
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "tab\there", "nul\x00", "del\x7f", 42, None])
+def test_invalid_ids_are_refused_before_redis_is_touched(
+    manager: StreamManager, redis_client: Redis, key_prefix: str, bad: object
+) -> None:
+    with pytest.raises(InvalidIdError):
+        manager.admit(bad, "movie", "s0")  # type: ignore[arg-type]
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
+def test_concurrent_first_heartbeats_admit_exactly_the_limit(make_manager) -> None:
+    manager = make_manager(default_limit=5)
+    barrier = threading.Barrier(100)
+    outcomes: list[Outcome] = []
+
+    def player(i: int) -> None:
+        barrier.wait()
+        outcomes.append(manager.admit("family", "movie", f"device-{i}").outcome)
+
+    threads = [threading.Thread(target=player, args=(i,)) for i in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(Outcome.ALLOWED) == 5
+    assert outcomes.count(Outcome.LIMIT_REACHED) == 95
+    assert len(manager.sessions("family")) == 5
+
+
+def test_scripts_are_reloaded_after_redis_forgets_them(manager: StreamManager, redis_client: Redis) -> None:
+    manager.admit("alice", "movie", "s0")
+    redis_client.script_flush()
+    assert not manager.scripts_loaded()
+    result = manager.admit("alice", "movie", "s1")
+    assert result.allowed and result.new_session and result.active_sessions == 2
+    assert manager.scripts_loaded() is False  # only the scripts that ran were reloaded
+    assert manager.stop("alice", "s1") is True
+
+
+def test_session_details_show_start_last_heartbeat_and_expiry(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    time.sleep(0.05)
+    manager.admit("alice", "movie", "s0")
+    [session] = manager.sessions("alice")
+    assert session.last_heartbeat_at > session.started_at
+    assert 39 < session.expires_in_seconds <= 40
+
+
+def test_live_users_are_listed_most_recent_first(manager: StreamManager) -> None:
+    for user in ["u1", "u2", "u3"]:
+        manager.admit(user, "movie", "s0")
+        time.sleep(0.002)
+    manager.admit("u2", "movie", "s1")
+    total, page = manager.live_users(offset=0, count=2)
+    assert total == 3
+    assert [(u.user_id, u.active_sessions) for u in page] == [("u2", 2), ("u3", 1)]
+    total, page = manager.live_users(offset=2, count=2)
+    assert [u.user_id for u in page] == ["u1"]
+
+
+def test_refused_and_stopped_sessions_leave_the_live_counts(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    manager.admit("alice", "movie", "refused")
+    manager.admit("bob", "movie", "s0")
+    manager.stop("bob", "s0")
+    stats = manager.stats()
+    assert (stats.live_users, stats.live_sessions, stats.users_at_limit) == (1, 3, 1)
+
+
+def test_activity_counts_heartbeats_refusals_and_evictions(manager: StreamManager) -> None:
+    admit_sessions(manager, "alice", 3)
+    manager.admit("alice", "movie", "refused")
+    manager.admit("alice", "movie", "s0")
+    manager.evict("alice", "s2")
+    minutes = manager.activity(minutes=2)
+    assert len(minutes) == 2
+    assert sum(m.heartbeats for m in minutes) == 5
+    assert sum(m.refused for m in minutes) == 1
+    assert sum(m.evicted for m in minutes) == 1
+    assert max(m.peak_sessions for m in minutes) == 3
