@@ -22,3 +22,12 @@ max_requests_jitter = max_requests // 10
 # The application logs one JSON line per request; gunicorn's own lines are JSON too.
 accesslog = None
 logconfig_dict = build_logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
+# gunicorn attaches its own plain-text handlers to these; replace them.
+logconfig_dict["loggers"].update(
+    {
+        "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
+        "gunicorn.access": {"level": "WARNING", "handlers": ["stdout"], "propagate": False},
+    }
+)
+# The control socket (gunicorn 24+) is not used, and a read-only home would break it.
+control_socket_disable = True

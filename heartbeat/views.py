@@ -85,6 +85,8 @@ class _PlayerAPIView(APIView):
                 },
                 status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             )
+        if request.stream is None:
+            return None, invalid_request({"body": ["The body is empty: send a JSON object."]})
         data = request.data
         structlog.contextvars.bind_contextvars(reqBody=_log_body(data))
         ids, errors = read_ids(data, ID_FIELDS)

@@ -81,6 +81,8 @@ def build_logging_config(level: str) -> dict[str, Any]:
 
 def configure_structlog() -> None:
     """Route structlog through stdlib logging so one formatter renders every line."""
+    # Python warnings become log lines too, so stdout stays one JSON object per line.
+    logging.captureWarnings(True)
     structlog.configure(
         processors=[
             # Drops lines below the logger's level before any other work is done.

@@ -119,7 +119,8 @@ class LiveGunicorn:
 
     def log_lines(self) -> list[dict]:
         """Every JSON line gunicorn and the app wrote so far."""
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         lines = []
         for raw in self.log_path.read_text().splitlines():
             try:

@@ -1,0 +1,69 @@
+"""The guarantee the product sells, against a live gunicorn with several workers."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.live_server_gunicorn
+
+PLAYERS = 50
+USERS = 20
+LIMIT = 3
+
+
+def fire_first_heartbeats(url: str, user: str, players: int) -> Counter:
+    """``players`` distinct sessions of ``user`` send their first heartbeat at the same instant."""
+    barrier = threading.Barrier(players)
+    statuses: Counter = Counter()
+    lock = threading.Lock()
+
+    def player(i: int) -> None:
+        with requests.Session() as http:
+            # Connect before the barrier, so the requests really race.
+            http.get(f"{url}/heartbeat", timeout=10)
+            barrier.wait()
+            response = http.post(
+                f"{url}/heartbeat",
+                json={"userId": user, "streamId": f"movie-{i % 4}", "sessionId": f"{user}-device-{i}"},
+                timeout=30,
+            )
+        with lock:
+            statuses[response.status_code] += 1
+
+    threads = [threading.Thread(target=player, args=(i,)) for i in range(players)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return statuses
+
+
+def test_fifty_racing_first_heartbeats_admit_exactly_the_limit_for_each_of_twenty_users(live_gunicorn) -> None:
+    server = live_gunicorn(workers=4, MAX_CONCURRENT_STREAMS=str(LIMIT))
+    for n in range(USERS):
+        statuses = fire_first_heartbeats(server.url, f"family-{n}", PLAYERS)
+        assert statuses == Counter({200: LIMIT, 400: PLAYERS - LIMIT}), (n, statuses)
+
+
+def test_gunicorn_logs_one_json_object_per_line_with_the_request_fields(live_gunicorn) -> None:
+    server = live_gunicorn(workers=2)
+    response = requests.post(
+        f"{server.url}/heartbeat/",
+        json={"userId": "u", "streamId": "m", "sessionId": "s"},
+        headers={"X-Correlation-ID": "live-1"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and response.headers["X-Correlation-ID"] == "live-1"
+    server.stop()
+    lines = server.log_lines()
+    assert all("unparsed" not in line for line in lines), [line for line in lines if "unparsed" in line]
+    [finished] = [
+        line for line in lines if line.get("correlationId") == "live-1" and line["message"] == "request_finished"
+    ]
+    for field in ("hostname", "url", "reqBody", "message", "status", "level", "timestamp", "correlationId"):
+        assert field in finished, field
+    assert any("Booting worker" in line["message"] for line in lines)
