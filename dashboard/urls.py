@@ -1,4 +1,15 @@
 """Staff dashboard routes."""
 
+from django.urls import path
+
+from dashboard import views
+
 app_name = "dashboard"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("users/", views.live_users, name="live-users"),
+    path("user/", views.user_detail, name="user"),
+    path("user/evict/", views.evict, name="evict"),
+    path("user/evict-all/", views.evict_all, name="evict-all"),
+    path("user/limit/", views.set_limit, name="set-limit"),
+]

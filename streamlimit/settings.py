@@ -76,6 +76,8 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 
 INSTALLED_APPS = [
+    # Before the admin, so its admin/index.html (the dashboard link) wins.
+    "dashboard",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -87,7 +89,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_structlog",
     "heartbeat",
-    "dashboard",
 ]
 
 MIDDLEWARE = [

@@ -34,6 +34,11 @@ def key_prefix(settings, redis_client: Redis) -> Iterator[str]:
     """A key prefix of this test's own, set for the service too; its keys are deleted after."""
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     settings.REDIS_KEY_PREFIX = prefix
+    # Pages rendered by the test client need no collectstatic manifest.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     yield prefix
     keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
@@ -153,3 +158,29 @@ def live_gunicorn(key_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Liv
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    """A support staff member (is_staff, no superuser rights)."""
+    return django_user_model.objects.create_user("support", password="support-pass-123", is_staff=True)
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    """A test client logged in as staff."""
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def outsider_client(client, django_user_model):
+    """A test client logged in as a user who is not staff."""
+    client.force_login(django_user_model.objects.create_user("viewer", password="viewer-pass-123"))
+    return client
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Staff accounts in tests need no slow password hashing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,60 @@
+"""Staff actions on live state, each written to the audit trail.
+
+Shared by the dashboard views and the management commands, so an eviction or a
+limit change is audited the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from dashboard.models import AuditRecord
+from heartbeat.services import get_stream_manager
+from heartbeat.stream_manager import UserLimit
+
+
+def _audit(actor: AbstractBaseUser | str, action: str, user_id: str, session_id: str = "", detail: str = "") -> None:
+    if isinstance(actor, str):
+        AuditRecord.objects.create(
+            actor_name=actor, action=action, stream_user_id=user_id, session_id=session_id, detail=detail
+        )
+    else:
+        AuditRecord.objects.create(
+            actor=actor,
+            actor_name=actor.get_username(),
+            action=action,
+            stream_user_id=user_id,
+            session_id=session_id,
+            detail=detail,
+        )
+
+
+def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str) -> bool:
+    """Evict one session; True if it was live. Audited either way."""
+    was_live = bool(get_stream_manager().evict(user_id, session_id))
+    cooldown = get_stream_manager().eviction_cooldown_seconds
+    _audit(
+        actor,
+        AuditRecord.Action.EVICT_SESSION,
+        user_id,
+        session_id,
+        f"{'live' if was_live else 'not live'}; cool-down {cooldown} s",
+    )
+    return was_live
+
+
+def evict_all(actor: AbstractBaseUser | str, user_id: str) -> list[str]:
+    """Evict every live session of a user; returns their ids. Audited."""
+    evicted = get_stream_manager().evict(user_id)
+    _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=f"{len(evicted)} sessions: {', '.join(evicted)}"[:500])
+    return evicted
+
+
+def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) -> UserLimit:
+    """Set (1..50) or clear (None) a user's limit override. Audited."""
+    manager = get_stream_manager()
+    before = manager.get_limit(user_id)
+    after = manager.set_limit_override(user_id, limit)
+    action = AuditRecord.Action.CLEAR_LIMIT if limit is None else AuditRecord.Action.SET_LIMIT
+    _audit(actor, action, user_id, detail=f"limit {before.limit} -> {after.limit} (override {after.override})")
+    return after

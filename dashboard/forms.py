@@ -1,0 +1,43 @@
+"""Forms of the staff dashboard; ids follow the same rule as the API."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
+from heartbeat.validation import MAX_ID_LENGTH, id_error
+
+
+def validate_id(value: str) -> None:
+    """Django validator wrapping the API's id rule."""
+    error = id_error(value)
+    if error:
+        raise ValidationError(error)
+
+
+class UserIdForm(forms.Form):
+    """Look up one account by its exact user id."""
+
+    id = forms.CharField(label="User id", max_length=MAX_ID_LENGTH, strip=False, validators=[validate_id])
+
+
+class SessionForm(UserIdForm):
+    """One session of one account."""
+
+    session = forms.CharField(max_length=MAX_ID_LENGTH, strip=False, validators=[validate_id])
+
+
+class LimitForm(UserIdForm):
+    """Set a limit override, or clear it."""
+
+    limit = forms.IntegerField(
+        min_value=MIN_LIMIT_OVERRIDE, max_value=MAX_LIMIT_OVERRIDE, required=False, label="Limit override"
+    )
+    clear = forms.BooleanField(required=False)
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not data.get("clear") and data.get("limit") is None and "limit" not in self.errors:
+            self.add_error("limit", f"Enter a limit from {MIN_LIMIT_OVERRIDE} to {MAX_LIMIT_OVERRIDE}, or clear it.")
+        return data

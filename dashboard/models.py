@@ -1,0 +1,32 @@
+"""Audit records of what staff and operators did to live sessions and limits."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class AuditRecord(models.Model):
+    """One eviction or limit change: who, when, which user and session, what."""
+
+    class Action(models.TextChoices):
+        EVICT_SESSION = "evict_session", "Evicted a session"
+        EVICT_ALL = "evict_all", "Evicted all sessions"
+        SET_LIMIT = "set_limit", "Set a limit override"
+        CLEAR_LIMIT = "clear_limit", "Cleared the limit override"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The staff account, when the action came from the dashboard; kept as a
+    # name too, so the record survives the account and names CLI operators.
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    stream_user_id = models.CharField("user id", max_length=128, db_index=True)
+    session_id = models.CharField(max_length=128, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.stream_user_id}"

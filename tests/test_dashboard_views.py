@@ -1,0 +1,208 @@
+"""The staff dashboard through Django's test client, on a real Redis."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlencode
+
+import pytest
+from django.test import Client
+
+from dashboard.models import AuditRecord
+from heartbeat.services import get_stream_manager
+
+pytestmark = pytest.mark.django_db
+
+PAGES = [
+    "/dashboard/",
+    "/dashboard/users/",
+    "/dashboard/user/?id=alice",
+    "/dashboard/user/evict/?id=alice&session=s0",
+    "/dashboard/user/evict-all/?id=alice",
+]
+POSTS = [
+    ("/dashboard/user/evict/", {"id": "alice", "session": "s0"}),
+    ("/dashboard/user/evict-all/", {"id": "alice"}),
+    ("/dashboard/user/limit/", {"id": "alice", "limit": "5"}),
+]
+
+
+def play(user: str, sessions: int, stream: str = "movie") -> None:
+    for i in range(sessions):
+        get_stream_manager().admit(user, stream, f"s{i}")
+
+
+def user_page(user_id: str) -> str:
+    return "/dashboard/user/?" + urlencode({"id": user_id})
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_anonymous_visitors_are_sent_to_the_login_page(client: Client, url: str) -> None:
+    play("alice", 1)
+    response = client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_non_staff_users_are_sent_to_the_login_page(outsider_client: Client, url: str) -> None:
+    play("alice", 1)
+    response = outsider_client.get(url)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+@pytest.mark.parametrize(("url", "data"), POSTS)
+def test_outsiders_can_change_nothing(client: Client, outsider_client: Client, url: str, data: dict) -> None:
+    play("alice", 2)
+    assert outsider_client.post(url, data).status_code == 302
+    assert len(get_stream_manager().sessions("alice")) == 2
+    assert get_stream_manager().get_limit("alice").override is None
+    assert AuditRecord.objects.count() == 0
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_staff_see_every_page(staff_client: Client, url: str) -> None:
+    play("alice", 1)
+    assert staff_client.get(url).status_code == 200
+
+
+def test_admin_index_links_to_the_dashboard(staff_client: Client) -> None:
+    response = staff_client.get("/admin/")
+    assert response.status_code == 200
+    assert b'href="/dashboard/"' in response.content
+
+
+def test_overview_shows_live_totals_and_recent_activity(staff_client: Client) -> None:
+    play("alice", 3)
+    play("bob", 1)
+    get_stream_manager().admit("alice", "movie", "refused")
+    content = staff_client.get("/dashboard/").content.decode()
+    assert re.search(r'id="stat-live-users">2<', content)
+    assert re.search(r'id="stat-live-sessions">4<', content)
+    assert re.search(r'id="stat-at-limit">1<', content)
+    assert re.search(r'id="stat-heartbeats">5<', content)
+    assert re.search(r'id="stat-refusals">1<', content)
+    assert "<svg" in content and "<polyline" in content
+
+
+def test_search_by_exact_user_id_shows_the_sessions(staff_client: Client) -> None:
+    play("alice", 2, stream="movie-1138")
+    response = staff_client.get("/dashboard/user/", {"id": "alice"})
+    content = response.content.decode()
+    assert content.count('data-session="') == 2 and "movie-1138" in content
+    assert "2 of 3" in content
+
+
+def test_search_is_exact_not_a_prefix_match(staff_client: Client) -> None:
+    play("alice", 2)
+    content = staff_client.get("/dashboard/user/", {"id": "ali"}).content.decode()
+    assert "No live session." in content
+
+
+@pytest.mark.parametrize("bad", ["", "x" * 129, "tab\there"])
+def test_search_with_an_invalid_id_says_why(staff_client: Client, bad: str) -> None:
+    response = staff_client.get("/dashboard/user/", {"id": bad})
+    assert response.status_code == 400
+    assert b"errornote" in response.content
+
+
+def test_ids_are_shown_escaped(staff_client: Client) -> None:
+    hostile = "<script>alert(1)</script>"
+    get_stream_manager().admit(hostile, hostile, hostile)
+    for url in (user_page(hostile), "/dashboard/users/"):
+        content = staff_client.get(url).content.decode()
+        assert "<script>alert(1)</script>" not in content
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in content
+
+
+def test_live_users_are_paginated_most_recent_first(staff_client: Client) -> None:
+    for n in range(120):
+        get_stream_manager().admit(f"user-{n:03d}", "movie", "s0")
+    first = staff_client.get("/dashboard/users/").content.decode()
+    assert "120 live users" in first and "Page 1 of 3" in first
+    assert first.count("<tr><td><a href=") == 50
+    assert first.index("user-119") < first.index("user-118")
+    last = staff_client.get("/dashboard/users/", {"page": 3}).content.decode()
+    assert last.count("<tr><td><a href=") == 20 and "user-000" in last
+    assert staff_client.get("/dashboard/users/", {"page": "nonsense"}).status_code == 200
+
+
+def test_evict_asks_for_confirmation_before_doing_anything(staff_client: Client) -> None:
+    play("alice", 2)
+    response = staff_client.get("/dashboard/user/evict/", {"id": "alice", "session": "s0"})
+    assert b'id="confirm-evict"' in response.content
+    assert len(get_stream_manager().sessions("alice")) == 2
+
+
+def test_evict_frees_the_slot_and_writes_an_audit_record(staff_client: Client, staff_user) -> None:
+    play("alice", 3)
+    response = staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s1"})
+    assert response.status_code == 302 and response["Location"] == user_page("alice")
+    assert [s.session_id for s in get_stream_manager().sessions("alice")] == ["s0", "s2"]
+    record = AuditRecord.objects.get()
+    assert (record.actor, record.action, record.stream_user_id, record.session_id) == (
+        staff_user,
+        "evict_session",
+        "alice",
+        "s1",
+    )
+    page = staff_client.get(user_page("alice")).content.decode()
+    assert "Evicted a session" in page and "support" in page
+
+
+def test_evict_all_frees_every_slot(staff_client: Client) -> None:
+    play("alice", 3)
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice"})
+    assert get_stream_manager().sessions("alice") == []
+    assert AuditRecord.objects.get().action == "evict_all"
+
+
+def test_posts_without_a_csrf_token_are_refused(staff_user) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    play("alice", 2)
+    for url, data in POSTS:
+        assert client.post(url, data).status_code == 403
+    assert len(get_stream_manager().sessions("alice")) == 2
+    assert AuditRecord.objects.count() == 0
+
+
+def test_posts_with_the_csrf_token_from_the_page_work(staff_user) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
+    play("alice", 2)
+    page = client.get("/dashboard/user/evict/", {"id": "alice", "session": "s0"}).content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    response = client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert [s.session_id for s in get_stream_manager().sessions("alice")] == ["s1"]
+
+
+def test_setting_a_limit_override_is_applied_and_audited(staff_client: Client) -> None:
+    response = staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "5"})
+    assert response.status_code == 302
+    assert get_stream_manager().get_limit("alice").override == 5
+    assert AuditRecord.objects.get().detail == "limit 3 -> 5 (override 5)"
+    assert "5 at once" in staff_client.get(user_page("alice")).content.decode()
+
+
+def test_clearing_the_override_restores_the_default(staff_client: Client) -> None:
+    staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "7"})
+    staff_client.post("/dashboard/user/limit/", {"id": "alice", "clear": "1"})
+    assert get_stream_manager().get_limit("alice").override is None
+    assert [r.action for r in AuditRecord.objects.order_by("id")] == ["set_limit", "clear_limit"]
+
+
+@pytest.mark.parametrize("bad", ["0", "51", "-3", "abc", "", "2.5"])
+def test_bad_limits_are_refused_with_a_message(staff_client: Client, bad: str) -> None:
+    response = staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": bad}, follow=True)
+    assert "Limit not changed" in response.content.decode()
+    assert get_stream_manager().get_limit("alice").override is None
+    assert AuditRecord.objects.count() == 0
+
+
+def test_redis_down_shows_a_page_not_a_crash(staff_client: Client, settings) -> None:
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    response = staff_client.get("/dashboard/")
+    assert response.status_code == 503 and b"Redis cannot be reached" in response.content
