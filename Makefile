@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup lint format bench clean
+.PHONY: run test setup lint format bench bench-dashboard clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ format: setup
 
 bench: setup
 	$(BIN)/python -m devtools.with_redis bash bench/run.sh
+
+bench-dashboard: setup
+	$(BIN)/python -m devtools.with_redis $(BIN)/python bench/dashboard_pages.py 100000
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-output

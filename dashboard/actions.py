@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.models import AuditRecord
+from heartbeat.metrics import EVICTIONS
 from heartbeat.services import get_stream_manager
 from heartbeat.stream_manager import UserLimit
 
@@ -32,6 +33,7 @@ def _audit(actor: AbstractBaseUser | str, action: str, user_id: str, session_id:
 def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str) -> bool:
     """Evict one session; True if it was live. Audited either way."""
     was_live = bool(get_stream_manager().evict(user_id, session_id))
+    EVICTIONS.inc(int(was_live))
     cooldown = get_stream_manager().eviction_cooldown_seconds
     _audit(
         actor,
@@ -46,6 +48,7 @@ def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str) 
 def evict_all(actor: AbstractBaseUser | str, user_id: str) -> list[str]:
     """Evict every live session of a user; returns their ids. Audited."""
     evicted = get_stream_manager().evict(user_id)
+    EVICTIONS.inc(len(evicted))
     _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=f"{len(evicted)} sessions: {', '.join(evicted)}"[:500])
     return evicted
 

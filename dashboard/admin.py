@@ -22,3 +22,7 @@ class AuditRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+admin.site.site_header = "StreamLimit administration"
+admin.site.site_title = "StreamLimit"

@@ -61,6 +61,11 @@ class KeyLayout:
         """ZSET "<user id>\\x00<session id>" -> last heartbeat (ms): live session count."""
         return self._global + "sessions"
 
+    @property
+    def limit_overrides(self) -> str:
+        """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
+        return self._global + "overrides"
+
     def minute(self, epoch_minute: int) -> str:
         """HASH of one minute's activity counters (heartbeats, refused, evicted, peak)."""
         return f"{self._global}minute:{epoch_minute}"

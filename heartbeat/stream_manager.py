@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -251,14 +252,18 @@ class StreamManager:
         """
         require_id(user_id, "userId")
         key = self.keys.user(user_id).limit
+        pipe = self.client.pipeline(transaction=False)
         if limit is None:
-            self.client.delete(key)
+            pipe.delete(key)
+            pipe.hdel(self.keys.limit_overrides, user_id)
         else:
             if isinstance(limit, bool) or not isinstance(limit, int):
                 raise LimitOutOfRangeError("The limit must be a whole number.")
             if not MIN_LIMIT_OVERRIDE <= limit <= MAX_LIMIT_OVERRIDE:
                 raise LimitOutOfRangeError(f"The limit must be between {MIN_LIMIT_OVERRIDE} and {MAX_LIMIT_OVERRIDE}.")
-            self.client.set(key, limit)
+            pipe.set(key, limit)
+            pipe.hset(self.keys.limit_overrides, user_id, limit)
+        pipe.execute()
         logger.info("limit override set", userId=user_id, override=limit)
         return self.get_limit(user_id)
 
@@ -304,29 +309,32 @@ class StreamManager:
             LiveUser(_text(uid), _ms_to_datetime(last), n) for (uid, last), n in zip(rows, counts, strict=True)
         ]
 
-    def stats(self) -> ServiceStats:
-        """Live users, live sessions and users at their limit, across all users.
-
-        Users at their limit are counted user by user (two commands each, in
-        pipelines of 1,000 users); the other two numbers are one command each.
-        """
+    def live_counts(self) -> tuple[int, int]:
+        """Live users and live sessions across all users (two ZCOUNTs)."""
         since = self._now_ms() - self.session_ttl_ms
         pipe = self.client.pipeline(transaction=False)
         pipe.zcount(self.keys.live_users, f"({since}", "+inf")
         pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
-        live_users, live_sessions = pipe.execute()
-        at_limit = 0
-        for batch in self._batched(self.client.zscan_iter(self.keys.live_users, count=1000), 1000):
-            pipe = self.client.pipeline(transaction=False)
-            for raw_uid, _ in batch:
-                user = self.keys.user(_text(raw_uid))
-                pipe.zcount(user.sessions, f"({since}", "+inf")
-                pipe.get(user.limit)
-            replies = pipe.execute()
-            for active, override in zip(replies[::2], replies[1::2], strict=True):
-                limit = int(override) if override is not None else self.default_limit
-                at_limit += active >= limit > 0
-        return ServiceStats(live_users, live_sessions, at_limit)
+        users, sessions = pipe.execute()
+        return users, sessions
+
+    def stats(self) -> ServiceStats:
+        """Live users, live sessions and users at their limit, across all users.
+
+        Users at their limit are counted from the live-session index (one
+        ZRANGEBYSCORE) and the override mirror (one HGETALL): O(live sessions)
+        work in this process, no command per user.
+        """
+        since = self._now_ms() - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
+        pipe.zrangebyscore(self.keys.live_sessions, f"({since}", "+inf")
+        pipe.hgetall(self.keys.limit_overrides)
+        live_users, members, overrides = pipe.execute()
+        per_user = Counter(member.split(b"\x00", 1)[0] for member in members)
+        limits = {uid: int(limit) for uid, limit in overrides.items()}
+        at_limit = sum(1 for uid, n in per_user.items() if n >= limits.get(uid, self.default_limit))
+        return ServiceStats(live_users, len(members), at_limit)
 
     def activity(self, minutes: int = 60) -> list[MinuteActivity]:
         """Per-minute counters of the last ``minutes`` minutes, oldest first."""

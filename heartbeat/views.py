@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from heartbeat import schema
+from heartbeat import metrics, schema
 from heartbeat.errors import internal_error, invalid_request
 from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
 from heartbeat.services import get_stream_manager
@@ -104,12 +104,16 @@ class HeartbeatView(_PlayerAPIView):
         if error:
             return error
         try:
-            result = get_stream_manager().admit(ids["userId"], ids["streamId"], ids["sessionId"])
+            with metrics.HEARTBEAT_SECONDS.time():
+                result = get_stream_manager().admit(ids["userId"], ids["streamId"], ids["sessionId"])
         except RedisError:
             logger.exception("heartbeat failed", reason="redis_error")
+            metrics.HEARTBEATS.labels("error").inc()
+            metrics.REDIS_ERRORS.labels("heartbeat").inc()
             if settings.STREAMLIMIT_FAIL_OPEN:
                 return Response(self._degraded_body())
             return internal_error(request._request)
+        metrics.HEARTBEATS.labels(result.outcome.value).inc()
         return self._answer(result)
 
     @staticmethod
@@ -153,5 +157,6 @@ class StopView(_PlayerAPIView):
             get_stream_manager().stop(ids["userId"], ids["sessionId"])
         except RedisError:
             logger.exception("stop failed", reason="redis_error")
+            metrics.REDIS_ERRORS.labels("stop").inc()
             return internal_error(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,70 @@
+"""Prometheus metrics of the heartbeat service.
+
+Under gunicorn the metrics live in prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py), so a scrape sees the
+sum over every worker. Live users and sessions are read from Redis at scrape
+time, so they are the same whichever worker answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+
+HEARTBEATS = Counter(
+    "streamlimit_heartbeats",
+    "Heartbeats answered, by outcome (allowed, limit_reached, evicted, invalid, error).",
+    ["outcome"],
+)
+HEARTBEAT_SECONDS = Histogram(
+    "streamlimit_heartbeat_duration_seconds",
+    "Time to answer a valid heartbeat, Redis round trip included.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+REDIS_ERRORS = Counter("streamlimit_redis_errors", "Redis errors met while answering requests.", ["operation"])
+EVICTIONS = Counter("streamlimit_evictions", "Sessions evicted by staff or operators.")
+
+for outcome in ("allowed", "limit_reached", "evicted", "invalid", "error"):
+    HEARTBEATS.labels(outcome)  # every outcome is exported from the start, at 0
+
+
+class LiveStateCollector(Collector):
+    """Gauges of live users and sessions, read from Redis when scraped."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from heartbeat.services import get_stream_manager
+
+        users = GaugeMetricFamily("streamlimit_live_users", "Users with at least one live session.")
+        sessions = GaugeMetricFamily("streamlimit_live_sessions", "Live sessions across all users.")
+        up = GaugeMetricFamily("streamlimit_redis_up", "1 if Redis answered this scrape, else 0.")
+        try:
+            live_users, live_sessions = get_stream_manager().live_counts()
+        except RedisError:
+            REDIS_ERRORS.labels("metrics").inc()
+            up.add_metric([], 0)
+            yield up
+            return
+        users.add_metric([], live_users)
+        sessions.add_metric([], live_sessions)
+        up.add_metric([], 1)
+        yield from (users, sessions, up)
+
+
+_LIVE_STATE = CollectorRegistry(auto_describe=True)
+_LIVE_STATE.register(LiveStateCollector())
+
+
+def render_metrics() -> bytes:
+    """The text exposition of every metric: all workers' when in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    return generate_latest(registry) + generate_latest(_LIVE_STATE)
