@@ -4,6 +4,8 @@ Each value can be changed by an environment variable; see the README.
 """
 
 import os
+import tempfile
+from pathlib import Path
 
 from streamlimit.logging import build_logging_config
 
@@ -31,3 +33,23 @@ logconfig_dict["loggers"].update(
 )
 # The control socket (gunicorn 24+) is not used, and a read-only home would break it.
 control_socket_disable = True
+
+# Prometheus metrics are summed over all workers through files in this folder
+# (prometheus-client's multiprocess mode); it must be set before any worker
+# imports prometheus_client, so it is set here, in the master.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="streamlimit-metrics-"))
+
+
+def on_starting(server):
+    """Start every run with empty metrics: old files would add up to stale totals."""
+    folder = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server, worker):
+    """Let a dead worker's live gauges go (its counters still count)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -62,9 +62,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_redis(binary: str) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """Start a throw-away redis-server on a free port; wait until it answers."""
-    port = free_port()
+def start_redis(binary: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start a throw-away redis-server (on a free port unless given); wait until it answers."""
+    port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="streamlimit-redis-"))
     process = subprocess.Popen(
         [

@@ -7,12 +7,20 @@ of a serializer's cost on the hot path.
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 
 from heartbeat.validation import MAX_ID_LENGTH
 
-_ID = {"min_length": 1, "max_length": MAX_ID_LENGTH, "trim_whitespace": False}
+# The same rule as heartbeat.validation, in a form JSON Schema can state.
+_NO_CONTROL_CHARACTERS = RegexValidator(r"^[^\u0000-\u001F\u007F-\u009F]*$")
+_ID = {
+    "min_length": 1,
+    "max_length": MAX_ID_LENGTH,
+    "trim_whitespace": False,
+    "validators": [_NO_CONTROL_CHARACTERS],
+}
 
 
 class HeartbeatRequestSerializer(serializers.Serializer):
@@ -35,15 +43,20 @@ class AllowedSerializer(serializers.Serializer):
     )
 
 
-class RefusedSerializer(serializers.Serializer):
-    """400: stop playing."""
+class HeartbeatBadRequestSerializer(serializers.Serializer):
+    """400 from /heartbeat: stop playing (limit reached, or evicted), or fix the body (invalid_request)."""
 
-    allowed = serializers.BooleanField()
-    code = serializers.ChoiceField(choices=["concurrency_limit_reached", "session_evicted"])
-    activeSessions = serializers.IntegerField()  # noqa: N815
-    limit = serializers.IntegerField()
-    heartbeatInterval = serializers.IntegerField()  # noqa: N815
-    message = serializers.CharField(help_text="Plain words a player can show.")
+    code = serializers.ChoiceField(choices=["concurrency_limit_reached", "session_evicted", "invalid_request"])
+    allowed = serializers.BooleanField(required=False, help_text="false when the player must stop.")
+    activeSessions = serializers.IntegerField(required=False)  # noqa: N815
+    limit = serializers.IntegerField(required=False)
+    heartbeatInterval = serializers.IntegerField(required=False)  # noqa: N815
+    message = serializers.CharField(required=False, help_text="Plain words a player can show.")
+    errors = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="invalid_request only: what is wrong, by field.",
+    )
 
 
 class InvalidRequestSerializer(serializers.Serializer):
@@ -123,9 +136,7 @@ HEARTBEAT = {
         ),
         400: OpenApiResponse(
             description="Refused (stop playing), or an invalid request",
-            response={
-                "oneOf": [{"$ref": "#/components/schemas/Refused"}, {"$ref": "#/components/schemas/InvalidRequest"}]
-            },
+            response=HeartbeatBadRequestSerializer,
             examples=[
                 OpenApiExample(
                     "Limit reached",

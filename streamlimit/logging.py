@@ -38,6 +38,23 @@ def render_stack(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
     return event_dict
 
 
+_PROBE_REQUESTS = frozenset({"GET /healthz", "GET /readyz", "GET /metrics"})
+
+
+def drop_probe_lines(_logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Drop the info lines of successful probes and scrapes: they come every few seconds.
+
+    Failures (4xx, 5xx) are kept, and LOG_LEVEL=DEBUG keeps everything.
+    """
+    if (
+        method in ("info", "debug")
+        and event_dict.get("request") in _PROBE_REQUESTS
+        and logging.getLogger().getEffectiveLevel() > logging.DEBUG
+    ):
+        raise structlog.DropEvent
+    return event_dict
+
+
 def render_json(_logger: Any, _method: str, event_dict: dict[str, Any]) -> str:
     """Serialise with orjson (fast, and ``default=str`` keeps odd values loggable)."""
     return orjson.dumps(event_dict, default=str).decode()
@@ -87,6 +104,7 @@ def configure_structlog() -> None:
         processors=[
             # Drops lines below the logger's level before any other work is done.
             structlog.stdlib.filter_by_level,
+            drop_probe_lines,
             *_SHARED_PROCESSORS,
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,

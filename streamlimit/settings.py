@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from streamlimit.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from streamlimit.env import env_bool, env_choice, env_float, env_int, env_list, env_networks, env_str
 from streamlimit.logging import build_logging_config, configure_structlog
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,6 +31,11 @@ EVICTION_COOLDOWN_SECONDS = env_int("EVICTION_COOLDOWN_SECONDS", 300, minimum=0,
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "streamlimit")
 STREAMLIMIT_FAIL_OPEN = env_bool("STREAMLIMIT_FAIL_OPEN", False)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01)
+
+# /metrics is answered to clients in these networks, or to any client that
+# sends "Authorization: Bearer <METRICS_BEARER_TOKEN>" when a token is set.
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "")
 
 if SESSION_TTL_SECONDS < HEARTBEAT_INTERVAL_SECONDS:
     raise ImproperlyConfigured(

@@ -1,0 +1,40 @@
+"""Shared behaviour of the operator commands: clear errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from redis.exceptions import RedisError
+
+from heartbeat.stream_manager import LimitOutOfRangeError
+from heartbeat.validation import InvalidIdError
+
+
+class OperatorCommand(BaseCommand):
+    """A command whose Redis and input errors end as one-line messages with a non-zero exit."""
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            return super().execute(*args, **options)
+        except RedisError as exc:
+            raise CommandError(f"Redis is unreachable or failed: {exc}") from exc
+        except (InvalidIdError, LimitOutOfRangeError) as exc:
+            raise CommandError(str(exc)) from exc
+
+
+def add_operator_argument(parser: Any) -> None:
+    """``--operator``: the name recorded in the audit trail."""
+    parser.add_argument(
+        "--operator",
+        default=None,
+        help="your name, for the audit trail (default: the login name running the command)",
+    )
+
+
+def operator_name(options: dict[str, Any]) -> str:
+    """The audit name of the operator running a command."""
+    name = options.get("operator") or os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"cli:{name}"[:150]

@@ -1,0 +1,65 @@
+"""List live users and their sessions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from dashboard.management.base import OperatorCommand
+from heartbeat.services import get_stream_manager
+
+
+class Command(OperatorCommand):
+    help = "List live users (most recent heartbeat first) and their live sessions."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--user", help="show only this user id (exact)")
+        parser.add_argument("--limit", type=int, default=50, help="how many users at most (default 50)")
+        parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["limit"] < 1:
+            self.stderr.write("--limit must be at least 1")
+            raise SystemExit(2)
+        manager = get_stream_manager()
+        if options["user"] is not None:
+            user_ids = [options["user"]]
+            total = 1
+        else:
+            total, rows = manager.live_users(offset=0, count=options["limit"])
+            user_ids = [row.user_id for row in rows]
+        users = []
+        for user_id in user_ids:
+            limit = manager.get_limit(user_id)
+            sessions = manager.sessions(user_id)
+            users.append(
+                {
+                    "userId": user_id,
+                    "limit": limit.limit,
+                    "limitOverride": limit.override,
+                    "sessions": [
+                        {
+                            "sessionId": s.session_id,
+                            "streamId": s.stream_id,
+                            "startedAt": s.started_at.isoformat(),
+                            "lastHeartbeatAt": s.last_heartbeat_at.isoformat(),
+                            "expiresInSeconds": round(s.expires_in_seconds, 1),
+                        }
+                        for s in sessions
+                    ],
+                }
+            )
+        if options["json"]:
+            self.stdout.write(json.dumps({"liveUsers": total, "users": users}, ensure_ascii=False, indent=2))
+            return
+        if options["user"] is None:
+            self.stdout.write(f"{total} live users; showing {len(users)}, most recent heartbeat first.")
+        for user in users:
+            self.stdout.write(f"{user['userId']}  ({len(user['sessions'])} of {user['limit']} sessions)")
+            for s in user["sessions"]:
+                self.stdout.write(
+                    f"  {s['sessionId']}  stream={s['streamId']}  started={s['startedAt']}  "
+                    f"last={s['lastHeartbeatAt']}  expires_in={s['expiresInSeconds']}s"
+                )

@@ -1,0 +1,33 @@
+"""Set or clear a user's limit override (audited)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from dashboard import actions
+from dashboard.management.base import OperatorCommand, add_operator_argument, operator_name
+from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
+
+
+class Command(OperatorCommand):
+    help = (
+        f"Set a user's limit override ({MIN_LIMIT_OVERRIDE} to {MAX_LIMIT_OVERRIDE}) or clear it with --clear. "
+        "Lowering a limit never cuts a live session; it only refuses newcomers."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("user", help="the user id (exact)")
+        parser.add_argument("limit", nargs="?", type=int, help="the new limit")
+        parser.add_argument("--clear", action="store_true", help="remove the override: back to the default")
+        add_operator_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> str:
+        if options["clear"] == (options["limit"] is not None):
+            raise CommandError("Give either a limit or --clear.")
+        result = actions.set_limit(
+            operator_name(options), options["user"], None if options["clear"] else options["limit"]
+        )
+        source = "default" if result.override is None else "override"
+        return f"Limit of {options['user']} is now {result.limit} ({source})."

@@ -1,0 +1,150 @@
+"""Operator commands through call_command, on a real Redis."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from dashboard.models import AuditRecord
+from heartbeat.services import get_stream_manager
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+def play(user: str, sessions: int) -> None:
+    for i in range(sessions):
+        get_stream_manager().admit(user, f"movie-{i}", f"s{i}")
+
+
+def test_live_users_lists_users_and_sessions() -> None:
+    play("alice", 2)
+    play("bob", 1)
+    out = run("live_users")
+    assert "2 live users" in out and "alice  (2 of 3 sessions)" in out and "stream=movie-1" in out
+
+
+def test_live_users_json_is_for_scripts() -> None:
+    play("alice", 2)
+    data = json.loads(run("live_users", "--json", "--limit", "10"))
+    assert data["liveUsers"] == 1
+    [alice] = data["users"]
+    assert alice["userId"] == "alice" and [s["sessionId"] for s in alice["sessions"]] == ["s0", "s1"]
+
+
+def test_live_users_for_one_user() -> None:
+    play("alice", 1)
+    play("bob", 3)
+    data = json.loads(run("live_users", "--user", "bob", "--json"))
+    assert [u["userId"] for u in data["users"]] == ["bob"] and len(data["users"][0]["sessions"]) == 3
+
+
+def test_evict_one_session_is_audited_with_the_operator() -> None:
+    play("alice", 3)
+    out = run("evict", "alice", "--session", "s1", "--operator", "oncall-ann")
+    assert "Evicted session s1 of alice (was live)" in out
+    assert [s.session_id for s in get_stream_manager().sessions("alice")] == ["s0", "s2"]
+    record = AuditRecord.objects.get()
+    assert (record.actor_name, record.action, record.session_id) == ("cli:oncall-ann", "evict_session", "s1")
+
+
+def test_evict_all_sessions() -> None:
+    play("alice", 3)
+    assert "Evicted 3 session(s)" in run("evict", "alice", "--all")
+    assert get_stream_manager().sessions("alice") == []
+    assert AuditRecord.objects.get().action == "evict_all"
+
+
+def test_evict_needs_a_target() -> None:
+    with pytest.raises(CommandError):
+        call_command("evict", "alice")
+
+
+def test_set_and_clear_a_limit() -> None:
+    assert "now 7 (override)" in run("set_limit", "alice", "7")
+    assert get_stream_manager().get_limit("alice").override == 7
+    assert "now 3 (default)" in run("set_limit", "alice", "--clear")
+    assert [r.action for r in AuditRecord.objects.order_by("id")] == ["set_limit", "clear_limit"]
+
+
+@pytest.mark.parametrize("args", [("alice", "0"), ("alice", "51"), ("alice",), ("alice", "5", "--clear")])
+def test_bad_limits_are_refused_with_a_message(args: tuple[str, ...]) -> None:
+    with pytest.raises(CommandError):
+        call_command("set_limit", *args)
+    assert get_stream_manager().get_limit("alice").override is None
+
+
+def test_invalid_user_id_gives_a_message_not_a_traceback() -> None:
+    with pytest.raises(CommandError, match="userId"):
+        call_command("evict", "x" * 129, "--all")
+
+
+def test_stats_counts_users_sessions_limits_and_memory() -> None:
+    play("alice", 3)
+    play("bob", 1)
+    data = json.loads(run("stats", "--json"))
+    assert (data["liveUsers"], data["liveSessions"], data["usersAtLimit"]) == (2, 4, 1)
+    assert data["keys"] >= 5 and data["memoryBytes"] > 0
+    assert "users at limit:  1" in run("stats")
+
+
+def test_check_service_reports_redis_and_loads_scripts(redis_client) -> None:
+    redis_client.script_flush()
+    out = run("check_service")
+    assert "redis: ok (version" in out and "mode standalone" in out
+    assert "scripts: loaded" in out and "database: ok" in out
+    assert get_stream_manager().scripts_loaded()
+
+
+def test_check_service_fails_with_a_reason_when_redis_is_down(settings) -> None:
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    with pytest.raises(CommandError, match="not ready: Redis does not answer"):
+        call_command("check_service", stdout=io.StringIO())
+
+
+def test_purge_with_yes_deletes_only_this_prefix(redis_client, key_prefix) -> None:
+    play("alice", 2)
+    redis_client.set("someone-else:key", "1", ex=60)
+    assert "Deleted" in run("purge", "--yes")
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+    assert redis_client.get("someone-else:key") == b"1"
+
+
+def test_purge_without_yes_and_without_a_terminal_refuses() -> None:
+    play("alice", 1)
+    with pytest.raises(CommandError, match="--yes"):
+        call_command("purge")
+    assert len(get_stream_manager().sessions("alice")) == 1
+
+
+def test_commands_exit_non_zero_with_a_plain_message_from_the_shell(key_prefix) -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "set_limit", "alice", "99"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "REDIS_KEY_PREFIX": key_prefix},
+    )
+    assert result.returncode == 1
+    assert "CommandError: The limit must be between 1 and 50." in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["live_users", "evict", "set_limit", "stats", "check_service", "purge"])
+def test_every_command_has_help(command: str) -> None:
+    result = subprocess.run([sys.executable, "manage.py", command, "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "usage:" in result.stdout

