@@ -4,6 +4,7 @@ Each value can be changed by an environment variable; see the README.
 """
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
 max_requests_jitter = max_requests // 10
 # The application logs one JSON line per request; gunicorn's own lines are JSON too.
 accesslog = None
+logger_class = "streamlimit.gunicorn_logger.AppLogsRequests"
 logconfig_dict = build_logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
 # gunicorn attaches its own plain-text handlers to these; replace them.
 logconfig_dict["loggers"].update(
@@ -37,7 +39,11 @@ control_socket_disable = True
 # Prometheus metrics are summed over all workers through files in this folder
 # (prometheus-client's multiprocess mode); it must be set before any worker
 # imports prometheus_client, so it is set here, in the master.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="streamlimit-metrics-"))
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    _OWN_METRICS_DIR = tempfile.mkdtemp(prefix="streamlimit-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _OWN_METRICS_DIR
+else:
+    _OWN_METRICS_DIR = None
 
 
 def on_starting(server):
@@ -53,3 +59,9 @@ def child_exit(server, worker):
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics folder this master made for itself."""
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)

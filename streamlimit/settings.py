@@ -108,6 +108,13 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The player endpoints and probes skip the staff pages' middleware (see
+# streamlimit/wsgi.py); the paths are exact, with and without the slash.
+PLAYER_API_PATHS = frozenset(
+    {"/heartbeat", "/heartbeat/", "/heartbeat/stop", "/heartbeat/stop/", "/healthz", "/readyz", "/metrics"}
+)
+PLAYER_API_MIDDLEWARE = ["django_structlog.middlewares.RequestMiddleware"]
+
 ROOT_URLCONF = "streamlimit.urls"
 WSGI_APPLICATION = "streamlimit.wsgi.application"
 APPEND_SLASH = False
@@ -198,5 +205,7 @@ configure_structlog()
 # information; they appear with LOG_LEVEL=DEBUG.
 DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = 10  # DEBUG
 DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = 30  # WARNING
-DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = True
+# The client address is not among the fields operators asked for, and resolving
+# it through proxies costs more than the rest of the request line.
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 DJANGO_STRUCTLOG_USER_ID_FIELD = None

