@@ -6,5 +6,5 @@ from gunicorn.glogging import Logger
 class AppLogsRequests(Logger):
     """Skips gunicorn's access line, which it would otherwise format for every request."""
 
-    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001
+    def access(self, resp, req, environ, request_time) -> None:
         return
