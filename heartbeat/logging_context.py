@@ -22,18 +22,21 @@ CORRELATION_HEADER = "X-Correlation-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
-def correlation_id_for(request: HttpRequest) -> str:
-    """The caller's correlation id when it is sane, else a new UUID."""
+def correlation_id_for(request: HttpRequest, fresh_id: str | None = None) -> str:
+    """The caller's correlation id when it is sane, else ``fresh_id`` or a new UUID."""
     for header in ("HTTP_X_CORRELATION_ID", "HTTP_X_REQUEST_ID"):
         value = request.META.get(header)
         if value and _SANE_ID.fullmatch(value):
             return value
-    return str(uuid.uuid4())
+    return fresh_id or str(uuid.uuid4())
 
 
 @receiver(signals.bind_extra_request_metadata)
 def _bind_request(request: HttpRequest, logger: Any, log_kwargs: dict[str, Any], **_: Any) -> None:
-    request.correlation_id = correlation_id_for(request)  # type: ignore[attr-defined]
+    # django-structlog has just bound a fresh UUID as request_id: it becomes the
+    # correlation id when the caller sent none, so the line carries one id.
+    fresh_id = structlog.contextvars.get_contextvars().get("request_id")
+    request.correlation_id = correlation_id_for(request, fresh_id)  # type: ignore[attr-defined]
     structlog.contextvars.unbind_contextvars("request_id")
     structlog.contextvars.bind_contextvars(correlationId=request.correlation_id, url=request.get_full_path())
 

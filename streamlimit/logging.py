@@ -100,6 +100,12 @@ def configure_structlog() -> None:
     """Route structlog through stdlib logging so one formatter renders every line."""
     # Python warnings become log lines too, so stdout stays one JSON object per line.
     logging.captureWarnings(True)
+    # No line shows the caller's file, thread or process, so the logging HOWTO's
+    # optimisations apply: skip collecting them for every record.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     structlog.configure(
         processors=[
             # Drops lines below the logger's level before any other work is done.

@@ -7,6 +7,7 @@ with its default.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 
@@ -202,10 +203,21 @@ LOGGING = build_logging_config(LOG_LEVEL)
 configure_structlog()
 
 # Request start lines would double the volume of heartbeat logs for no new
-# information; they appear with LOG_LEVEL=DEBUG.
-DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = 10  # DEBUG
-DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = 30  # WARNING
+# information; they appear with LOG_LEVEL=DEBUG. Every django-structlog setting
+# read per request is spelled out: a missing one costs an AttributeError each time.
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG
+DJANGO_STRUCTLOG_STATUS_DEFAULT_LOG_LEVEL = logging.INFO
+DJANGO_STRUCTLOG_STATUS_2XX_LOG_LEVEL = logging.INFO
+DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = logging.WARNING
+DJANGO_STRUCTLOG_STATUS_5XX_LOG_LEVEL = logging.ERROR
+DJANGO_STRUCTLOG_REQUEST_CANCELLED_LOG_LEVEL = logging.WARNING
+# The correlation id is chosen in heartbeat/logging_context.py, which checks the
+# caller's header before trusting it.
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = False
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_CORRELATION_ID = False
 # The client address is not among the fields operators asked for, and resolving
 # it through proxies costs more than the rest of the request line.
 DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
 DJANGO_STRUCTLOG_USER_ID_FIELD = None
+# django-redis keeps pooled connections open; this is read on every request.
+DJANGO_REDIS_CLOSE_CONNECTION = False
