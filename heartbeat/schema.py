@@ -67,7 +67,7 @@ class InvalidRequestSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """405 and 415."""
+    """405, 413 and 415."""
 
     code = serializers.CharField()
     message = serializers.CharField()
@@ -99,6 +99,7 @@ _INVALID = OpenApiResponse(
 )
 _COMMON = {
     405: OpenApiResponse(ErrorSerializer, description="Method not allowed"),
+    413: OpenApiResponse(ErrorSerializer, description="Body larger than 16 KiB"),
     415: OpenApiResponse(ErrorSerializer, description="Body not sent as JSON"),
     500: OpenApiResponse(
         InternalErrorSerializer,

@@ -22,6 +22,9 @@ from heartbeat.validation import ID_FIELDS, id_error
 
 logger = structlog.get_logger(__name__)
 
+# A heartbeat body is about a hundred bytes; DRF would read any size into memory.
+MAX_BODY_BYTES = 16 * 1024
+
 # Logged as ``reqBody``: only the fields the API reads, each cut short, so a
 # client cannot flood the logs through the body.
 _LOGGED_FIELD_LENGTH = 160
@@ -84,6 +87,15 @@ class _PlayerAPIView(APIView):
                     "message": "Send the body as JSON (Content-Type: application/json).",
                 },
                 status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            )
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > MAX_BODY_BYTES:
+            return None, Response(
+                {"code": "payload_too_large", "message": f"The body must be at most {MAX_BODY_BYTES} bytes."},
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
         if request.stream is None:
             return None, invalid_request({"body": ["The body is empty: send a JSON object."]})

@@ -138,6 +138,13 @@ def test_bad_input_gets_invalid_request_and_touches_no_key(
     assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
 
 
+def test_a_body_over_16_kib_gets_413_and_touches_no_key(client: Client, redis_client: Redis, key_prefix: str) -> None:
+    for url in (URL, STOP_URL):
+        response = post(client, {**body(), "padding": "x" * 20_000}, url=url)
+        assert response.status_code == 413 and response.json()["code"] == "payload_too_large"
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
 def test_all_field_errors_are_reported_at_once(client: Client) -> None:
     response = post(client, {"userId": "", "streamId": 1})
     assert set(response.json()["errors"]) == {"userId", "streamId", "sessionId"}

@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 
 from heartbeat.keys import KeyLayout
-from heartbeat.stream_manager import LimitOutOfRangeError, Outcome, StreamManager
+from heartbeat.stream_manager import LimitOutOfRangeError, Outcome, ServiceStats, StreamManager
 from heartbeat.validation import InvalidIdError
 
 
@@ -140,8 +140,14 @@ def test_a_user_who_stops_watching_leaves_nothing_behind(make_manager, redis_cli
     manager.admit("alice", "movie", "s1")
     manager.evict("alice", "s1")
     time.sleep(1.2)
-    leftover = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*") if b":minute:" not in k]
-    assert leftover == []
+    leftover = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
+    # The user's own keys are gone; the shared indexes no longer count the user
+    # and expire by themselves within two minutes of the last heartbeat.
+    assert [k for k in leftover if ":u:" in k] == []
+    assert all(0 < redis_client.pttl(k) <= 2 * 3600 * 1000 for k in leftover)
+    assert all(redis_client.pttl(k) <= 120_000 for k in leftover if ":minute:" not in k)
+    assert manager.stats() == ServiceStats(live_users=0, live_sessions=0, users_at_limit=0)
+    assert manager.live_users() == (0, [])
 
 
 ODD_IDS = ["{a}", "a}", "}", "{", "*", "a:b|c@d/e", "with space", "名前", "%7D", "x" * 128, "ünïcødé 🎬"]
