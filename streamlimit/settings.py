@@ -200,7 +200,7 @@ SPECTACULAR_SETTINGS = {
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
 LOGGING = build_logging_config(LOG_LEVEL)
-configure_structlog()
+configure_structlog(LOG_LEVEL)
 
 # Request start lines would double the volume of heartbeat logs for no new
 # information; they appear with LOG_LEVEL=DEBUG. Every django-structlog setting

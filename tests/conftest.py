@@ -19,6 +19,7 @@ from django_redis import get_redis_connection
 from redis import Redis
 
 from heartbeat.stream_manager import StreamManager
+from streamlimit.logging import SINK
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,17 +71,25 @@ def manager(make_manager: Callable[..., StreamManager]) -> StreamManager:
 
 @pytest.fixture
 def json_log_lines() -> Iterator[Callable[[], list[dict]]]:
-    """The JSON lines the service logs during the test, through its real formatter."""
+    """The JSON lines the service logs during the test, through its real renderers.
+
+    structlog's own lines (the service's) and stdlib lines (Django's) are
+    rendered by two paths; both are captured.
+    """
     root = logging.getLogger()
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
+    stdlib_stream = io.StringIO()
+    handler = logging.StreamHandler(stdlib_stream)
     handler.setFormatter(root.handlers[0].formatter)
     root.addHandler(handler)
+    structlog_stream = io.BytesIO()
+    SINK.target = structlog_stream
 
     def lines() -> list[dict]:
-        return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+        text = structlog_stream.getvalue().decode() + stdlib_stream.getvalue()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
 
     yield lines
+    SINK.target = None
     root.removeHandler(handler)
 
 
