@@ -8,7 +8,9 @@ from importlib import resources
 from typing import Any
 
 from redis import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 @dataclass(frozen=True)
@@ -36,31 +38,54 @@ class ScriptCall:
 
 
 def run_scripts(client: Redis, calls: list[ScriptCall]) -> list[Any]:
-    """Send ``calls`` as EVALSHA in one pipeline (one round trip) and return their replies.
+    """Send ``calls`` as EVALSHA in one write (one round trip) and return their replies.
 
-    redis-py's own pipeline scripts cost an extra SCRIPT EXISTS round trip on
-    every execute, so this sends EVALSHA itself. A Redis that restarted or
-    failed over has lost its script cache: the calls it answered NOSCRIPT are
-    loaded and sent again, once, and only those, so no script runs twice.
+    This is a pipeline without redis-py's Pipeline object, whose bookkeeping
+    (and, for registered scripts, a SCRIPT EXISTS round trip on every execute)
+    costs more than the call on the heartbeat path. A connection that fails is
+    dropped and the calls are sent once more on a fresh one: the admit script
+    is idempotent for a session, so a retry never admits more than the limit.
+    A Redis that restarted or failed over has lost its script cache: the calls
+    it answered NOSCRIPT are loaded and sent again, once, and only those.
     """
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-    replies = pipe.execute(raise_on_error=False)
+    commands = [("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in calls]
+    replies = _round_trip(client, commands)
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
-        pipe = client.pipeline(transaction=False)
+        reload: list[tuple[Any, ...]] = []
         for i in missing:
-            call = calls[i]
-            pipe.script_load(call.script.source)
-            pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        retried = pipe.execute(raise_on_error=False)
+            reload += [("SCRIPT", "LOAD", calls[i].script.source), commands[i]]
+        retried = _round_trip(client, reload)
         for i, reply in zip(missing, retried[1::2], strict=True):
             replies[i] = reply
     for reply in replies:
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+def _round_trip(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Write ``commands`` at once on a pooled connection and read every reply (errors as values)."""
+    pool = client.connection_pool
+    for attempt in (1, 2):
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+            return replies
+        except (RedisConnectionError, RedisTimeoutError):
+            # A pooled connection may be stale (Redis restarted): try one fresh one.
+            connection.disconnect()
+            if attempt == 2:
+                raise
+        finally:
+            pool.release(connection)
+    raise AssertionError("unreachable")
 
 
 def scripts_loaded(client: Redis, scripts: list[LuaScript]) -> bool:

@@ -98,7 +98,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django_structlog.middlewares.RequestMiddleware",
+    # django-structlog's request logging, with a lean path for player requests.
+    "heartbeat.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -114,7 +115,7 @@ MIDDLEWARE = [
 PLAYER_API_PATHS = frozenset(
     {"/heartbeat", "/heartbeat/", "/heartbeat/stop", "/heartbeat/stop/", "/healthz", "/readyz", "/metrics"}
 )
-PLAYER_API_MIDDLEWARE = ["django_structlog.middlewares.RequestMiddleware"]
+PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.RequestLogMiddleware"]
 
 ROOT_URLCONF = "streamlimit.urls"
 WSGI_APPLICATION = "streamlimit.wsgi.application"
