@@ -1,0 +1,1 @@
+"""Benchmarks of StreamLimit (see bench/README.md)."""
