@@ -11,7 +11,7 @@ the WSGI app, writing the response) count; percentages are of those samples.
 Prints the TOP functions (default 25) by inclusive time (the function and
 everything it calls; a function is counted once per stack even when it
 recurses) with their self time, the TOP by self time, then the time of each
-layer of the heartbeat path on its own (gunicorn, Django, django-structlog,
+layer of the heartbeat path on its own (gunicorn, Django, request logging,
 DRF, the view, redis-py, logging, metrics), then self time by package.
 """
 
@@ -48,14 +48,15 @@ PACKAGES = [
 COMPONENTS = [
     (r"^(SyncWorker|ThreadWorker|GeventWorker|EventletWorker)\.handle \(", "gunicorn: read+parse HTTP, write, close"),
     (r"^WSGIHandler\.__call__ \(", "Django WSGI handler: request/response objects, signals"),
-    (r"^RequestMiddleware\.__call__ \(django_structlog/", "django-structlog middleware (own work)"),
+    (r"^RequestMiddleware\.__call__ \(django_structlog/", "request-log middleware (own work)"),
+    (r"^RequestLogMiddleware\.__call__ \(heartbeat/", "request-log middleware (own work)"),
     (r"^BaseHandler\._get_response \(", "Django: URL resolve, view call"),
     (r"^APIView\.dispatch \(rest_framework/", "DRF: Request wrap, initial, finalize_response"),
     (r"^\w+View\.post \(heartbeat/", "heartbeat view: parse JSON, validate ids, build answer"),
     (r"^StreamManager\.admit \(heartbeat/", "StreamManager.admit: keys, result"),
     (r"^run_scripts \(heartbeat/", "redis-py: one pipeline (2 EVALSHA): pack, send, read, parse"),
     (r"^(Histogram|Counter|Gauge|MetricWrapperBase|_?Timer)\S* \(prometheus_client/", "prometheus_client metrics"),
-    (r"^Signal\.send", "Django signals (django-structlog hooks)"),
+    (r"^Signal\.send", "Django signals (request_started/finished receivers)"),
     (r"\((structlog|logging)/", "logging: structlog + stdlib (build, format, write a line)"),
 ]
 _COMPONENT_PATTERNS = [(re.compile(p), name) for p, name in COMPONENTS]
