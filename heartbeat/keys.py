@@ -62,6 +62,11 @@ class KeyLayout:
         return self._global + "sessions"
 
     @property
+    def ended_sessions(self) -> str:
+        """ZSET "<user id>\\x00<session id>" -> when it was stopped or evicted (ms), kept one TTL."""
+        return self._global + "ended"
+
+    @property
     def limit_overrides(self) -> str:
         """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
         return self._global + "overrides"

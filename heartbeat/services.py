@@ -21,6 +21,7 @@ def get_stream_manager() -> StreamManager:
         default_limit=settings.MAX_CONCURRENT_STREAMS,
         session_ttl_seconds=settings.SESSION_TTL_SECONDS,
         eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
+        activity_flush_seconds=settings.ACTIVITY_FLUSH_SECONDS,
     )
 
 
@@ -29,6 +30,7 @@ _MANAGER_SETTINGS = {
     "MAX_CONCURRENT_STREAMS",
     "SESSION_TTL_SECONDS",
     "EVICTION_COOLDOWN_SECONDS",
+    "ACTIVITY_FLUSH_SECONDS",
     "CACHES",
 }
 

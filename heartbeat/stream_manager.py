@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from typing import Any
 
 import structlog
 from redis import Redis
+from redis.exceptions import RedisError
 
+from heartbeat.activity import FLUSHER, ActivityBuffer
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, load_scripts, run_scripts, scripts_loaded
 from heartbeat.validation import require_id
@@ -23,12 +26,15 @@ logger = structlog.get_logger(__name__)
 MINUTE_KEY_TTL_SECONDS = 2 * 3600
 MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
+# Sessions per record_activity call: bounds how long one call holds Redis.
+ACTIVITY_CHUNK = 1000
 
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
+END_SESSIONS = LuaScript.load("end_sessions")
 STOP = LuaScript.load("stop")
 EVICT = LuaScript.load("evict")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, STOP, EVICT]
+ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, END_SESSIONS, STOP, EVICT]
 
 
 class Outcome(enum.Enum):
@@ -123,7 +129,9 @@ class StreamManager:
     """Admits, stops and evicts sessions, and reads them back, on Redis.
 
     The check-and-admit step is one Lua script (``admit.lua``), so the limit
-    holds however many API servers run at once; the time is Redis' own.
+    holds however many API servers run at once; the time is Redis' own. What
+    heartbeats did is written to the shared activity keys in batches (see
+    ``heartbeat/activity.py``), every ``activity_flush_seconds``.
     """
 
     def __init__(
@@ -134,6 +142,7 @@ class StreamManager:
         default_limit: int,
         session_ttl_seconds: int,
         eviction_cooldown_seconds: int,
+        activity_flush_seconds: float = 1.0,
     ) -> None:
         self.client = client
         self.keys = KeyLayout(key_prefix)
@@ -141,34 +150,37 @@ class StreamManager:
         self.session_ttl_seconds = session_ttl_seconds
         self.session_ttl_ms = session_ttl_seconds * 1000
         self.eviction_cooldown_seconds = eviction_cooldown_seconds
+        self.activity_flush_seconds = activity_flush_seconds
+        self.pending_activity = ActivityBuffer()
+        self._flusher_pid = 0
 
     # --- The player's side ---------------------------------------------------
 
     def admit(self, user_id: str, stream_id: str, session_id: str) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
-        An allowed heartbeat costs one round trip: the admit script and the
-        activity record travel in one pipeline. A refusal costs a second one,
-        to take the refused session back out of the activity index.
+        One round trip, allowed or refused: the admit script. What the
+        heartbeat did is noted for the next activity flush.
         """
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
-        user = self.keys.user(user_id)
-        member = f"{user_id}\x00{session_id}"
-        admit_reply, _ = run_scripts(
+        reply = run_scripts(
             self.client,
             [
-                ScriptCall(ADMIT, user.as_list(), [session_id, stream_id, self.default_limit, self.session_ttl_ms]),
                 ScriptCall(
-                    RECORD_ACTIVITY,
-                    [self.keys.live_users, self.keys.live_sessions, self._minute_key()],
-                    [user_id, member, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS],
-                ),
+                    ADMIT,
+                    self.keys.user(user_id).as_list(),
+                    [session_id, stream_id, self.default_limit, self.session_ttl_ms],
+                )
             ],
-        )
-        code, active, limit, pruned = (int(v) for v in admit_reply)
+        )[0]
+        code, active, limit, pruned, now_ms = (int(v) for v in reply)
         result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
+        self.pending_activity.note(user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2)
+        if self._flusher_pid != os.getpid():
+            FLUSHER.register(self, self.activity_flush_seconds)
+            self._flusher_pid = os.getpid()
         if pruned:
             logger.info("expired sessions pruned", userId=user_id, pruned=pruned)
         if result.allowed:
@@ -185,7 +197,6 @@ class StreamManager:
                 limit=limit,
             )
         else:
-            self._unrecord(user_id, member, result)
             logger.warning(
                 "reject stream request",
                 userId=user_id,
@@ -377,6 +388,42 @@ class StreamManager:
         logger.warning("keys purged", prefix=self.keys.prefix, deleted=deleted)
         return deleted
 
+    def flush_activity(self) -> int:
+        """Write the activity noted since the last flush to the shared keys; return the sessions written.
+
+        The flusher thread calls this every ``activity_flush_seconds`` and at
+        exit. A batch that cannot be written (Redis down) is dropped with a
+        warning: each of its sessions is written again by its next heartbeat.
+        """
+        batch = self.pending_activity.take()
+        if not batch:
+            return 0
+        shared = [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions]
+        minutes = sorted(batch.counts)
+        records = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        calls = []
+        for minute in minutes:
+            heartbeats, refused = batch.counts[minute]
+            # The sessions go with the newest minute, in chunks; counts with the first chunk.
+            chunks = [records[i : i + 3 * ACTIVITY_CHUNK] for i in range(0, len(records), 3 * ACTIVITY_CHUNK)]
+            if minute != minutes[-1] or not chunks:
+                chunks = [[]]
+            for n, chunk in enumerate(chunks):
+                counts = [heartbeats, refused] if n == 0 else [0, 0]
+                calls.append(
+                    ScriptCall(
+                        RECORD_ACTIVITY,
+                        [*shared, self.keys.minute(minute)],
+                        [self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *counts, *chunk],
+                    )
+                )
+        try:
+            written = run_scripts(self.client, calls)
+        except RedisError:
+            logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
+            return 0
+        return sum(int(n) for n in written)
+
     def ping(self) -> bool:
         """Whether Redis answers (raises the connection error when it does not)."""
         return bool(self.client.ping())
@@ -405,26 +452,15 @@ class StreamManager:
         sec, usec = self.client.time()
         return sec * 1000 + usec // 1000
 
-    def _unrecord(self, user_id: str, member: str, result: HeartbeatResult) -> None:
-        """Take a refused session back out of the activity index and count the refusal."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrem(self.keys.live_sessions, member)
-        if result.active_sessions == 0:
-            pipe.zrem(self.keys.live_users, user_id)
-        pipe.hincrby(self._minute_key(), "refused", 1)
-        pipe.execute()
-
     def _forget(self, user_id: str, session_ids: list[str], *, user_has_sessions: bool, evicted: int = 0) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        if session_ids:
-            pipe.zrem(self.keys.live_sessions, *[f"{user_id}\x00{s}" for s in session_ids])
-        if not user_has_sessions:
-            pipe.zrem(self.keys.live_users, user_id)
-        if evicted:
-            minute = self._minute_key()
-            pipe.hincrby(minute, "evicted", evicted)
-            pipe.expire(minute, MINUTE_KEY_TTL_SECONDS)
-        pipe.execute()
+        """Take ended sessions out of the activity keys, and out of this process's pending batch."""
+        members = [f"{user_id}\x00{s}" for s in session_ids]
+        self.pending_activity.discard(members)
+        self._run(
+            END_SESSIONS,
+            [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions, self._minute_key()],
+            [user_id, int(user_has_sessions), evicted, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *members],
+        )
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return run_scripts(self.client, [ScriptCall(script, keys, args)])[0]

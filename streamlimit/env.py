@@ -37,8 +37,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None, maximum: int
     return value
 
 
-def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
-    """Return the variable as a float of at least ``minimum``."""
+def env_float(name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None) -> float:
+    """Return the variable as a float of at least ``minimum`` (and at most ``maximum``)."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -48,6 +48,8 @@ def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
     if value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}")
     return value
 
 

@@ -32,6 +32,14 @@ EVICTION_COOLDOWN_SECONDS = env_int("EVICTION_COOLDOWN_SECONDS", 300, minimum=0,
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "streamlimit")
 STREAMLIMIT_FAIL_OPEN = env_bool("STREAMLIMIT_FAIL_OPEN", False)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01)
+# How often each process writes its heartbeats to the shared activity keys
+# (dashboard lists and counts, metrics); see heartbeat/activity.py.
+ACTIVITY_FLUSH_SECONDS = env_float("ACTIVITY_FLUSH_SECONDS", 1.0, minimum=0.05, maximum=10.0)
+if ACTIVITY_FLUSH_SECONDS * 4 > SESSION_TTL_SECONDS:
+    raise ImproperlyConfigured(
+        f"ACTIVITY_FLUSH_SECONDS ({ACTIVITY_FLUSH_SECONDS}) must be at most a quarter of "
+        f"SESSION_TTL_SECONDS ({SESSION_TTL_SECONDS}), or live sessions would drop off the dashboard"
+    )
 
 # /metrics is answered to clients in these networks, or to any client that
 # sends "Authorization: Bearer <METRICS_BEARER_TOKEN>" when a token is set.

@@ -27,6 +27,8 @@ def run(*args: str) -> str:
 def play(user: str, sessions: int) -> None:
     for i in range(sessions):
         get_stream_manager().admit(user, f"movie-{i}", f"s{i}")
+    # The listings read the shared activity keys, written by the activity flush.
+    get_stream_manager().flush_activity()
 
 
 def test_live_users_lists_users_and_sessions() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -73,6 +74,7 @@ def test_live_gauges_read_redis(client: Client) -> None:
     for i in range(3):
         get_stream_manager().admit("alice", "movie", f"s{i}")
     get_stream_manager().admit("bob", "movie", "s0")
+    get_stream_manager().flush_activity()
     text = client.get("/metrics").content.decode()
     assert metric(text, "streamlimit_live_users") == 2
     assert metric(text, "streamlimit_live_sessions") == 4
@@ -115,6 +117,11 @@ def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
     for _ in range(7):
         requests.post(f"{server.url}/heartbeat", json={"userId": ""}, timeout=10)
     text = requests.get(f"{server.url}/metrics", timeout=10).text
+    # Live gauges read the shared activity keys, which each worker writes about once a second.
+    deadline = time.monotonic() + 15
+    while metric(text, "streamlimit_live_sessions") != 15 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        text = requests.get(f"{server.url}/metrics", timeout=10).text
     assert statuses.count(200) == 15 and statuses.count(400) == 25
     assert metric(text, "streamlimit_heartbeats_total", '{outcome="allowed"}') == 15
     assert metric(text, "streamlimit_heartbeats_total", '{outcome="limit_reached"}') == 25

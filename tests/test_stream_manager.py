@@ -230,6 +230,7 @@ def test_live_users_are_listed_most_recent_first(manager: StreamManager) -> None
         manager.admit(user, "movie", "s0")
         time.sleep(0.002)
     manager.admit("u2", "movie", "s1")
+    manager.flush_activity()
     total, page = manager.live_users(offset=0, count=2)
     assert total == 3
     assert [(u.user_id, u.active_sessions) for u in page] == [("u2", 2), ("u3", 1)]
@@ -241,6 +242,7 @@ def test_refused_and_stopped_sessions_leave_the_live_counts(manager: StreamManag
     admit_sessions(manager, "alice", 3)
     manager.admit("alice", "movie", "refused")
     manager.admit("bob", "movie", "s0")
+    manager.flush_activity()
     manager.stop("bob", "s0")
     stats = manager.stats()
     assert (stats.live_users, stats.live_sessions, stats.users_at_limit) == (1, 3, 1)
@@ -250,6 +252,7 @@ def test_activity_counts_heartbeats_refusals_and_evictions(manager: StreamManage
     admit_sessions(manager, "alice", 3)
     manager.admit("alice", "movie", "refused")
     manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
     manager.evict("alice", "s2")
     minutes = manager.activity(minutes=2)
     assert len(minutes) == 2

@@ -9,7 +9,7 @@
 -- ARGV[3] default limit
 -- ARGV[4] session TTL (ms)
 --
--- Returns {outcome, active sessions, limit, expired sessions pruned} where
+-- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms)} where
 -- outcome is 0 allowed (a live session), 1 allowed (newly admitted),
 -- 2 refused (limit reached), 3 refused (session evicted, cooling down).
 -- "active sessions" counts this session when it was allowed.
@@ -40,7 +40,7 @@ local active = redis.call('ZCARD', KEYS[1])
 local cooldown_end = redis.call('ZSCORE', KEYS[4], session_id)
 if cooldown_end then
   if tonumber(cooldown_end) > now then
-    return {3, active, limit, pruned}
+    return {3, active, limit, pruned, now}
   end
   redis.call('ZREM', KEYS[4], session_id)
 end
@@ -49,7 +49,7 @@ local outcome = 0
 if not redis.call('ZSCORE', KEYS[1], session_id) then
   -- A live session is never displaced: a newcomer waits for a free slot.
   if active >= limit then
-    return {2, active, limit, pruned}
+    return {2, active, limit, pruned, now}
   end
   outcome = 1
   active = active + 1
@@ -61,4 +61,4 @@ redis.call('HSET', KEYS[2], 's:' .. session_id, stream_id)
 -- Both keys live exactly as long as the user's newest session.
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {outcome, active, limit, pruned}
+return {outcome, active, limit, pruned, now}

@@ -1,56 +1,67 @@
--- Record one heartbeat in the shared activity keys (dashboard and metrics).
+-- Write one process's batch of heartbeat activity to the shared keys.
 --
--- Sent in the same pipeline as admit.lua, so an allowed heartbeat still costs
--- one network round trip; these keys have their own hash tag, so on Redis
--- Cluster they may live on another node than the user's keys.
+-- Called by StreamManager.flush_activity about once a second per process, not
+-- per heartbeat (see heartbeat/activity.py). These keys have their own hash
+-- tag, so on Redis Cluster they may live on another node than the users' keys.
 --
--- KEYS[1] live users    ZSET user id -> last heartbeat (ms)
--- KEYS[2] live sessions ZSET "<user id>\0<session id>" -> last heartbeat (ms)
--- KEYS[3] minute        HASH heartbeats, refused, evicted, peak (this minute)
--- ARGV[1] user id
--- ARGV[2] live-sessions member
--- ARGV[3] session TTL (ms)
--- ARGV[4] minute key TTL (s)
+-- KEYS[1] live users     ZSET user id -> last heartbeat (ms)
+-- KEYS[2] live sessions  ZSET "<user id>\0<session id>" -> last heartbeat (ms)
+-- KEYS[3] ended sessions ZSET "<user id>\0<session id>" -> when it was stopped or evicted (ms)
+-- KEYS[4] minute         HASH heartbeats, refused, evicted, peak (of the batch's minute)
+-- ARGV[1] session TTL (ms)
+-- ARGV[2] minute key TTL (s)
+-- ARGV[3] heartbeats to count
+-- ARGV[4] refusals to count
+-- ARGV[5...] triples: user id, live-sessions member, time of its latest allowed heartbeat (ms)
 --
--- Returns the number of live sessions across all users before this heartbeat.
+-- Returns the number of sessions written.
 
-local user_id = ARGV[1]
-local member = ARGV[2]
-local ttl = tonumber(ARGV[3])
-local minute_ttl = tonumber(ARGV[4])
-
+local ttl = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local since = now - ttl
 
-local heartbeats = redis.call('HINCRBY', KEYS[3], 'heartbeats', 1)
-if heartbeats == 1 then
-  redis.call('EXPIRE', KEYS[3], minute_ttl)
+-- A session that ended after this batch heard it stays out: another process
+-- may have stopped or evicted it while the heartbeat waited here. An ended
+-- mark is kept as long as a pending heartbeat can matter (the session TTL).
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - math.max(ttl, 60000)))
+
+local written = 0
+for i = 5, #ARGV, 3 do
+  local user_id, member, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  if heard > since then
+    local ended = redis.call('ZSCORE', KEYS[3], member)
+    if not ended or tonumber(ended) < heard then
+      -- GT: another process may already have written a later heartbeat.
+      redis.call('ZADD', KEYS[2], 'GT', heard, member)
+      redis.call('ZADD', KEYS[1], 'GT', heard, user_id)
+      written = written + 1
+    end
+  end
 end
 
--- Readers only count entries newer than the TTL, so trimming older ones is
--- for memory alone: every 32nd heartbeat of a minute does it (O(log n) plus
--- the entries removed). The indexes' expiry is refreshed then and when they
--- gain a member; it is at least two minutes, longer than the gap between two
--- refreshes while anyone is watching (the first heartbeat of each minute).
-if heartbeats % 32 == 1 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - ttl)
+-- Readers count entries newer than the TTL; trimming older ones keeps memory
+-- bounded. Once per batch, so O(log n + removed) about once a second.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
+local keep = math.max(2 * ttl, 120000)
+redis.call('PEXPIRE', KEYS[1], keep)
+redis.call('PEXPIRE', KEYS[2], keep)
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('PEXPIRE', KEYS[3], keep)
 end
 
--- The peak is sampled before this heartbeat's own session is added: this
--- session may be about to be refused (and taken out again), and a live one is
--- already counted since its previous heartbeat. Trimming is occasional, so
--- count live entries by score rather than with ZCARD.
-local live = redis.call('ZCOUNT', KEYS[2], '(' .. (now - ttl), '+inf')
-if live > (tonumber(redis.call('HGET', KEYS[3], 'peak')) or 0) then
-  redis.call('HSET', KEYS[3], 'peak', live)
+local heartbeats = tonumber(ARGV[3])
+local refused = tonumber(ARGV[4])
+if heartbeats > 0 then
+  redis.call('HINCRBY', KEYS[4], 'heartbeats', heartbeats)
 end
-
-local fresh_user = redis.call('ZADD', KEYS[1], now, user_id)
-local fresh_session = redis.call('ZADD', KEYS[2], now, member)
-if heartbeats % 32 == 1 or fresh_user + fresh_session > 0 then
-  local keep = math.max(2 * ttl, 120000)
-  redis.call('PEXPIRE', KEYS[1], keep)
-  redis.call('PEXPIRE', KEYS[2], keep)
+if refused > 0 then
+  redis.call('HINCRBY', KEYS[4], 'refused', refused)
 end
-return live
+local live = redis.call('ZCARD', KEYS[2])
+if live > (tonumber(redis.call('HGET', KEYS[4], 'peak')) or 0) then
+  redis.call('HSET', KEYS[4], 'peak', live)
+end
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
+return written

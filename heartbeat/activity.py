@@ -1,0 +1,120 @@
+"""What this process's heartbeats did, waiting to be written to the shared indexes.
+
+The live-user and live-session indexes and the per-minute counters behind the
+dashboard and the metrics are keys shared by every user. Writing them in each
+heartbeat's own round trip doubled Redis' work per heartbeat, cost a second
+round trip for every refusal, and would have to reach a second node on Redis
+Cluster. So each process notes what its heartbeats did here, and a daemon
+thread hands the batch to ``StreamManager.flush_activity`` every
+``ACTIVITY_FLUSH_SECONDS``: one EVALSHA per batch instead of one per heartbeat.
+The dashboard sees a heartbeat that much later; the limit never depends on
+these keys.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Flushable(Protocol):
+    """What the flusher calls: the StreamManager."""
+
+    def flush_activity(self) -> object:
+        """Write what is pending to Redis."""
+
+
+@dataclass
+class ActivityBatch:
+    """Heartbeats noted since the last flush."""
+
+    # "<user id>\x00<session id>" -> (user id, time of its latest allowed heartbeat, ms, Redis clock)
+    sessions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # epoch minute -> [heartbeats, refused]
+    counts: dict[int, list[int]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.sessions or self.counts)
+
+
+class ActivityBuffer:
+    """A thread-safe ``ActivityBatch`` that request threads add to and the flusher takes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batch = ActivityBatch()
+
+    def note(self, user_id: str, member: str, heard_at_ms: int, minute: int, *, allowed: bool) -> None:
+        """Count one heartbeat; an allowed one also marks its session live at ``heard_at_ms``."""
+        with self._lock:
+            counts = self._batch.counts.get(minute)
+            if counts is None:
+                counts = self._batch.counts[minute] = [0, 0]
+            counts[0] += 1
+            if allowed:
+                self._batch.sessions[member] = (user_id, heard_at_ms)
+            else:
+                counts[1] += 1
+
+    def discard(self, members: Iterable[str]) -> None:
+        """Drop pending sessions that have just ended (stopped or evicted) in this process."""
+        with self._lock:
+            for member in members:
+                self._batch.sessions.pop(member, None)
+
+    def take(self) -> ActivityBatch:
+        """Everything noted so far; the buffer starts empty again."""
+        with self._lock:
+            batch, self._batch = self._batch, ActivityBatch()
+        return batch
+
+
+class ActivityFlusher:
+    """One daemon thread per process that calls every registered flush function periodically.
+
+    Threads do not survive ``fork``: a gunicorn worker starts its own on its
+    first heartbeat. Whatever is pending when the process exits is flushed by
+    an ``atexit`` hook, so a graceful restart loses nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._targets: weakref.WeakSet[Flushable] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._interval = 1.0
+        atexit.register(self.flush_all)
+
+    def register(self, target: Flushable, interval: float) -> None:
+        """Flush ``target`` every ``interval`` seconds (the shortest interval registered wins)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                # A forked child inherits the parent's state but not its thread.
+                self._targets = weakref.WeakSet()
+                self._thread = None
+                self._pid = os.getpid()
+                self._interval = interval
+            self._targets.add(target)
+            self._interval = min(self._interval, interval)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="activity-flusher", daemon=True)
+                self._thread.start()
+
+    def flush_all(self) -> None:
+        """Flush every registered target now (also at exit)."""
+        for target in list(self._targets):
+            target.flush_activity()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            self.flush_all()
+
+
+FLUSHER = ActivityFlusher()

@@ -1,0 +1,141 @@
+"""The activity batches behind the dashboard's lists and counts (heartbeat/activity.py).
+
+Heartbeats are admitted in one round trip each; what they did reaches the
+shared activity keys in one write per process per ``ACTIVITY_FLUSH_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+from redis import ConnectionPool, Redis
+
+from heartbeat import stream_manager as stream_manager_module
+from heartbeat.activity import FLUSHER
+from heartbeat.stream_manager import Outcome, StreamManager
+
+
+def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, int]:
+    """The commands clients sent Redis while ``action`` ran, by name, seen through MONITOR.
+
+    Commands run inside scripts are left out: they cost no round trip.
+    """
+    FLUSHER.flush_all()  # nothing pending from earlier tests may be written meanwhile
+    marker = f"end-of-action-{uuid.uuid4()}"
+    sent: Counter[str] = Counter()
+    # Clients of their own, connected beforehand: MONITOR holds its connection for good.
+    watcher, signaller = (
+        Redis(connection_pool=ConnectionPool(**client.connection_pool.connection_kwargs)) for _ in "ab"
+    )
+    signaller.ping()
+    with watcher.monitor() as monitor:
+        action()
+        signaller.echo(marker)
+        for command in monitor.listen():
+            if marker in command["command"]:
+                break
+            if command["client_type"] != "lua":
+                sent[command["command"].split()[0].lower()] += 1
+    watcher.close()
+    signaller.close()
+    return dict(sent)
+
+
+def test_a_heartbeat_is_one_command_allowed_or_refused(manager: StreamManager, redis_client: Redis) -> None:
+    manager.admit("alice", "movie", "s0")  # the scripts are loaded
+    assert commands_sent_by(redis_client, lambda: manager.admit("alice", "movie", "s0")) == {"evalsha": 1}
+    for i in range(1, 3):
+        manager.admit("alice", "movie", f"s{i}")
+    refused = {}
+    assert commands_sent_by(redis_client, lambda: refused.update(r=manager.admit("alice", "movie", "s-new"))) == {
+        "evalsha": 1
+    }
+    assert refused["r"].outcome is Outcome.LIMIT_REACHED
+
+
+def test_heartbeats_reach_the_live_index_when_flushed(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    manager.admit("bob", "movie", "s0")
+    assert manager.live_counts() == (0, 0)
+    assert manager.flush_activity() == 2
+    assert manager.live_counts() == (2, 2)
+    assert manager.flush_activity() == 0  # nothing pending twice
+
+
+def test_the_index_keeps_each_sessions_latest_heartbeat(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
+    first = manager.live_users()[1][0].last_heartbeat_at
+    time.sleep(0.01)
+    manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
+    total, [row] = manager.live_users()
+    assert total == 1 and row.active_sessions == 1 and row.last_heartbeat_at > first
+
+
+def test_refused_heartbeats_are_counted_but_never_listed(manager: StreamManager) -> None:
+    for i in range(3):
+        manager.admit("alice", "movie", f"s{i}")
+    manager.admit("alice", "movie", "refused")
+    manager.flush_activity()
+    assert manager.stats().live_sessions == 3
+    assert sum(m.heartbeats for m in manager.activity(2)) == 4
+    assert sum(m.refused for m in manager.activity(2)) == 1
+    assert max(m.peak_sessions for m in manager.activity(2)) == 3
+
+
+def test_a_session_stopped_before_the_flush_stays_out_of_the_index(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    manager.admit("alice", "movie", "s1")
+    manager.stop("alice", "s0")
+    manager.flush_activity()
+    total, [row] = manager.live_users()
+    assert total == 1 and row.active_sessions == 1
+    assert manager.stats().live_sessions == 1
+
+
+def test_a_session_ended_on_another_server_stays_out_when_this_one_flushes(
+    make_manager: Callable[..., StreamManager],
+) -> None:
+    this_server, other_server = make_manager(), make_manager()
+    this_server.admit("alice", "movie", "s0")
+    other_server.evict("alice", "s0")
+    this_server.flush_activity()
+    assert this_server.live_counts() == (0, 0)
+    # A heartbeat after the eviction's cool-down, or a new session, is listed again.
+    this_server.admit("alice", "movie", "s1")
+    this_server.flush_activity()
+    assert this_server.live_counts() == (1, 1)
+
+
+def test_a_batch_larger_than_one_call_is_written_whole(manager: StreamManager, monkeypatch) -> None:
+    monkeypatch.setattr(stream_manager_module, "ACTIVITY_CHUNK", 4)
+    for user in range(10):
+        manager.admit(f"user-{user}", "movie", "s0")
+    assert manager.flush_activity() == 10
+    assert manager.live_counts() == (10, 10)
+    assert sum(m.heartbeats for m in manager.activity(2)) == 10
+
+
+def test_the_flusher_thread_writes_pending_activity_by_itself(make_manager: Callable[..., StreamManager]) -> None:
+    manager = make_manager(activity_flush_seconds=0.05)
+    manager.admit("alice", "movie", "s0")
+    deadline = time.monotonic() + 10
+    while manager.live_counts() != (1, 1) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager.live_counts() == (1, 1)
+
+
+def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(
+    make_manager: Callable[..., StreamManager], json_log_lines
+) -> None:
+    manager = make_manager(activity_flush_seconds=10.0)
+    manager.admit("alice", "movie", "s0")
+    manager.client = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    assert manager.flush_activity() == 0
+    [line] = [entry for entry in json_log_lines() if entry["message"] == "activity flush failed"]
+    assert line["level"] == "warning" and line["sessions"] == 1 and "ConnectionError" in line["stack"]
+    assert manager.flush_activity() == 0  # dropped, not retried forever
