@@ -30,8 +30,11 @@ HEARTBEAT_SECONDS = Histogram(
 REDIS_ERRORS = Counter("streamlimit_redis_errors", "Redis errors met while answering requests.", ["operation"])
 EVICTIONS = Counter("streamlimit_evictions", "Sessions evicted by staff or operators.")
 
-for outcome in ("allowed", "limit_reached", "evicted", "invalid", "error"):
-    HEARTBEATS.labels(outcome)  # every outcome is exported from the start, at 0
+# Looked up once: ``labels()`` takes a lock and a dict lookup on every call.
+# Every outcome is exported from the start, at 0.
+HEARTBEATS_BY_OUTCOME = {
+    outcome: HEARTBEATS.labels(outcome) for outcome in ("allowed", "limit_reached", "evicted", "invalid", "error")
+}
 
 
 class LiveStateCollector(Collector):
