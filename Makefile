@@ -22,6 +22,7 @@ run: setup
 	$(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
 test: setup
+	bash devtools/install_chromium.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python -m devtools.with_redis $(BIN)/pytest
 
