@@ -8,14 +8,14 @@ import structlog
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from heartbeat.metrics import HEARTBEATS
+from heartbeat.metrics import HEARTBEATS_BY_OUTCOME
 
 logger = structlog.get_logger(__name__)
 
 
 def invalid_request(errors: dict[str, Any]) -> Response:
     """400 for a body the API cannot use; ``errors`` maps each field to what is wrong."""
-    HEARTBEATS.labels("invalid").inc()
+    HEARTBEATS_BY_OUTCOME["invalid"].inc()
     return Response({"code": "invalid_request", "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
 
 

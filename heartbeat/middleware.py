@@ -50,6 +50,10 @@ class RequestLogMiddleware(RequestMiddleware):
                 status=response.status_code,
             )
             response[CORRELATION_HEADER] = correlation_id
+            # This line is the response's log line: Django would add its own
+            # "Bad Request: /heartbeat" for every 4xx (a refusal included), after
+            # the correlation id is unbound, through the slower stdlib path.
+            response._has_been_logged = True  # type: ignore[attr-defined]
             return response
         finally:
             structlog.contextvars.clear_contextvars()

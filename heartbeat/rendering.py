@@ -14,6 +14,9 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 
+# How much of an unparseable body is kept for the log line.
+RECEIVED_LOG_BYTES = 160
+
 
 class ORJSONParser(BaseParser):
     """Parses a JSON body with orjson."""
@@ -21,10 +24,14 @@ class ORJSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        raw = stream.read() if stream is not None else b""
         try:
-            return orjson.loads(stream.read() if stream is not None else b"")
+            return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise ParseError(f"The body is not valid JSON: {exc}") from None
+            error = ParseError(f"The body is not valid JSON: {exc}")
+            # For the request's log line: what was sent, as text.
+            error.received = raw[:RECEIVED_LOG_BYTES].decode(errors="replace")  # type: ignore[attr-defined]
+            raise error from None
 
 
 class PlainTextJSONParser(ORJSONParser):

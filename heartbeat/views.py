@@ -11,6 +11,7 @@ from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from redis.exceptions import RedisError
 from rest_framework import status
+from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -117,7 +118,12 @@ class _PlayerAPIView(APIView):
             )
         if request.stream is None:
             return None, invalid_request({"body": ["The body is empty: send a JSON object."]})
-        data = request.data
+        try:
+            data = request.data
+        except ParseError as error:
+            # Operators still see what was sent (cut short), not just that it failed.
+            structlog.contextvars.bind_contextvars(reqBody=_log_body(getattr(error, "received", "")))
+            raise
         structlog.contextvars.bind_contextvars(reqBody=_log_body(data))
         ids, errors = read_ids(data, ID_FIELDS)
         return ids, (invalid_request(errors) if errors else None)

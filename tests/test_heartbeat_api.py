@@ -231,3 +231,18 @@ def test_fail_open_answers_200_degraded_while_redis_is_down(client: Client, redi
     assert response.status_code == 200
     data = response.json()
     assert data["allowed"] is True and data["degraded"] is True and data["limit"] == 3
+
+
+def test_every_line_of_a_refused_heartbeat_carries_its_correlation_id(client: Client, json_log_lines) -> None:
+    for i in range(4):
+        post(client, body(session=f"s{i}"), headers={"X-Correlation-ID": f"c{i}"})
+    lines = json_log_lines()
+    assert lines and all(line.get("correlationId", "").startswith("c") for line in lines), lines
+    assert not [line for line in lines if line["message"].startswith("Bad Request")]
+
+
+def test_an_unparseable_body_is_logged_as_it_was_sent(client: Client, json_log_lines) -> None:
+    response = client.post("/heartbeat", data='{"userId": "alice", oops', content_type="application/json")
+    assert response.status_code == 400 and response.json()["code"] == "invalid_request"
+    [finished] = [line for line in json_log_lines() if line["message"] == "request_finished"]
+    assert finished["reqBody"] == '{"userId": "alice", oops' and finished["level"] == "warning"
