@@ -146,6 +146,23 @@ def test_commands_exit_non_zero_with_a_plain_message_from_the_shell(key_prefix) 
     assert "Traceback" not in result.stderr
 
 
+def test_commands_answer_on_stdout_and_log_on_stderr(key_prefix, tmp_path) -> None:
+    env = {**os.environ, "REDIS_KEY_PREFIX": key_prefix, "DATABASE_URL": f"sqlite:///{tmp_path / 'audit.sqlite3'}"}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "set_limit", "alice", "5", "--operator", "ops"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not [line for line in result.stdout.splitlines() if line.startswith("{")], result.stdout
+    assert "alice" in result.stdout
+    logged = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    assert [line["message"] for line in logged] == ["limit override set"]
+
+
 @pytest.mark.parametrize("command", ["live_users", "evict", "set_limit", "stats", "check_service", "purge"])
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "manage.py", command, "--help"], cwd=ROOT, capture_output=True, text=True)

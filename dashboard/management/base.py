@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -11,18 +12,28 @@ from redis.exceptions import RedisError
 
 from heartbeat.stream_manager import LimitOutOfRangeError
 from heartbeat.validation import InvalidIdError
+from streamlimit.logging import SINK
 
 
 class OperatorCommand(BaseCommand):
     """A command whose Redis and input errors end as one-line messages with a non-zero exit."""
 
     def execute(self, *args: Any, **options: Any) -> str | None:
+        # stdout is the command's answer (``--json`` output is read by scripts);
+        # the service's own log lines go to stderr meanwhile. A sink a test
+        # has pointed elsewhere is left alone.
+        redirected = SINK.target is None
+        if redirected:
+            SINK.target = sys.stderr.buffer
         try:
             return super().execute(*args, **options)
         except RedisError as exc:
             raise CommandError(f"Redis is unreachable or failed: {exc}") from exc
         except (InvalidIdError, LimitOutOfRangeError) as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            if redirected:
+                SINK.target = None
 
 
 def add_operator_argument(parser: Any) -> None:
