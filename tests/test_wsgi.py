@@ -1,0 +1,80 @@
+"""The WSGI entry point gunicorn serves: player paths on the lean handler, the rest on Django's."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+
+import pytest
+from django.core import signals
+
+from streamlimit.wsgi import application
+
+
+def call(method: str, path: str, body: bytes = b"") -> tuple[str, dict[str, str], bytes]:
+    """Call the WSGI application as gunicorn would; returns status, headers and body."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8080",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:8080",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+    }
+    seen: dict[str, object] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    result = application(environ, start_response)
+    try:
+        content = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return seen["status"], seen["headers"], content  # type: ignore[return-value]
+
+
+@pytest.fixture
+def request_signals() -> Iterator[list[str]]:
+    """The names of the request signals sent while the test runs."""
+    sent: list[str] = []
+
+    def started(**_: object) -> None:
+        sent.append("request_started")
+
+    def finished(**_: object) -> None:
+        sent.append("request_finished")
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    yield sent
+    signals.request_started.disconnect(started)
+    signals.request_finished.disconnect(finished)
+
+
+def test_a_heartbeat_is_answered_by_the_player_handler_without_request_signals(key_prefix, request_signals) -> None:
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    status, headers, content = call("POST", "/heartbeat", body)
+    assert status == "200 OK" and json.loads(content)["allowed"] is True
+    assert headers["Content-Type"] == "application/json" and headers["X-Correlation-ID"]
+    assert request_signals == []
+
+
+def test_bad_input_on_a_player_path_is_still_json(key_prefix, request_signals) -> None:
+    status, _, content = call("POST", "/heartbeat", b"not json")
+    assert status == "400 Bad Request" and json.loads(content)["code"] == "invalid_request"
+    assert request_signals == []
+
+
+@pytest.mark.django_db
+def test_staff_paths_go_through_djangos_full_handler_with_its_signals(request_signals) -> None:
+    status, headers, _ = call("GET", "/dashboard/")
+    assert status == "302 Found" and "/admin/login/" in headers["Location"]
+    assert request_signals == ["request_started", "request_finished"]
