@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis import Redis
+from redis import ConnectionPool, Redis
+from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -37,55 +40,77 @@ class ScriptCall:
     args: list[Any]
 
 
-def run_scripts(client: Redis, calls: list[ScriptCall]) -> list[Any]:
-    """Send ``calls`` as EVALSHA in one write (one round trip) and return their replies.
+class ScriptRunner:
+    """Sends EVALSHA calls in one write (one round trip) on a connection of the calling thread's own.
 
     This is a pipeline without redis-py's Pipeline object, whose bookkeeping
     (and, for registered scripts, a SCRIPT EXISTS round trip on every execute)
-    costs more than the call on the heartbeat path. A connection that fails is
-    dropped and the calls are sent once more on a fresh one: the admit script
-    is idempotent for a session, so a retry never admits more than the limit.
-    A Redis that restarted or failed over has lost its script cache: the calls
-    it answered NOSCRIPT are loaded and sent again, once, and only those.
+    costs more than the call on the heartbeat path. The connection is made
+    from the pool's settings and kept by the thread (a sync gunicorn worker
+    has one request thread, plus the activity flusher): checking one out of
+    redis-py's pool and back costs a deprecated-arguments check, two fork
+    checks and a poll for stray data, more than this round trip's own Python
+    work. A connection that fails mid-call is dropped, so no stray reply is
+    ever read by the next call, and the calls are sent once more on a fresh
+    one: the admit script is idempotent for a session, so a retry never admits
+    more than the limit. A Redis that restarted or failed over has lost its
+    script cache: the calls it answered NOSCRIPT are loaded and sent again,
+    once, and only those.
     """
-    commands = [("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in calls]
-    replies = _round_trip(client, commands)
-    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-    if missing:
-        reload: list[tuple[Any, ...]] = []
-        for i in missing:
-            reload += [("SCRIPT", "LOAD", calls[i].script.source), commands[i]]
-        retried = _round_trip(client, reload)
-        for i, reply in zip(missing, retried[1::2], strict=True):
-            replies[i] = reply
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
 
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._local = threading.local()
 
-def _round_trip(client: Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
-    """Write ``commands`` at once on a pooled connection and read every reply (errors as values)."""
-    pool = client.connection_pool
-    for attempt in (1, 2):
-        connection = pool.get_connection()
-        try:
-            connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(connection.read_response())
-                except ResponseError as error:
-                    replies.append(error)
-            return replies
-        except (RedisConnectionError, RedisTimeoutError):
-            # A pooled connection may be stale (Redis restarted): try one fresh one.
-            connection.disconnect()
-            if attempt == 2:
+    def run(self, calls: list[ScriptCall]) -> list[Any]:
+        """Run ``calls`` and return their replies; raises the first script error."""
+        commands = [("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args) for call in calls]
+        replies = self._round_trip(commands)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            reload: list[tuple[Any, ...]] = []
+            for i in missing:
+                reload += [("SCRIPT", "LOAD", calls[i].script.source), commands[i]]
+            retried = self._round_trip(reload)
+            for i, reply in zip(missing, retried[1::2], strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _connection(self) -> AbstractConnection:
+        # A forked child must not share its parent's socket.
+        pid = os.getpid()
+        if getattr(self._local, "pid", None) != pid:
+            # Built like the pool's own (same class and settings), outside its count.
+            self._local.connection = self._pool.connection_class(**self._pool.connection_kwargs)
+            self._local.pid = pid
+        return self._local.connection
+
+    def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` at once and read every reply (errors as values)."""
+        for attempt in (1, 2):
+            connection = self._connection()
+            try:
+                connection.send_packed_command(connection.pack_commands(commands))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(connection.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
+                return replies
+            except (RedisConnectionError, RedisTimeoutError):
+                # The connection may be stale (Redis restarted): try once more on a fresh one.
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                # Replies may be left unread on the socket: never reuse it.
+                connection.disconnect()
                 raise
-        finally:
-            pool.release(connection)
-    raise AssertionError("unreachable")
+        raise AssertionError("unreachable")
 
 
 def scripts_loaded(client: Redis, scripts: list[LuaScript]) -> bool:

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from heartbeat.activity import FLUSHER, ActivityBuffer
 from heartbeat.keys import KeyLayout
-from heartbeat.lua import LuaScript, ScriptCall, load_scripts, run_scripts, scripts_loaded
+from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
 from heartbeat.validation import require_id
 
 logger = structlog.get_logger(__name__)
@@ -145,6 +145,7 @@ class StreamManager:
         activity_flush_seconds: float = 1.0,
     ) -> None:
         self.client = client
+        self.scripts = ScriptRunner(client.connection_pool)
         self.keys = KeyLayout(key_prefix)
         self.default_limit = default_limit
         self.session_ttl_seconds = session_ttl_seconds
@@ -165,8 +166,7 @@ class StreamManager:
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
-        reply = run_scripts(
-            self.client,
+        reply = self.scripts.run(
             [
                 ScriptCall(
                     ADMIT,
@@ -418,7 +418,7 @@ class StreamManager:
                     )
                 )
         try:
-            written = run_scripts(self.client, calls)
+            written = self.scripts.run(calls)
         except RedisError:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
@@ -463,7 +463,7 @@ class StreamManager:
         )
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        return run_scripts(self.client, [ScriptCall(script, keys, args)])[0]
+        return self.scripts.run([ScriptCall(script, keys, args)])[0]
 
     @staticmethod
     def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

@@ -129,12 +129,12 @@ def test_the_flusher_thread_writes_pending_activity_by_itself(make_manager: Call
     assert manager.live_counts() == (1, 1)
 
 
-def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(
-    make_manager: Callable[..., StreamManager], json_log_lines
-) -> None:
-    manager = make_manager(activity_flush_seconds=10.0)
-    manager.admit("alice", "movie", "s0")
-    manager.client = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(key_prefix: str, json_log_lines) -> None:
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)  # nothing listens on port 1
+    manager = StreamManager(
+        unreachable, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
+    )
+    manager.pending_activity.note("alice", "alice\x00s0", int(time.time() * 1000), int(time.time() // 60), allowed=True)
     assert manager.flush_activity() == 0
     [line] = [entry for entry in json_log_lines() if entry["message"] == "activity flush failed"]
     assert line["level"] == "warning" and line["sessions"] == 1 and "ConnectionError" in line["stack"]
