@@ -260,6 +260,12 @@ measure() { # $1 name: heartbeat or floor
     say "warning: other processes used the CPU during the $name run (${other}% of a core): its numbers are low"
   fi
   say "$name: $(field rps "$OUT/$name.txt") req/s, p50 $(field p50_ms "$OUT/$name.txt") ms, p99 $(field p99_ms "$OUT/$name.txt") ms, 2xx $(field 2xx "$OUT/$name.txt"), 4xx $(field 4xx "$OUT/$name.txt"), 5xx $(field 5xx "$OUT/$name.txt"), other $(field other "$OUT/$name.txt"), socket errors $(field errors "$OUT/$name.txt")"
+  if [ "$(field errors "$OUT/$name.txt")" != 0 ]; then
+    # Sync gunicorn closes every connection, so wrk opens one per request and
+    # the loopback's ephemeral ports sit in TIME_WAIT; a reused one can stall
+    # for a second or more. wrk's req/s then counts the stall.
+    say "warning: $name had socket errors or timeouts (stalled connections): its req/s is low; run again"
+  fi
 }
 
 {
@@ -281,17 +287,22 @@ done
 
 {
   echo
-  printf '%-10s %10s %9s %9s %9s %7s %7s %7s\n' target "req/s" "p50 ms" "p90 ms" "p99 ms" 2xx 4xx 5xx
+  printf '%-10s %10s %9s %9s %9s %7s %7s %7s %7s\n' target "req/s" "p50 ms" "p90 ms" "p99 ms" 2xx 4xx 5xx errors
   for target in $TARGETS; do
     f="$OUT/$target.txt"
-    printf '%-10s %10s %9s %9s %9s %7s %7s %7s\n' "$target" "$(field rps "$f")" "$(field p50_ms "$f")" \
-      "$(field p90_ms "$f")" "$(field p99_ms "$f")" "$(field 2xx "$f")" "$(field 4xx "$f")" "$(field 5xx "$f")"
+    printf '%-10s %10s %9s %9s %9s %7s %7s %7s %7s\n' "$target" "$(field rps "$f")" "$(field p50_ms "$f")" \
+      "$(field p90_ms "$f")" "$(field p99_ms "$f")" "$(field 2xx "$f")" "$(field 4xx "$f")" "$(field 5xx "$f")" \
+      "$(field errors "$f")"
   done
   if [ -f "$OUT/heartbeat.txt" ] && [ -f "$OUT/floor.txt" ]; then
     echo "heartbeat/floor = $(awk -v h="$(field rps "$OUT/heartbeat.txt")" -v f="$(field rps "$OUT/floor.txt")" \
       'BEGIN { printf "%.2f", h / f }')"
   fi
   [ "$PROFILE" != 1 ] || echo "(profiled with py-spy: the heartbeat numbers are lower than without it)"
+  for target in $TARGETS; do
+    [ "$(field errors "$OUT/$target.txt")" = 0 ] ||
+      echo "($target had socket errors or timeouts: stalled connections make its req/s low; run again)"
+  done
 } >>"$OUT/summary.txt"
 [ ! -f "$OUT/cpu.txt" ] || cat "$OUT/cpu.txt" >>"$OUT/summary.txt"
 cat "$OUT/summary.txt"
