@@ -167,3 +167,11 @@ def test_commands_answer_on_stdout_and_log_on_stderr(key_prefix, tmp_path) -> No
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "manage.py", command, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_fill_live_users_admits_simulated_users_and_lists_them_at_once() -> None:
+    out = run("fill_live_users", "20", "--seed", "1", "--threads", "2")
+    assert out.startswith("Admitted ") and "for 20 users" in out and "{" not in out
+    listed = json.loads(run("live_users", "--json"))
+    assert listed["liveUsers"] == 20
+    assert sum(len(user["sessions"]) for user in listed["users"]) == int(out.split()[1])
