@@ -34,7 +34,11 @@ class RequestLogMiddleware(RequestMiddleware):
     def __call__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
         if request.path_info in self._player_paths:
             return self.log_player_request(request)
-        return super().__call__(request)
+        response = super().__call__(request)
+        # django-structlog's request_finished line is this response's log line
+        # (see log_player_request): no second, id-less "Not Found: ..." line.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
 
     def log_player_request(self, request: HttpRequest) -> HttpResponse:
         """Bind the correlation id and URL, answer, log one line by outcome, echo the id."""

@@ -211,3 +211,12 @@ def test_redis_down_shows_a_page_not_a_crash(staff_client: Client, settings) -> 
     settings.CACHES = caches
     response = staff_client.get("/dashboard/")
     assert response.status_code == 503 and b"Redis cannot be reached" in response.content
+
+
+def test_a_staff_page_not_found_is_logged_once_with_its_correlation_id(staff_client: Client, json_log_lines) -> None:
+    response = staff_client.get("/dashboard/no-such-page/", headers={"X-Correlation-ID": "staff-404"})
+    assert response.status_code == 404
+    lines = json_log_lines()
+    assert not [line for line in lines if line["message"].startswith("Not Found")]
+    [finished] = [line for line in lines if line["message"] == "request_finished"]
+    assert finished["status"] == 404 and finished["correlationId"] == "staff-404"
