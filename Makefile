@@ -16,10 +16,12 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 
 setup: $(INSTALLED)
 
+# Quiet set-up steps: once the service runs, stdout is its JSON log lines only.
 run: setup
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
+	@echo "[make run] migrating the database and collecting static files" >&2
+	@$(BIN)/python manage.py migrate --noinput --verbosity 0
+	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
+	@$(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
 test: setup
 	bash devtools/install_chromium.sh
