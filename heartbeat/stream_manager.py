@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ import structlog
 from redis import Redis
 from redis.exceptions import RedisError
 
-from heartbeat.activity import FLUSHER, ActivityBuffer
+from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
 from heartbeat.validation import require_id
@@ -153,6 +154,7 @@ class StreamManager:
         self.eviction_cooldown_seconds = eviction_cooldown_seconds
         self.activity_flush_seconds = activity_flush_seconds
         self.pending_activity = ActivityBuffer()
+        self._flush_lock = threading.Lock()
         self._flusher_pid = 0
 
     # --- The player's side ---------------------------------------------------
@@ -395,9 +397,13 @@ class StreamManager:
         exit. A batch that cannot be written (Redis down) is dropped with a
         warning: each of its sessions is written again by its next heartbeat.
         """
-        batch = self.pending_activity.take()
-        if not batch:
-            return 0
+        # One flush at a time: when this returns, everything noted before it
+        # is written, even what the flusher thread had just taken.
+        with self._flush_lock:
+            batch = self.pending_activity.take()
+            return self._write_activity(batch) if batch else 0
+
+    def _write_activity(self, batch: ActivityBatch) -> int:
         shared = [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions]
         minutes = sorted(batch.counts)
         records = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]

@@ -18,6 +18,7 @@ import pytest
 from django_redis import get_redis_connection
 from redis import Redis
 
+from heartbeat.activity import FLUSHER
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
 
@@ -41,6 +42,9 @@ def key_prefix(settings, redis_client: Redis) -> Iterator[str]:
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
     yield prefix
+    # Write what the test's heartbeats left pending now, so that the activity
+    # flusher cannot add keys under this prefix after they are deleted.
+    FLUSHER.flush_all()
     keys = list(redis_client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:
         redis_client.delete(*keys)
