@@ -6,7 +6,7 @@
 #   .venv/bin/python -m devtools.with_redis bash bench/run.sh
 #
 # Knobs (environment):
-#   WORKERS       gunicorn workers           (default: $GUNICORN_WORKERS, else 4)
+#   WORKERS       gunicorn workers           (default: $GUNICORN_WORKERS, else cores + 1, as gunicorn.conf.py)
 #   WORKER_CLASS  gunicorn worker class      (default: $GUNICORN_WORKER_CLASS, else sync)
 #   THREADS       threads per gthread worker (default: $GUNICORN_THREADS, else 1)
 #   CONNECTIONS   wrk connections            (default 16)
@@ -30,7 +30,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-WORKERS=${WORKERS:-${GUNICORN_WORKERS:-4}}
+WORKERS=${WORKERS:-${GUNICORN_WORKERS:-$(($(nproc) + 1))}}
 WORKER_CLASS=${WORKER_CLASS:-${GUNICORN_WORKER_CLASS:-sync}}
 THREADS=${THREADS:-${GUNICORN_THREADS:-1}}
 CONNECTIONS=${CONNECTIONS:-16}
