@@ -13,7 +13,7 @@ from streamlimit.logging import build_logging_config
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 # The heartbeat is short: one Redis round trip, during which the worker waits.
 # One worker per core plus one keeps the cores busy through those waits; more
-# only add switching (bench/README.md: ×3 beat ×4 and ×5 on 2 cores).
+# only add switching (bench/README.md: 3 workers beat 4 and 5 on 2 cores).
 workers = int(os.environ.get("GUNICORN_WORKERS", str((os.cpu_count() or 1) + 1)))
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
