@@ -26,3 +26,5 @@ class AuditRecordAdmin(admin.ModelAdmin):
 
 admin.site.site_header = "StreamLimit administration"
 admin.site.site_title = "StreamLimit"
+# The admin's "View site" link: the service has no public home page.
+admin.site.site_url = "/dashboard/"

@@ -38,6 +38,11 @@ class LimitForm(UserIdForm):
 
     def clean(self) -> dict:
         data = super().clean()
-        if not data.get("clear") and data.get("limit") is None and "limit" not in self.errors:
+        if data.get("clear"):
+            # Clearing ignores whatever the number field holds.
+            self.errors.pop("limit", None)
+            data["limit"] = None
+            return data
+        if data.get("limit") is None and "limit" not in self.errors:
             self.add_error("limit", f"Enter a limit from {MIN_LIMIT_OVERRIDE} to {MAX_LIMIT_OVERRIDE}, or clear it.")
         return data
