@@ -12,12 +12,13 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
 from dashboard import actions
-from dashboard.charts import hour_chart
+from dashboard.charts import hour_charts
 from dashboard.forms import LimitForm, SessionForm, UserIdForm
 from dashboard.models import AuditRecord
 from heartbeat.services import get_stream_manager
@@ -26,6 +27,8 @@ logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
 RECENT_MINUTES = 5
+# The overview's optional auto-refresh: each reload costs Redis a few small reads.
+OVERVIEW_REFRESH_SECONDS = 10
 
 
 def redis_errors_as_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -93,7 +96,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         "recent_heartbeats": sum(m.heartbeats for m in recent),
         "recent_refusals": sum(m.refused for m in recent),
         "recent_evictions": sum(m.evicted for m in recent),
-        "chart": hour_chart(minutes),
+        "charts": hour_charts(minutes),
+        "as_of": timezone.now(),
+        "refresh_seconds": OVERVIEW_REFRESH_SECONDS,
         "default_limit": manager.default_limit,
         "form": UserIdForm(),
     }

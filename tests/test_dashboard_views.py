@@ -268,3 +268,42 @@ def test_ids_are_isolated_from_the_text_around_them(staff_client: Client) -> Non
     assert f'<bdi class="sl-id">{hebrew}</bdi>' in listed
     confirm = staff_client.get("/dashboard/user/evict/", {"id": hebrew, "session": "טלוויזיה"}).content.decode()
     assert confirm.count('<bdi class="sl-id">') >= 3
+
+
+def test_live_users_can_jump_to_a_page_and_numbers_have_separators(staff_client: Client) -> None:
+    for n in range(1_060):
+        get_stream_manager().admit(f"user-{n:04d}", "movie", "s0")
+    get_stream_manager().flush_activity()
+    content = staff_client.get("/dashboard/users/", {"page": 21}).content.decode()
+    assert "1,060 live users" in content and "Page 21 of 22" in content
+    assert 'id="jump-page" min="1" max="22" value="21"' in content
+    assert "user-0059" in content and "user-0060" not in content
+
+
+def test_overview_says_as_of_when_and_draws_charts_with_axes(staff_client: Client) -> None:
+    play("alice", 2)
+    content = staff_client.get("/dashboard/").content.decode()
+    assert 'id="as-of"' in content and "UTC" in content and 'id="auto-refresh"' in content
+    assert content.count('role="img" aria-label=') == 2 and content.count('class="axis-label"') >= 10
+    assert 'class="grid"' in content
+
+
+@pytest.mark.parametrize(
+    ("highest", "labels"),
+    [
+        (0, ["0", "1"]),
+        (2, ["0", "1", "2"]),
+        (4, ["0", "1", "2", "3", "4", "5"]),
+        (17, ["0", "4", "8", "12", "16", "20"]),
+    ],
+)
+def test_chart_axes_are_labelled_with_whole_numbers(highest: int, labels: list[str]) -> None:
+    from datetime import UTC, datetime
+
+    from dashboard.charts import chart
+
+    drawn = chart(
+        "t", "c", [0, highest], [datetime(2026, 1, 1, 12, 0, tzinfo=UTC), datetime(2026, 1, 1, 12, 1, tzinfo=UTC)]
+    )
+    assert [tick.label for tick in drawn.y_ticks] == labels
+    assert [tick.label for tick in drawn.x_ticks] == ["12:00"]
