@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from dashboard import actions
 from dashboard.charts import hour_charts
-from dashboard.forms import LimitForm, SessionForm, UserIdForm
+from dashboard.forms import EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
 from dashboard.models import AuditRecord
 from heartbeat.services import get_stream_manager
 
@@ -165,7 +165,7 @@ def user_detail(request: HttpRequest) -> HttpResponse:
 @support_page(VIEW_SESSIONS, EVICT_SESSION)
 def evict(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting one session. POST: evict it (audited)."""
-    form = SessionForm(request.POST if request.method == "POST" else request.GET)
+    form = EvictSessionForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         messages.error(request, "That session id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
@@ -178,7 +178,7 @@ def evict(request: HttpRequest) -> HttpResponse:
             "user_url": user_url(user_id),
         }
         return page(request, "dashboard/confirm_evict.html", context)
-    was_live = actions.evict_session(request.user, user_id, session_id)
+    was_live = actions.evict_session(request.user, user_id, session_id, form.cleaned_data["reason"])
     if was_live:
         messages.success(request, f"Session {session_id} was evicted; its slot is free.")
     else:
@@ -190,7 +190,7 @@ def evict(request: HttpRequest) -> HttpResponse:
 @support_page(VIEW_SESSIONS, EVICT_SESSION)
 def evict_all(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting every session of a user. POST: evict them (audited)."""
-    form = UserIdForm(request.POST if request.method == "POST" else request.GET)
+    form = EvictAllForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         messages.error(request, "That user id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
@@ -198,7 +198,7 @@ def evict_all(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         context = {"title": "Evict all sessions", "user_id": user_id, "session_id": None, "user_url": user_url(user_id)}
         return page(request, "dashboard/confirm_evict.html", context)
-    evicted = actions.evict_all(request.user, user_id)
+    evicted = actions.evict_all(request.user, user_id, form.cleaned_data["reason"])
     messages.success(request, f"Evicted {len(evicted)} session(s).")
     return HttpResponseRedirect(user_url(user_id))
 

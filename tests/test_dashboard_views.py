@@ -307,3 +307,20 @@ def test_chart_axes_are_labelled_with_whole_numbers(highest: int, labels: list[s
     )
     assert [tick.label for tick in drawn.y_ticks] == labels
     assert [tick.label for tick in drawn.x_ticks] == ["12:00"]
+
+
+def test_an_eviction_reason_is_kept_in_the_audit_trail(staff_client: Client) -> None:
+    play("alice", 3)
+    confirm = staff_client.get("/dashboard/user/evict-all/", {"id": "alice"}).content.decode()
+    assert 'name="reason"' in confirm
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "caller asked"})
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice", "reason": "account shared"})
+    assert [r.reason for r in AuditRecord.objects.order_by("id")] == ["caller asked", "account shared"]
+    page = staff_client.get(user_page("alice")).content.decode()
+    assert "caller asked" in page and "account shared" in page
+
+
+def test_an_over_long_reason_is_refused_and_nothing_is_evicted(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "x" * 201})
+    assert len(get_stream_manager().sessions("alice")) == 2 and AuditRecord.objects.count() == 0
