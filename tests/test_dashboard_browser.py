@@ -70,10 +70,16 @@ def test_staff_find_a_busy_account_evict_a_session_and_see_it_gone(live_server, 
     assert page.inner_text("#stat-at-limit") == "1"
     page.screenshot(path=str(OUTPUT / "overview.png"), full_page=True)
 
-    page.fill("#id_id", "family-42")
-    page.click("text=Show sessions")
+    # The caller gives the start of the account id: the prefix search lists it.
+    page.fill("#id_id", "fam")
+    page.click("input[value=Find]")
+    assert "family-42" in page.inner_text("#found")
+    page.screenshot(path=str(OUTPUT / "find.png"), full_page=True)
+    page.click("#found >> text=family-42")
     assert page.inner_text("#user-id") == "family-42"
     assert page.locator("#sessions tbody tr[data-session]").count() == 3
+    # Why could the caller not watch? The refusal is listed with its reason.
+    assert "tv-3" in page.inner_text("#refusals") and "concurrency_limit_reached" in page.inner_text("#refusals")
     page.screenshot(path=str(OUTPUT / "user.png"), full_page=True)
 
     page.locator('tr[data-session="tv-1"] input.evict').click()
