@@ -170,6 +170,7 @@ def user_detail(request: HttpRequest) -> HttpResponse:
         # "Not watching now" and "never seen" are different answers for a caller.
         "last_heard": None if sessions else manager.last_heard(user_id),
         "refusals": manager.recent_refusals(user_id),
+        "cooldowns": manager.cooldowns(user_id),
         "refusal_messages": REFUSAL_LABELS,
         "limit": limit,
         "limit_form": LimitForm(initial={"id": user_id, "limit": limit.override}),

@@ -412,6 +412,13 @@ class StreamManager:
                 found.append(FoundUser(_text(uid), _ms_to_datetime(seen), live is not None and live > since))
         return found
 
+    def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
+        """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""
+        require_id(user_id, "userId")
+        now = self._now_ms()
+        ending = self.client.zrangebyscore(self.keys.user(user_id).evicted, f"({now}", "+inf", withscores=True)
+        return [(_text(sid), (end - now) / 1000) for sid, end in ending]
+
     def last_heard(self, user_id: str) -> datetime | None:
         """When the account's latest heartbeat came, if it came in the last day."""
         require_id(user_id, "userId")

@@ -385,3 +385,12 @@ def test_the_sharing_page_ranks_refused_and_many_session_accounts(staff_client: 
     distinct = today[today.index('class="distinct-most"') :]
     assert distinct.index("busy") < distinct.index("quiet")
     assert "never a reason for automatic" in content
+
+
+def test_the_user_page_shows_each_evicted_sessions_cool_down_left(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s1"})
+    content = staff_client.get(user_page("alice")).content.decode()
+    cooling = content[content.index('id="cooldowns"') :]
+    assert re.search(r'<bdi class="sl-id">s1</bdi></td><td>(299|300) s<', cooling)
+    assert re.search(r"<td>in (39|40) s</td>", content)
