@@ -317,7 +317,11 @@ def command_name(entry: dict) -> str:
     if parts[0].upper() == "EVALSHA" and len(parts) > 1:
         return f"EVALSHA {SCRIPT_NAMES.get(parts[1], parts[1][:12])}"
     key = parts[1].rsplit("}:", 1)[-1] if len(parts) > 1 else ""
-    return f"{parts[0].upper()} {re.sub(r':[0-9]+$', ':<n>', key)}".strip()
+    name = f"{parts[0].upper()} {re.sub(r':[0-9]+$', ':<n>', key)}".strip()
+    if "LIMIT" in parts[2:]:
+        # A page's offset decides its cost: name each offset apart.
+        name += f" LIMIT {parts[parts.index('LIMIT', 2) + 1]}"
+    return name
 
 
 def command_text(entry: dict) -> str:
