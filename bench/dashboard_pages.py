@@ -78,9 +78,9 @@ def main() -> None:
     try:
         for _ in range(100):
             try:
-                requests.get(f"{base}/admin/login/", timeout=1)
+                requests.get(f"{base}/admin/login/", timeout=5)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # still booting (a slow first answer included)
                 time.sleep(0.1)
         http = requests.Session()
         login = http.get(f"{base}/admin/login/", timeout=10).text
