@@ -10,12 +10,13 @@ superuser, and measures:
 1. each dashboard page, one request at a time (median and p95), and the
    duration Redis spent on every command the page sent (SLOWLOG with no
    threshold, on this Redis only, while that page is fetched);
-2. heartbeat load (wrk with bench/heartbeat.lua) without, then with, staff
-   reloading the overview in a loop, alternated A B A B; Redis PING round
-   trips and Redis' CPU over each run;
+2. heartbeat load (wrk with bench/heartbeat.lua) without reloads (A), with 4
+   loops reloading the overview back to back (B), and once a second each (C),
+   alternated A B C A B C because the machine is shared; Redis PING round
+   trips and Redis' and gunicorn's CPU over each run;
 3. every SLOWLOG entry above 2 ms over the whole measurement, classified as
-   dashboard (any command that is not one of the service's scripts) or
-   heartbeat path / activity batch (the scripts' EVALSHA).
+   the heartbeat or an activity batch (the scripts' EVALSHA), a command run
+   inside a script, or the dashboard (any other command gunicorn sent).
 
 Everything it started is stopped, and its temporary folder deleted, at the end.
 Knobs: see ``--help``. Only 127.0.0.1 is ever targeted; every phase is bounded.
