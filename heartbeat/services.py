@@ -22,6 +22,8 @@ def get_stream_manager() -> StreamManager:
         session_ttl_seconds=settings.SESSION_TTL_SECONDS,
         eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
         activity_flush_seconds=settings.ACTIVITY_FLUSH_SECONDS,
+        plan_limits=settings.PLAN_LIMITS,
+        limit_policy=settings.LIMIT_POLICY,
     )
 
 
@@ -31,6 +33,8 @@ _MANAGER_SETTINGS = {
     "SESSION_TTL_SECONDS",
     "EVICTION_COOLDOWN_SECONDS",
     "ACTIVITY_FLUSH_SECONDS",
+    "PLAN_LIMITS",
+    "LIMIT_POLICY",
     "CACHES",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 MAX_ID_LENGTH = 128
+MAX_DEVICE_NAME_LENGTH = 64
 ID_FIELDS = ("userId", "streamId", "sessionId")
 
 # C0 and C1 control characters, DEL, and lone surrogates (which cannot be
@@ -12,7 +13,7 @@ ID_FIELDS = ("userId", "streamId", "sessionId")
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-def id_error(value: object) -> str | None:
+def id_error(value: object, max_length: int = MAX_ID_LENGTH) -> str | None:
     """Why ``value`` is not a valid id, or None when it is one.
 
     Any non-empty string of at most 128 characters without control characters
@@ -22,8 +23,8 @@ def id_error(value: object) -> str | None:
         return "Must be a string."
     if not value:
         return "Must not be empty."
-    if len(value) > MAX_ID_LENGTH:
-        return f"Must be at most {MAX_ID_LENGTH} characters."
+    if len(value) > max_length:
+        return f"Must be at most {max_length} characters."
     if _FORBIDDEN.search(value):
         return "Must not contain control characters."
     return None
@@ -38,4 +39,17 @@ def require_id(value: object, name: str) -> str:
     error = id_error(value)
     if error:
         raise InvalidIdError(f"{name}: {error}")
+    return value  # type: ignore[return-value]
+
+
+def device_name_error(value: object) -> str | None:
+    """Why ``value`` is not a valid ``deviceName`` (the id rule, at most 64 characters), or None."""
+    return id_error(value, MAX_DEVICE_NAME_LENGTH)
+
+
+def require_device_name(value: object) -> str:
+    """Return ``value`` if it is a valid device name, else raise ``InvalidIdError``."""
+    error = device_name_error(value)
+    if error:
+        raise InvalidIdError(f"deviceName: {error}")
     return value  # type: ignore[return-value]
