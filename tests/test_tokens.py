@@ -275,3 +275,26 @@ def test_issuer_and_audience_are_checked_when_set() -> None:
 def test_garbage_is_an_invalid_token(verifier: TokenVerifier, token: object) -> None:
     code, _ = reason_of(verifier, token)
     assert code == "invalid_token"
+
+
+def test_a_token_verified_before_still_expires_on_time() -> None:
+    strict = TokenVerifier(TOKEN_SECRETS, leeway_seconds=0)
+    token = make_token("alice", expires_in=1)
+    assert strict.verify(token).user_id == "alice"
+    assert strict.verify(token).user_id == "alice"  # remembered
+    time.sleep(1.1)
+    assert reason_of(strict, token) == ("token_expired", "expired")
+
+
+def test_a_token_not_yet_valid_is_refused_until_its_nbf(verifier: TokenVerifier) -> None:
+    token = make_token("alice", nbf=int(time.time()) + 120)
+    assert reason_of(verifier, token) == ("invalid_token", "claims")
+    assert reason_of(verifier, token) == ("invalid_token", "claims")
+
+
+def test_a_tampered_copy_of_a_verified_token_is_refused(verifier: TokenVerifier) -> None:
+    token = make_token("alice", maxStreams=1)
+    assert verifier.verify(token).max_streams == 1
+    header, _payload, signature = token.split(".")
+    forged_payload = b64(json.dumps({"sub": "alice", "maxStreams": 50, "exp": int(time.time()) + 300}).encode())
+    assert reason_of(verifier, f"{header}.{forged_payload}.{signature}") == ("invalid_token", "signature")
