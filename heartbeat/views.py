@@ -18,17 +18,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from heartbeat import metrics, schema
+from heartbeat.breaker import CircuitOpenError
 from heartbeat.errors import internal_error, invalid_request
 from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
+from heartbeat.request_body import MAX_BODY_BYTES
 from heartbeat.services import get_stream_manager
 from heartbeat.stream_manager import HeartbeatResult, Outcome, SessionInfo
 from heartbeat.tokens import PlaybackClaims, TokenError, get_verifier
 from heartbeat.validation import ID_FIELDS, device_name_error, id_error
 
 logger = structlog.get_logger(__name__)
-
-# A heartbeat body is about a hundred bytes; DRF would read any size into memory.
-MAX_BODY_BYTES = 16 * 1024
 
 # Logged as ``reqBody``: only the fields the API reads, each cut short, so a
 # client cannot flood the logs through the body.
@@ -142,6 +141,21 @@ def session_list(sessions: list[SessionInfo]) -> list[dict[str, Any]]:
         }
         for s in sessions
     ]
+
+
+def log_redis_failure(operation: str, exc: RedisError) -> None:
+    """Log and count a Redis failure of a player request.
+
+    A call the open breaker refused never reached Redis: one warning line
+    without a stack, so a Redis outage does not flood the logs with the same
+    trace once per heartbeat.
+    """
+    if isinstance(exc, CircuitOpenError):
+        metrics.REDIS_ERRORS.labels("breaker_open").inc()
+        logger.warning(f"{operation} failed", reason="redis_breaker_open")
+        return
+    metrics.REDIS_ERRORS.labels(operation).inc()
+    logger.error(f"{operation} failed", reason="redis_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
 
 def _log_body(data: Any) -> Any:
@@ -279,10 +293,9 @@ class HeartbeatView(_PlayerAPIView):
             if claims is not None and result.outcome is Outcome.LIMIT_REACHED:
                 # Only a verified account may see who is watching on it.
                 sessions = session_list(manager.sessions(ids["userId"]))
-        except RedisError:
-            logger.exception("heartbeat failed", reason="redis_error")
+        except RedisError as exc:
+            log_redis_failure("heartbeat", exc)
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
-            metrics.REDIS_ERRORS.labels("heartbeat").inc()
             if settings.STREAMLIMIT_FAIL_OPEN:
                 return Response(self._degraded_body(claims))
             return internal_error(request._request)
@@ -347,9 +360,8 @@ class StopView(_PlayerAPIView):
                 ids["sessionId"],
                 from_other_screen=self.claims is not None and self.claims.is_account_token,
             )
-        except RedisError:
-            logger.exception("stop failed", reason="redis_error")
-            metrics.REDIS_ERRORS.labels("stop").inc()
+        except RedisError as exc:
+            log_redis_failure("stop", exc)
             return internal_error(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -374,8 +386,7 @@ class SessionsView(_PlayerAPIView):
         try:
             limit = manager.limit_for(claims.user_id, claims.max_streams, claims.plan)
             sessions = manager.sessions(claims.user_id)
-        except RedisError:
-            logger.exception("sessions failed", reason="redis_error")
-            metrics.REDIS_ERRORS.labels("sessions").inc()
+        except RedisError as exc:
+            log_redis_failure("sessions", exc)
             return internal_error(request._request)
         return json_response({"limit": limit.limit, "limitSource": limit.source, "sessions": session_list(sessions)})
