@@ -224,9 +224,7 @@ def test_an_unknown_or_non_string_kid_is_refused(verifier: TokenVerifier, kid: o
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT", **({"kid": kid} if kid is not None else {})}).encode())
     payload = b64(json.dumps({"sub": "alice", "exp": int(time.time()) + 300}).encode())
     signature = b64(hmac.new(TOKEN_SECRETS["k1"].encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest())
-    code, reason = reason_of(verifier, f"{header}.{payload}.{signature}")
-    # PyJWT itself refuses a non-string kid while reading the header.
-    assert (code, reason) == ("invalid_token", "unknown_kid" if kid in ("unknown", None) else "malformed")
+    assert reason_of(verifier, f"{header}.{payload}.{signature}") == ("invalid_token", "unknown_kid")
 
 
 def test_expiry_is_refused_beyond_the_leeway_only(verifier: TokenVerifier) -> None:
@@ -271,7 +269,9 @@ def test_issuer_and_audience_are_checked_when_set() -> None:
         assert reason_of(strict, make_token("alice", **claims)) == ("invalid_token", "claims")
 
 
-@pytest.mark.parametrize("token", ["", "not-a-jwt", "a.b.c", 42, None, {"sub": "alice"}])
+@pytest.mark.parametrize(
+    "token", ["", "not-a-jwt", "a.b.c", "W10.e30.", "bnVsbA.e30.", "!!!.e30.", 42, None, {"sub": "alice"}]
+)
 def test_garbage_is_an_invalid_token(verifier: TokenVerifier, token: object) -> None:
     code, _ = reason_of(verifier, token)
     assert code == "invalid_token"
