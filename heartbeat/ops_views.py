@@ -20,8 +20,8 @@ logger = structlog.get_logger(__name__)
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """The process is up and answering; touches nothing else (no Redis call)."""
-    return JsonResponse({"status": "ok"})
+    """The process is up and answering, and which version it runs; touches nothing else (no Redis call)."""
+    return JsonResponse({"status": "ok", "version": settings.STREAMLIMIT_VERSION})
 
 
 @require_GET

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import time
+import tomllib
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +13,8 @@ import requests
 from django.test import Client
 
 from devtools.with_redis import find_redis_server, start_redis
-from tests.conftest import free_port
+from streamlimit.version import read_version
+from tests.conftest import ROOT, free_port
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -27,7 +29,26 @@ def test_healthz_answers_without_redis(client: Client, settings) -> None:
     caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
     settings.CACHES = caches
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200 and response.json() == {"status": "ok", "version": project_version()}
+
+
+def project_version() -> str:
+    """The version pyproject.toml declares, read here independently of the service."""
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["project"]["version"]
+
+
+def test_version_is_read_from_pyproject(tmp_path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\nversion = "9.8.7"\n')
+    assert read_version(pyproject) == "9.8.7"
+    assert read_version() == project_version()
+
+
+def test_build_info_metric_names_the_version(client: Client) -> None:
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "streamlimit_build_info", f'{{version="{project_version()}"}}') == 1
+    assert "# TYPE streamlimit_build_info gauge" in text
 
 
 def test_readyz_is_ready_and_reloads_scripts_redis_forgot(client: Client, redis_client) -> None:
@@ -128,6 +149,8 @@ def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
     assert metric(text, "streamlimit_heartbeats_total", '{outcome="invalid"}') == 7
     assert metric(text, "streamlimit_heartbeat_duration_seconds_count") == 40
     assert metric(text, "streamlimit_live_users") == 5 and metric(text, "streamlimit_live_sessions") == 15
+    # One build_info sample per replica, however many workers answered before.
+    assert text.count("streamlimit_build_info{") == 1
 
 
 def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own_redis) -> None:
