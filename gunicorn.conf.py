@@ -9,6 +9,10 @@ import tempfile
 from pathlib import Path
 
 from streamlimit.logging import build_logging_config
+from streamlimit.startup import load_settings_or_exit
+
+# A bad setting stops the master with one line, before any worker boots.
+load_settings_or_exit("gunicorn")
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
 # The heartbeat is short: one Redis round trip, during which the worker waits.

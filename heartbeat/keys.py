@@ -55,6 +55,11 @@ class KeyLayout:
         base = f"{self.prefix}:u:{{{escape_tag(user_id)}}}:"
         return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
 
+    def probe(self, name: str) -> UserKeys:
+        """Keys of the readiness canary ``name`` (one process); apart from every user's."""
+        base = f"{self.prefix}:probe:{{{escape_tag(name)}}}:"
+        return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
+
     @property
     def _global(self) -> str:
         return f"{self.prefix}:{{{escape_tag(self.prefix)}:global}}:"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -14,9 +15,12 @@ from typing import Any
 
 import structlog
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
+from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
 from heartbeat.validation import id_error, require_id
@@ -29,6 +33,10 @@ MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
 # Sessions per record_activity call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
+# The readiness canary: a session on a probe key of the process's own, gone
+# soon after the probes stop; a limit no number of processes reaches.
+PROBE_TTL_MS = 10_000
+PROBE_LIMIT = 1_000_000
 
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
@@ -114,6 +122,16 @@ class MinuteActivity:
     peak_sessions: int
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a heartbeat could be admitted now, and if not, why."""
+
+    ready: bool
+    reason: str | None = None  # "redis_unreachable" or "redis_refuses_writes"
+    detail: str = ""
+    scripts_reloaded: bool = False
+
+
 class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
 
@@ -144,8 +162,11 @@ class StreamManager:
         session_ttl_seconds: int,
         eviction_cooldown_seconds: int,
         activity_flush_seconds: float = 1.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
+        # Guards the player path (admit, stop); staff pages and probes always ask Redis.
+        self.breaker = breaker
         self.scripts = ScriptRunner(client.connection_pool)
         self.keys = KeyLayout(key_prefix)
         self.default_limit = default_limit
@@ -168,15 +189,11 @@ class StreamManager:
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
-        reply = self.scripts.run(
-            [
-                ScriptCall(
-                    ADMIT,
-                    self.keys.user(user_id).as_list(),
-                    [session_id, stream_id, self.default_limit, self.session_ttl_ms],
-                )
-            ],
-        )[0]
+        reply = self._run_guarded(
+            ADMIT,
+            self.keys.user(user_id).as_list(),
+            [session_id, stream_id, self.default_limit, self.session_ttl_ms],
+        )
         code, active, limit, pruned, now_ms = (int(v) for v in reply)
         result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
         self.pending_activity.note(user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2)
@@ -215,7 +232,7 @@ class StreamManager:
         require_id(user_id, "userId")
         require_id(session_id, "sessionId")
         user = self.keys.user(user_id)
-        removed, left = (int(v) for v in self._run(STOP, [user.sessions, user.details], [session_id]))
+        removed, left = (int(v) for v in self._run_guarded(STOP, [user.sessions, user.details], [session_id]))
         self._forget(user_id, [session_id], user_has_sessions=left > 0)
         logger.info("stop stream request", userId=user_id, sessionId=session_id, wasLive=bool(removed))
         return bool(removed)
@@ -453,6 +470,28 @@ class StreamManager:
             return 0
         return sum(int(n) for n in written)
 
+    def check_ready(self) -> Readiness:
+        """Exercise the heartbeat's own write path, as readiness probes must.
+
+        A PING alone says yes to a Redis at ``maxmemory`` or to a replica
+        after a failover, while every heartbeat fails: so this runs the admit
+        script itself on a probe key of this process's own, which expires
+        within seconds and is never a user's. Scripts Redis lost (a restart)
+        are loaded first, since no heartbeat arrives while the probe says no.
+        """
+        try:
+            self.client.ping()
+            reloaded = not self.scripts_loaded()
+            if reloaded:
+                self.load_scripts()
+            probe = self.keys.probe(f"{socket.gethostname()}:{os.getpid()}")
+            self._run(ADMIT, probe.as_list(), ["canary", "canary", PROBE_LIMIT, PROBE_TTL_MS])
+        except ResponseError as exc:
+            return Readiness(False, "redis_refuses_writes", f"Redis refuses the heartbeat's writes: {exc}")
+        except RedisError as exc:
+            return Readiness(False, "redis_unreachable", f"Redis does not answer: {exc}")
+        return Readiness(True, scripts_reloaded=reloaded)
+
     def ping(self) -> bool:
         """Whether Redis answers (raises the connection error when it does not)."""
         return bool(self.client.ping())
@@ -493,6 +532,23 @@ class StreamManager:
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return self.scripts.run([ScriptCall(script, keys, args)])[0]
+
+    def _run_guarded(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        """``_run`` behind the circuit breaker: raises ``CircuitOpenError`` at once while it is open."""
+        if self.breaker is None:
+            return self._run(script, keys, args)
+        self.breaker.before_call()
+        try:
+            reply = self._run(script, keys, args)
+        except (RedisConnectionError, RedisTimeoutError):
+            self.breaker.record_failure()
+            raise
+        except ResponseError:
+            # Redis answered: it is up, whatever the error (OOM, read-only, a script bug).
+            self.breaker.record_success()
+            raise
+        self.breaker.record_success()
+        return reply
 
     @staticmethod
     def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

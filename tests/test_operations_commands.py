@@ -102,8 +102,10 @@ def test_stats_counts_users_sessions_limits_and_memory() -> None:
     assert "users at limit:  1" in run("stats")
 
 
-def test_check_service_reports_redis_and_loads_scripts(redis_client) -> None:
-    redis_client.script_flush()
+def test_check_service_reports_redis_and_loads_scripts(own_redis, use_redis) -> None:
+    redis = own_redis()
+    use_redis(redis.url)
+    redis.client().script_flush()  # our own server: the shared one's scripts are never flushed
     out = run("check_service")
     assert "redis: ok (version" in out and "mode standalone" in out
     assert "scripts: loaded" in out and "database: ok" in out
