@@ -30,6 +30,6 @@ RUN DJANGO_SECRET_KEY=collectstatic-build-step-placeholder-not-a-secret \
 USER streamlimit
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=2)"]
+  CMD ["python", "/app/deploy/healthcheck.py"]
 ENTRYPOINT ["/app/deploy/docker-entrypoint.sh"]
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from tests.conftest import ROOT
@@ -40,7 +43,9 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 def test_dockerfile_runs_gunicorn_with_the_repo_config_and_checks_healthz() -> None:
     rows = dict(dockerfile_instructions())
     assert json.loads(rows["CMD"]) == ["gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]
-    assert "/healthz" in rows["HEALTHCHECK"]
+    healthcheck = json.loads(rows["HEALTHCHECK"].split("CMD", 1)[1])
+    assert healthcheck == ["python", "/app/deploy/healthcheck.py"]
+    assert "/healthz" in (ROOT / "deploy" / "healthcheck.py").read_text()
     entrypoint = json.loads(rows["ENTRYPOINT"])[0]
     assert (ROOT / entrypoint.removeprefix("/app/")).exists()
     assert "migrate" in (ROOT / entrypoint.removeprefix("/app/")).read_text()
@@ -255,3 +260,17 @@ def test_prometheus_scrape_config_is_valid(promtool: str) -> None:
         [promtool, "check", "config", "--syntax-only", "prometheus.yml"], cwd=ROOT / "deploy", capture_output=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.live_server_gunicorn
+def test_the_image_healthcheck_names_an_allowed_host(live_gunicorn) -> None:
+    server = live_gunicorn(workers=1, DJANGO_ALLOWED_HOSTS=".limits.example.com,other.example.com")
+    env = {**os.environ, "PORT": str(server.port), "DJANGO_ALLOWED_HOSTS": ".limits.example.com,other.example.com"}
+    healthy = subprocess.run([sys.executable, "deploy/healthcheck.py"], cwd=ROOT, env=env, capture_output=True)
+    assert healthy.returncode == 0, healthy.stderr
+    # The old check's Host, 127.0.0.1, is refused by such a list.
+    refused = requests.get(f"{server.url}/healthz", timeout=10)
+    assert refused.status_code == 400
+    server.stop()
+    down = subprocess.run([sys.executable, "deploy/healthcheck.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert down.returncode == 1 and "healthz:" in down.stderr

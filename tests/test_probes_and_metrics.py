@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import time
 import tomllib
@@ -11,6 +13,7 @@ from django.test import Client
 
 from streamlimit.version import read_version
 from tests.conftest import ROOT
+from tests.test_wsgi import call
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -146,3 +149,18 @@ def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     assert metric(text, "streamlimit_heartbeats_total", '{outcome="error"}') >= 1
     assert metric(text, "streamlimit_redis_errors_total", '{operation="readyz"}') >= 1
+
+
+def test_metrics_are_scraped_by_address_from_an_allowed_network(settings) -> None:
+    # Prometheus reaches each replica by its IP and sends that as Host.
+    settings.METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network("172.30.99.0/24")]
+    status, _, content = call("GET", "/metrics", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="172.30.99.9")
+    assert status == "200 OK" and b"streamlimit_build_info" in content
+
+
+def test_a_foreign_host_is_refused_to_other_clients_and_on_other_paths(settings) -> None:
+    settings.METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network("172.30.99.0/24")]
+    status, _, content = call("GET", "/metrics", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="10.1.2.3")
+    assert status == "400 Bad Request" and json.loads(content)["code"] == "invalid_host"
+    status, _, _ = call("GET", "/healthz", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="172.30.99.9")
+    assert status == "400 Bad Request"
