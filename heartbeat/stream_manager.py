@@ -321,11 +321,12 @@ class StreamManager:
         return user_id if user_id is not None and id_error(user_id) is None else None
 
     def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
-        """Evict one session (or, with None, all of the user's) and start its cool-down.
+        """Evict one live session (or, with None, all of the user's) and start its cool-down.
 
-        Returns the ids of the sessions that were live. The evicted player's
-        next heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
-        ends; other sessions are untouched.
+        Returns the ids of the sessions evicted. The evicted player's next
+        heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
+        ends; other sessions are untouched. A session that is not live is
+        left alone (no cool-down, nothing written).
         """
         require_id(user_id, "userId")
         if session_id is not None:
@@ -339,9 +340,9 @@ class StreamManager:
                 [session_id or "", self.eviction_cooldown_seconds * 1000, self.session_ttl_ms],
             )
         ]
-        targets = evicted if session_id is None else [session_id]
-        left = self.client.zcount(user.sessions, f"({self._now_ms() - self.session_ttl_ms}", "+inf")
-        self._forget(user_id, targets, user_has_sessions=left > 0, evicted=len(evicted))
+        if evicted:
+            left = self.client.zcount(user.sessions, f"({self._now_ms() - self.session_ttl_ms}", "+inf")
+            self._forget(user_id, evicted, user_has_sessions=left > 0, evicted=len(evicted))
         logger.info(
             "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
         )

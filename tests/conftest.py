@@ -178,16 +178,40 @@ def live_gunicorn(key_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Liv
         server.stop()
 
 
+def make_staff(django_user_model, username: str, group: str | None):
+    """A staff account (no superuser rights) in one of the support groups, or in none."""
+    from dashboard.roles import ensure_support_groups
+
+    user = django_user_model.objects.create_user(username, password=f"{username}-pass-123", is_staff=True)
+    if group:
+        user.groups.add(ensure_support_groups()[group])
+    return user
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    """A support staff member (is_staff, no superuser rights)."""
-    return django_user_model.objects.create_user("support", password="support-pass-123", is_staff=True)
+    """A support agent: staff, in the "Support agent" group (sees, evicts, changes limits)."""
+    return make_staff(django_user_model, "support", "Support agent")
 
 
 @pytest.fixture
 def staff_client(client, staff_user):
-    """A test client logged in as staff."""
+    """A test client logged in as a support agent."""
     client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    """A test client logged in as a support viewer (sees, changes nothing)."""
+    client.force_login(make_staff(django_user_model, "viewer-staff", "Support viewer"))
+    return client
+
+
+@pytest.fixture
+def roleless_staff_client(client, django_user_model):
+    """A test client logged in as staff in no support group."""
+    client.force_login(make_staff(django_user_model, "no-role", None))
     return client
 
 

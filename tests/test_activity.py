@@ -44,7 +44,12 @@ def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, i
     return dict(sent)
 
 
-def test_a_heartbeat_is_one_command_allowed_or_refused(manager: StreamManager, redis_client: Redis) -> None:
+def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: str) -> None:
+    # On a Redis of the test's own: MONITOR on the shared one would count other clients' commands.
+    redis_client = own_redis().client()
+    manager = StreamManager(
+        redis_client, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
+    )
     manager.admit("alice", "movie", "s0")  # the scripts are loaded
     assert commands_sent_by(redis_client, lambda: manager.admit("alice", "movie", "s0")) == {"evalsha": 1}
     for i in range(1, 3):

@@ -37,6 +37,9 @@ BAD_SETTINGS = [
     ("DJANGO_SECRET_KEY_FALLBACKS", "short", "at least 32 characters"),
     ("DATABASE_URL", "mongodb://admin:hunter2@db/x", "postgres://"),
     ("LOG_LEVEL", "loud", "one of DEBUG"),
+    ("DJANGO_BEHIND_PROXY", "nginx", "true or false"),
+    ("STAFF_LOGIN_FAILURE_LIMIT", "0", "at least 1"),
+    ("STAFF_LOGIN_LOCKOUT_MINUTES", "soon", "whole number"),
     ("STREAMLIMIT_VAR_DIR", "/proc/streamlimit-cannot-be-here", "a folder this user can write"),
 ]
 
@@ -86,3 +89,11 @@ def test_good_settings_pass_the_same_check() -> None:
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_every_setting_read_at_start_up_has_a_line_in_the_readme() -> None:
+    import re
+
+    read = set(re.findall(r'env_\w+\(\s*"([A-Z_]+)"', (ROOT / "streamlimit" / "settings.py").read_text()))
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.MULTILINE))
+    assert read - table == set()
