@@ -96,11 +96,6 @@ for _origin in CSRF_TRUSTED_ORIGINS:
             f"DJANGO_CSRF_TRUSTED_ORIGINS must list origins with their scheme, e.g. https://limits.example.com, "
             f"got {_origin!r}"
         )
-# Behind a proxy that overwrites X-Forwarded-Proto (compose's nginx does),
-# request.is_secure() may follow it. Off by default: reached directly, a client
-# could send the header itself and pass for HTTPS.
-if env_bool("DJANGO_BEHIND_PROXY", False):
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 
 def _secret_key() -> str:

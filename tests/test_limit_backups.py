@@ -113,7 +113,7 @@ def test_dry_run_says_what_would_change_and_writes_nothing(tmp_path: Path) -> No
         ('{"userId": "alice"}\n', "line 1: expected exactly the fields userId and limit, got userId"),
         ('{"userId": "alice", "limit": 7, "x": 1}\n', "got limit, userId, x"),
         ('{"userId": "", "limit": 7}\n', "line 1: userId: Must not be empty."),
-        ('{"userId": "a\\u0000b", "limit": 7}\n', "userId: Must not contain control characters."),
+        ('{"userId": "a\\u0000b", "limit": 7}\n', "userId: Must not contain U+0000 (a control character)"),
         ('{"userId": 42, "limit": 7}\n', "userId: Must be a string."),
         ('{"userId": "alice", "limit": 0}\n', "limit: must be between 1 and 50, got 0"),
         ('{"userId": "alice", "limit": 51}\n', "got 51"),
