@@ -111,12 +111,16 @@ def live_users(request: HttpRequest) -> HttpResponse:
     """Live users, most recent heartbeat first, 50 a page."""
     manager = get_stream_manager()
     number = page_number(request.GET.get("page", "1"))
-    total = manager.live_counts()[0]
+    at_limit = request.GET.get("filter") == "at-limit"
+    total, rows = manager.live_users(offset=0, count=0, at_limit=at_limit)
     pages = max(1, -(-total // PAGE_SIZE))
     past_the_end = number > pages
-    rows = [] if past_the_end else manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE)[1]
+    if not past_the_end:
+        total, rows = manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     context = {
-        "title": "Live users",
+        "title": "Live users at their limit" if at_limit else "Live users",
+        "at_limit": at_limit,
+        "query": "filter=at-limit&" if at_limit else "",
         "total": total,
         "rows": [(row, user_url(row.user_id)) for row in rows],
         "page": number,

@@ -80,6 +80,11 @@ class KeyLayout:
         return self._global + "ended"
 
     @property
+    def users_at_limit(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of accounts whose latest heartbeat found them full."""
+        return self._global + "at-limit"
+
+    @property
     def limit_overrides(self) -> str:
         """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
         return self._global + "overrides"

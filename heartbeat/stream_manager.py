@@ -7,10 +7,10 @@ import os
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import zip_longest
 from typing import Any
 
 import structlog
@@ -136,6 +136,10 @@ class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
 
 
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
 def _ms_to_datetime(ms: float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
@@ -196,7 +200,9 @@ class StreamManager:
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply)
         result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
-        self.pending_activity.note(user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2)
+        self.pending_activity.note(
+            user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2, at_limit=active >= limit
+        )
         if self._flusher_pid != os.getpid():
             FLUSHER.register(self, self.activity_flush_seconds)
             self._flusher_pid = os.getpid()
@@ -348,12 +354,13 @@ class StreamManager:
         )
         return evicted
 
-    def live_users(self, offset: int = 0, count: int = 50) -> tuple[int, list[LiveUser]]:
-        """A page of live users, most recent heartbeat first, and how many there are."""
+    def live_users(self, offset: int = 0, count: int = 50, *, at_limit: bool = False) -> tuple[int, list[LiveUser]]:
+        """A page of live users (``at_limit``: only those at their limit), most recent heartbeat first, and how many."""
         since = self._now_ms() - self.session_ttl_ms
+        index = self.keys.users_at_limit if at_limit else self.keys.live_users
         pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zrevrangebyscore(self.keys.live_users, "+inf", f"({since}", start=offset, num=count, withscores=True)
+        pipe.zcount(index, f"({since}", "+inf")
+        pipe.zrevrangebyscore(index, "+inf", f"({since}", start=offset, num=count, withscores=True)
         total, rows = pipe.execute()
         pipe = self.client.pipeline(transaction=False)
         for raw_uid, _ in rows:
@@ -375,20 +382,17 @@ class StreamManager:
     def stats(self) -> ServiceStats:
         """Live users, live sessions and users at their limit, across all users.
 
-        Users at their limit are counted from the live-session index (one
-        ZRANGEBYSCORE) and the override mirror (one HGETALL): O(live sessions)
-        work in this process, no command per user.
+        Three ZCOUNTs, O(log n) each: users at their limit are kept by the
+        activity batches (the latest heartbeat of each account says whether
+        it was full), never recounted here.
         """
         since = self._now_ms() - self.session_ttl_ms
         pipe = self.client.pipeline(transaction=False)
         pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zrangebyscore(self.keys.live_sessions, f"({since}", "+inf")
-        pipe.hgetall(self.keys.limit_overrides)
-        live_users, members, overrides = pipe.execute()
-        per_user = Counter(member.split(b"\x00", 1)[0] for member in members)
-        limits = {uid: int(limit) for uid, limit in overrides.items()}
-        at_limit = sum(1 for uid, n in per_user.items() if n >= limits.get(uid, self.default_limit))
-        return ServiceStats(live_users, len(members), at_limit)
+        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
+        pipe.zcount(self.keys.users_at_limit, f"({since}", "+inf")
+        live_users, live_sessions, at_limit = pipe.execute()
+        return ServiceStats(live_users, live_sessions, at_limit)
 
     def activity(self, minutes: int = 60) -> list[MinuteActivity]:
         """Per-minute counters of the last ``minutes`` minutes, oldest first."""
@@ -447,21 +451,30 @@ class StreamManager:
     def _write_activity(self, batch: ActivityBatch) -> int:
         shared = [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions]
         minutes = sorted(batch.counts)
-        records = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        sessions = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        users = [value for uid, (heard, full) in batch.users.items() for value in (uid, heard, int(full))]
+        # Sessions and accounts go with the newest minute, in chunks (each chunk
+        # bounds how long one call holds Redis); counts with the first chunk.
+        chunks = list(
+            zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
+        ) or [([], [])]
         calls = []
         for minute in minutes:
             heartbeats, refused = batch.counts[minute]
-            # The sessions go with the newest minute, in chunks; counts with the first chunk.
-            chunks = [records[i : i + 3 * ACTIVITY_CHUNK] for i in range(0, len(records), 3 * ACTIVITY_CHUNK)]
-            if minute != minutes[-1] or not chunks:
-                chunks = [[]]
-            for n, chunk in enumerate(chunks):
+            for n, (session_chunk, user_chunk) in enumerate(chunks if minute == minutes[-1] else [([], [])]):
                 counts = [heartbeats, refused] if n == 0 else [0, 0]
                 calls.append(
                     ScriptCall(
                         RECORD_ACTIVITY,
-                        [*shared, self.keys.minute(minute)],
-                        [self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *counts, *chunk],
+                        [*shared, self.keys.minute(minute), self.keys.users_at_limit],
+                        [
+                            self.session_ttl_ms,
+                            MINUTE_KEY_TTL_SECONDS,
+                            *counts,
+                            len(session_chunk) // 3,
+                            *session_chunk,
+                            *user_chunk,
+                        ],
                     )
                 )
         try:
@@ -527,7 +540,13 @@ class StreamManager:
         self.pending_activity.discard(members)
         self._run(
             END_SESSIONS,
-            [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions, self._minute_key()],
+            [
+                self.keys.live_users,
+                self.keys.live_sessions,
+                self.keys.ended_sessions,
+                self._minute_key(),
+                self.keys.users_at_limit,
+            ],
             [user_id, int(user_has_sessions), evicted, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *members],
         )
 

@@ -324,3 +324,12 @@ def test_an_over_long_reason_is_refused_and_nothing_is_evicted(staff_client: Cli
     play("alice", 2)
     staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "x" * 201})
     assert len(get_stream_manager().sessions("alice")) == 2 and AuditRecord.objects.count() == 0
+
+
+def test_live_users_can_be_filtered_to_those_at_their_limit(staff_client: Client) -> None:
+    play("alice", 3)
+    play("bob", 1)
+    play("carol", 3)
+    content = staff_client.get("/dashboard/users/", {"filter": "at-limit"}).content.decode()
+    assert "2 live users at their limit" in content
+    assert ">alice<" in content and ">carol<" in content and ">bob<" not in content
