@@ -4,8 +4,8 @@ Starts a redis-server of its own on a free loopback port (nothing else in it),
 fills it through the real StreamManager under fresh key prefixes, and reads
 ``INFO memory`` (used_memory) before and after each fill:
 
-- accounts with 1 live session, then accounts with 3: the difference is the
-  cost of a session, the rest the cost of an account with one session;
+- accounts with 1, 2 and 3 live sessions: 1 to 2 is the cost of a session,
+  and 3 (the default limit) adds the account's entry in the at-limit index;
 - limit overrides on accounts with no session (the override key and its mirror);
 - ``MEMORY USAGE`` of one account's own keys and of the shared index, to show
   where the bytes go.
@@ -105,9 +105,11 @@ def main() -> int:
         client = Redis(host="127.0.0.1", port=port)
         version = client.info("server")["redis_version"]
         one = measured(client, fill_sessions(client, "mem-one", users, 1))
+        two = measured(client, fill_sessions(client, "mem-two", users, 2))
         three = measured(client, fill_sessions(client, "mem-three", users, 3))
         overrides = measured(client, fill_overrides(client, "mem-limits", users))
-        per_session = (three - one) / (2 * users)
+        per_session = (two - one) / users
+        at_limit = (three - two) / users - per_session
         per_account_one = one / users
         m = manager(client, "mem-three")
         user = m.keys.user("account-00000000-3f2a9c7e")
@@ -125,8 +127,10 @@ def main() -> int:
 
     print(f"redis-server {version} ({binary}), {users:,} accounts per fill, used_memory deltas")
     print(f"accounts with 1 session:  {one:>12,} B  = {per_account_one:,.0f} B per account")
-    print(f"accounts with 3 sessions: {three:>12,} B  = {three / users:,.0f} B per account")
-    print(f"=> each session beyond the first: {per_session:,.0f} B")
+    print(f"accounts with 2 sessions: {two:>12,} B  = {two / users:,.0f} B per account")
+    print(f"accounts with 3 sessions: {three:>12,} B  = {three / users:,.0f} B per account (at the limit of 3)")
+    print(f"=> each session beyond the first: {per_session:,.0f} B (1 -> 2 sessions)")
+    print(f"=> an account at its limit, besides its sessions: {at_limit:,.0f} B (the at-limit index)")
     print(f"=> an account with one session: {per_account_one:,.0f} B (its first session included)")
     print(f"limit overrides: {overrides:>12,} B  = {overrides / users:,.0f} B per override")
     print("MEMORY USAGE of one account with 3 sessions: " + ", ".join(f"{k} {v} B" for k, v in own.items()))
