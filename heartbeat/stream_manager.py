@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import socket
@@ -13,13 +14,14 @@ from datetime import UTC, datetime
 from itertools import zip_longest
 from typing import Any
 
+import orjson
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
+from heartbeat.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
 from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
@@ -31,8 +33,13 @@ logger = structlog.get_logger(__name__)
 MINUTE_KEY_TTL_SECONDS = 2 * 3600
 MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
-# Sessions per record_activity call: bounds how long one call holds Redis.
+# Sessions (or accounts) per record_activity (record_accounts) call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
+# Support's memory of accounts: "seen in the last day" and the prefix search,
+# refusals kept a day, the daily sharing signals kept two days.
+SEEN_MS = 86_400_000
+REFUSALS_TTL_SECONDS = 86_400
+DAY_KEY_TTL_SECONDS = 2 * 86_400
 # The readiness canary: a session on a probe key of the process's own, gone
 # soon after the probes stop; a limit no number of processes reaches.
 PROBE_TTL_MS = 10_000
@@ -40,10 +47,11 @@ PROBE_LIMIT = 1_000_000
 
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
+RECORD_ACCOUNTS = LuaScript.load("record_accounts")
 END_SESSIONS = LuaScript.load("end_sessions")
 STOP = LuaScript.load("stop")
 EVICT = LuaScript.load("evict")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, END_SESSIONS, STOP, EVICT]
+ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, END_SESSIONS, STOP, EVICT]
 
 
 class Outcome(enum.Enum):
@@ -132,6 +140,34 @@ class Readiness:
     scripts_reloaded: bool = False
 
 
+@dataclass(frozen=True)
+class FoundUser:
+    """An account found by its id's prefix among those heard in the last day."""
+
+    user_id: str
+    last_heartbeat_at: datetime
+    watching: bool
+
+
+@dataclass(frozen=True)
+class RecentRefusal:
+    """A refused heartbeat of an account, newest first on its page."""
+
+    at: datetime
+    session_id: str
+    stream_id: str
+    device_name: str
+    code: str
+
+
+@dataclass(frozen=True)
+class AccountSignal:
+    """An account and its count on a sharing signal (refusals, or distinct sessions, in a day)."""
+
+    user_id: str
+    count: int
+
+
 class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
 
@@ -201,7 +237,12 @@ class StreamManager:
         code, active, limit, pruned, now_ms = (int(v) for v in reply)
         result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
         self.pending_activity.note(
-            user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2, at_limit=active >= limit
+            user_id,
+            session_id,
+            now_ms,
+            at_limit=active >= limit,
+            new_session=result.new_session,
+            refusal=None if result.allowed else Refusal(now_ms, session_id, stream_id, "", result.outcome.value),
         )
         if self._flusher_pid != os.getpid():
             FLUSHER.register(self, self.activity_flush_seconds)
@@ -370,6 +411,71 @@ class StreamManager:
             LiveUser(_text(uid), _ms_to_datetime(last), n) for (uid, last), n in zip(rows, counts, strict=True)
         ]
 
+    def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
+        """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
+
+        One ZRANGEBYLEX on the prefix index (O(log n + count)), then two
+        ZSCOREs per account found.
+        """
+        raw = prefix.encode()
+        # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
+        ids = self.client.zrangebylex(self.keys.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
+        if not ids:
+            return []
+        since = self._now_ms() - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        for uid in ids:
+            pipe.zscore(self.keys.seen_users, uid)
+            pipe.zscore(self.keys.live_users, uid)
+        scores = pipe.execute()
+        found = []
+        for n, uid in enumerate(ids):
+            seen, live = scores[2 * n], scores[2 * n + 1]
+            if seen is not None:
+                found.append(FoundUser(_text(uid), _ms_to_datetime(seen), live is not None and live > since))
+        return found
+
+    def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
+        """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""
+        require_id(user_id, "userId")
+        now = self._now_ms()
+        ending = self.client.zrangebyscore(self.keys.user(user_id).evicted, f"({now}", "+inf", withscores=True)
+        return [(_text(sid), (end - now) / 1000) for sid, end in ending]
+
+    def last_heard(self, user_id: str) -> datetime | None:
+        """When the account's latest heartbeat came, if it came in the last day."""
+        require_id(user_id, "userId")
+        seen = self.client.zscore(self.keys.seen_users, user_id)
+        return None if seen is None else _ms_to_datetime(seen)
+
+    def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
+        """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
+        require_id(user_id, "userId")
+        found = []
+        for raw in self.client.lrange(self.keys.refusals(user_id), 0, REFUSALS_KEPT - 1):
+            record = orjson.loads(raw)
+            found.append(
+                RecentRefusal(
+                    _ms_to_datetime(record["at_ms"]),
+                    record["session_id"],
+                    record["stream_id"],
+                    record["device_name"],
+                    record["code"],
+                )
+            )
+        return found
+
+    def sharing_signals(self, day: int, count: int = 20) -> tuple[list[AccountSignal], list[AccountSignal]]:
+        """The accounts refused most often, and with the most distinct sessions, on a UTC day (days since 1970)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(self.keys.refused_on(day), 0, count - 1, withscores=True)
+        pipe.zrevrange(self.keys.distinct_sessions_on(day), 0, count - 1, withscores=True)
+        refused, distinct = pipe.execute()
+        return (
+            [AccountSignal(_text(uid), int(n)) for uid, n in refused],
+            [AccountSignal(_text(uid), int(n)) for uid, n in distinct],
+        )
+
     def live_counts(self) -> tuple[int, int]:
         """Live users and live sessions across all users (two ZCOUNTs)."""
         since = self._now_ms() - self.session_ttl_ms
@@ -477,12 +583,42 @@ class StreamManager:
                         ],
                     )
                 )
+        activity_calls = len(calls)
+        calls += self._account_records(batch)
         try:
             written = self.scripts.run(calls)
         except RedisError:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
-        return sum(int(n) for n in written)
+        return sum(int(n) for n in written[:activity_calls])
+
+    def _account_records(self, batch: ActivityBatch) -> list[ScriptCall]:
+        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; chunked by account."""
+        day = int(time.time() // 86_400)
+        shared = [
+            self.keys.seen_users,
+            self.keys.seen_users_by_name,
+            self.keys.refused_on(day),
+            self.keys.distinct_sessions_on(day),
+        ]
+        seen = list(batch.users.items())
+        refusals = list(batch.refusals.items())
+        new_sessions = list(batch.new_sessions.items())
+        calls = []
+        for start in range(0, max(len(seen), len(refusals), len(new_sessions)), ACTIVITY_CHUNK):
+            end = start + ACTIVITY_CHUNK
+            keys, args = list(shared), [SEEN_MS, DAY_KEY_TTL_SECONDS, REFUSALS_TTL_SECONDS, REFUSALS_KEPT]
+            args += [len(seen[start:end]), *(v for uid, (heard, _) in seen[start:end] for v in (uid, heard))]
+            args.append(len(refusals[start:end]))
+            for uid, kept in refusals[start:end]:
+                keys.append(self.keys.refusals(uid))
+                args += [uid, len(kept), *(orjson.dumps(dataclasses.asdict(r)).decode() for r in kept)]
+            args.append(len(new_sessions[start:end]))
+            for uid, sids in new_sessions[start:end]:
+                keys.append(self.keys.sessions_seen_on(day, uid))
+                args += [uid, len(sids), *sids]
+            calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
+        return calls
 
     def check_ready(self) -> Readiness:
         """Exercise the heartbeat's own write path, as readiness probes must.
