@@ -49,7 +49,7 @@ import requests
 from devtools.with_redis import find_redis_server
 from heartbeat.activity import Refusal
 from heartbeat.lua import ScriptCall
-from heartbeat.stream_manager import ADMIT, ALL_SCRIPTS, StreamManager
+from heartbeat.stream_manager import _OUTCOMES, ADMIT, ALL_SCRIPTS, StreamManager
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -131,7 +131,8 @@ def fill(manager: StreamManager, users: list[tuple[str, list[tuple[str, str]]]])
     """Send every screen's first heartbeat through the admit script, many per round trip, and write the batches.
 
     What ``StreamManager.admit`` does for one heartbeat, for thousands at once:
-    the same script and arguments, and the same note for the activity batch.
+    the same script and arguments, and the same note for the activity batch
+    (keep the two in step when the admit script's arguments change).
     """
     outcomes: Counter[str] = Counter()
     calls: list[ScriptCall] = []
@@ -141,8 +142,8 @@ def fill(manager: StreamManager, users: list[tuple[str, list[tuple[str, str]]]])
     def send() -> None:
         nonlocal since_flush
         for (user_id, stream_id, session_id), reply in zip(noted, manager.scripts.run(calls), strict=True):
-            code, active, limit, _pruned, now_ms = (int(v) for v in reply)
-            outcome = "allowed" if code in (0, 1) else "limit_reached" if code == 2 else "evicted"
+            code, active, limit, _pruned, now_ms = (int(v) for v in reply[:5])
+            outcome = _OUTCOMES[code].value
             outcomes[outcome] += 1
             manager.pending_activity.note(
                 user_id,
@@ -159,10 +160,13 @@ def fill(manager: StreamManager, users: list[tuple[str, list[tuple[str, str]]]])
             manager.flush_activity()
             since_flush = 0
 
+    # A player without a token: the default limit, no device name, the manager's limit policy.
+    asked, source = manager.asked_limit()
+    fixed = [asked, source, manager.session_ttl_ms, "", int(manager.replace_oldest)]
     for user_id, screens in users:
         keys = manager.keys.user(user_id).as_list()
         for stream_id, session_id in screens:
-            calls.append(ScriptCall(ADMIT, keys, [session_id, stream_id, DEFAULT_LIMIT, manager.session_ttl_ms]))
+            calls.append(ScriptCall(ADMIT, keys, [session_id, stream_id, *fixed]))
             noted.append((user_id, stream_id, session_id))
         if len(calls) >= ADMITS_PER_ROUND_TRIP:
             send()
