@@ -648,6 +648,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--slow-lines", type=int, default=40, help="SLOWLOG entries to list, longest first")
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so the finally below stops Redis and gunicorn.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk (as bench/run.sh does)")
 
