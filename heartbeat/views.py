@@ -55,6 +55,10 @@ REFUSAL_MESSAGES = {
         "session_replaced",
         "This account started playing on another screen, which took this screen's place.",
     ),
+    Outcome.BLOCKED: (
+        "account_blocked",
+        "Support has paused new playback on this account for a while. Contact support if you do not know why.",
+    ),
 }
 
 # How a field of the body is checked; absent optional fields are fine.
