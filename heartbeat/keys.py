@@ -27,13 +27,17 @@ class UserKeys:
     """All keys of one user, in the order the Lua scripts take them as KEYS."""
 
     sessions: str  # ZSET session id -> last heartbeat (ms, Redis clock)
-    details: str  # HASH "s:<session>" -> stream id, "t:<session>" -> started (ms)
+    # HASH "s:<session>" -> stream id, "t:<session>" -> started (ms), "d:<session>" -> device
+    # name; "limit", "limitSource" -> what the latest allowed heartbeat asked for
+    details: str
     limit: str  # STRING per-user limit override (no expiry: it is configuration)
     evicted: str  # ZSET session id -> end of its eviction cool-down (ms)
+    stopped: str  # ZSET session id -> end of its block (ms): stopped from another screen
+    replaced: str  # ZSET session id -> end of its block (ms): replaced by a newer session
 
     def as_list(self) -> list[str]:
-        """KEYS for the per-user scripts."""
-        return [self.sessions, self.details, self.limit, self.evicted]
+        """KEYS for the admit script."""
+        return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced]
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,21 @@ class KeyLayout:
     def user(self, user_id: str) -> UserKeys:
         """The keys of ``user_id``."""
         base = f"{self.prefix}:u:{{{escape_tag(user_id)}}}:"
-        return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
+        return UserKeys(
+            base + "sessions",
+            base + "details",
+            base + "limit",
+            base + "evicted",
+            base + "stopped",
+            base + "replaced",
+        )
 
     def probe(self, name: str) -> UserKeys:
         """Keys of the readiness canary ``name`` (one process); apart from every user's."""
         base = f"{self.prefix}:probe:{{{escape_tag(name)}}}:"
-        return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
+        return UserKeys(
+            base + "sessions", base + "details", base + "limit", base + "evicted", base + "stopped", base + "replaced"
+        )
 
     @property
     def _global(self) -> str:

@@ -40,12 +40,26 @@ REDIS_BREAKER_TRANSITIONS = Counter(
     "Circuit breaker state changes, by the state entered (open, half_open, closed).",
     ["state"],
 )
+TOKEN_FAILURES = Counter(
+    "streamlimit_token_failures",
+    "Player requests refused for their playback token, by reason "
+    "(missing, malformed, unknown_kid, algorithm, signature, expired, claims, mismatch).",
+    ["reason"],
+)
+LIMIT_SOURCES = Counter(
+    "streamlimit_heartbeat_limit_source",
+    "Heartbeats answered, by where their limit came from (override, token, plan, default).",
+    ["source"],
+)
+UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
 
 # Looked up once: ``labels()`` takes a lock and a dict lookup on every call.
 # Every outcome is exported from the start, at 0.
 HEARTBEATS_BY_OUTCOME = {
-    outcome: HEARTBEATS.labels(outcome) for outcome in ("allowed", "limit_reached", "evicted", "invalid", "error")
+    outcome: HEARTBEATS.labels(outcome)
+    for outcome in ("allowed", "limit_reached", "evicted", "stopped", "replaced", "invalid", "unauthorized", "error")
 }
+LIMIT_SOURCES_BY_NAME = {source: LIMIT_SOURCES.labels(source) for source in ("override", "token", "plan", "default")}
 
 
 class LiveStateCollector(Collector):

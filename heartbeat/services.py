@@ -43,6 +43,8 @@ def get_stream_manager() -> StreamManager:
         eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
         activity_flush_seconds=settings.ACTIVITY_FLUSH_SECONDS,
         breaker=build_breaker(),
+        plan_limits=settings.PLAN_LIMITS,
+        limit_policy=settings.LIMIT_POLICY,
     )
 
 
@@ -54,6 +56,8 @@ _MANAGER_SETTINGS = {
     "ACTIVITY_FLUSH_SECONDS",
     "REDIS_BREAKER_FAILURES",
     "REDIS_BREAKER_SECONDS",
+    "PLAN_LIMITS",
+    "LIMIT_POLICY",
     "CACHES",
 }
 

@@ -23,7 +23,7 @@ from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
 from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
-from heartbeat.validation import require_id
+from heartbeat.validation import require_device_name, require_id
 
 logger = structlog.get_logger(__name__)
 
@@ -31,6 +31,7 @@ logger = structlog.get_logger(__name__)
 MINUTE_KEY_TTL_SECONDS = 2 * 3600
 MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
+LIMIT_POLICIES = ("reject_new", "replace_oldest")
 # Sessions per record_activity call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
 # The readiness canary: a session on a probe key of the process's own, gone
@@ -52,9 +53,18 @@ class Outcome(enum.Enum):
     ALLOWED = "allowed"
     LIMIT_REACHED = "limit_reached"
     EVICTED = "evicted"
+    STOPPED = "stopped"
+    REPLACED = "replaced"
 
 
-_OUTCOMES = {0: Outcome.ALLOWED, 1: Outcome.ALLOWED, 2: Outcome.LIMIT_REACHED, 3: Outcome.EVICTED}
+_OUTCOMES = {
+    0: Outcome.ALLOWED,
+    1: Outcome.ALLOWED,
+    2: Outcome.LIMIT_REACHED,
+    3: Outcome.EVICTED,
+    4: Outcome.STOPPED,
+    5: Outcome.REPLACED,
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,8 @@ class HeartbeatResult:
     limit: int
     new_session: bool
     pruned: int
+    limit_source: str = "default"
+    replaced: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -82,15 +94,21 @@ class SessionInfo:
     started_at: datetime
     last_heartbeat_at: datetime
     expires_in_seconds: float
+    device_name: str | None = None
 
 
 @dataclass(frozen=True)
 class UserLimit:
-    """A user's limit: the override when one is set, else the default."""
+    """A user's limit and where it comes from (``source``: override, token, plan or default).
+
+    Without an override, the limit is what the user's latest allowed heartbeat
+    asked for (its token's maxStreams or plan), while a session is live.
+    """
 
     limit: int
     override: int | None
     default: int
+    source: str = "default"
 
 
 @dataclass(frozen=True)
@@ -163,6 +181,8 @@ class StreamManager:
         eviction_cooldown_seconds: int,
         activity_flush_seconds: float = 1.0,
         breaker: CircuitBreaker | None = None,
+        plan_limits: dict[str, int] | None = None,
+        limit_policy: str = "reject_new",
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -174,28 +194,81 @@ class StreamManager:
         self.session_ttl_ms = session_ttl_seconds * 1000
         self.eviction_cooldown_seconds = eviction_cooldown_seconds
         self.activity_flush_seconds = activity_flush_seconds
+        self.plan_limits = dict(plan_limits or {})
+        if limit_policy not in LIMIT_POLICIES:
+            raise ValueError(f"limit_policy must be one of {LIMIT_POLICIES}, got {limit_policy!r}")
+        self.replace_oldest = limit_policy == "replace_oldest"
+        self._warned_plans: set[str] = set()
         self.pending_activity = ActivityBuffer()
         self._flush_lock = threading.Lock()
         self._flusher_pid = 0
 
     # --- The player's side ---------------------------------------------------
 
-    def admit(self, user_id: str, stream_id: str, session_id: str) -> HeartbeatResult:
+    def asked_limit(self, max_streams: int | None = None, plan: str | None = None) -> tuple[int, str]:
+        """The limit a heartbeat asks for, and its source, before any staff override.
+
+        The token's ``maxStreams``, else the plan's limit (``PLAN_LIMITS``), else
+        the default. An unknown plan falls back to the default, with a metric
+        and one warning line per plan and process (plans come from signed
+        tokens, so the set of names stays small).
+        """
+        if max_streams is not None:
+            return max_streams, "token"
+        if plan is not None:
+            if plan in self.plan_limits:
+                return self.plan_limits[plan], "plan"
+            # Imported here: heartbeat.metrics reads the StreamManager at import.
+            from heartbeat.metrics import UNKNOWN_PLANS
+
+            UNKNOWN_PLANS.inc()
+            if plan not in self._warned_plans and len(self._warned_plans) < 100:
+                self._warned_plans.add(plan)
+                logger.warning("unknown plan, default limit used", plan=plan, limit=self.default_limit)
+        return self.default_limit, "default"
+
+    def admit(
+        self,
+        user_id: str,
+        stream_id: str,
+        session_id: str,
+        *,
+        device_name: str | None = None,
+        max_streams: int | None = None,
+        plan: str | None = None,
+    ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
-        One round trip, allowed or refused: the admit script. What the
-        heartbeat did is noted for the next activity flush.
+        One round trip, allowed or refused: the admit script, which also
+        applies the staff override and, with ``replace_oldest``, replaces the
+        account's oldest session. What the heartbeat did is noted for the next
+        activity flush.
         """
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
+        if device_name is not None:
+            require_device_name(device_name)
+        asked, asked_source = self.asked_limit(max_streams, plan)
         reply = self._run_guarded(
             ADMIT,
             self.keys.user(user_id).as_list(),
-            [session_id, stream_id, self.default_limit, self.session_ttl_ms],
+            [
+                session_id,
+                stream_id,
+                asked,
+                asked_source,
+                self.session_ttl_ms,
+                device_name or "",
+                int(self.replace_oldest),
+            ],
         )
-        code, active, limit, pruned, now_ms = (int(v) for v in reply)
-        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
+        code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
+        replaced = tuple(_text(s) for s in reply[6:])
+        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned, _text(reply[5]), replaced)
+        if replaced:
+            self._forget(user_id, list(replaced), user_has_sessions=True)
+            logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
         self.pending_activity.note(user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2)
         if self._flusher_pid != os.getpid():
             FLUSHER.register(self, self.activity_flush_seconds)
@@ -214,6 +287,7 @@ class StreamManager:
                 newSession=result.new_session,
                 activeSessions=active,
                 limit=limit,
+                limitSource=result.limit_source,
             )
         else:
             logger.warning(
@@ -227,15 +301,38 @@ class StreamManager:
             )
         return result
 
-    def stop(self, user_id: str, session_id: str) -> bool:
-        """Free a session's slot at once; True if it was live. Idempotent."""
+    def stop(self, user_id: str, session_id: str, *, from_other_screen: bool = False) -> bool:
+        """Free a session's slot at once; True if it was live. Idempotent.
+
+        ``from_other_screen``: the account stopped it from another player, so
+        its next heartbeat is refused (``Outcome.STOPPED``) for a session TTL.
+        A session that was not live changes nothing in Redis: no shared key
+        grows with stops of made-up sessions.
+        """
         require_id(user_id, "userId")
         require_id(session_id, "sessionId")
         user = self.keys.user(user_id)
-        removed, left = (int(v) for v in self._run_guarded(STOP, [user.sessions, user.details], [session_id]))
-        self._forget(user_id, [session_id], user_has_sessions=left > 0)
-        logger.info("stop stream request", userId=user_id, sessionId=session_id, wasLive=bool(removed))
-        return bool(removed)
+        was_live, left = (
+            int(v)
+            for v in self._run_guarded(
+                STOP,
+                [user.sessions, user.details, user.stopped],
+                [session_id, self.session_ttl_ms, int(from_other_screen)],
+            )
+        )
+        member = f"{user_id}\x00{session_id}"
+        if was_live:
+            self._forget(user_id, [session_id], user_has_sessions=left > 0)
+        else:
+            self.pending_activity.discard([member])
+        logger.info(
+            "stop stream request",
+            userId=user_id,
+            sessionId=session_id,
+            wasLive=bool(was_live),
+            fromOtherScreen=from_other_screen,
+        )
+        return bool(was_live)
 
     # --- Support staff and operators -----------------------------------------
 
@@ -248,7 +345,18 @@ class StreamManager:
         pipe.zrange(user.sessions, 0, -1, withscores=True)
         pipe.hgetall(user.details)
         (sec, usec), members, details = pipe.execute()
-        now = sec * 1000 + usec // 1000
+        return self._live_sessions(sec * 1000 + usec // 1000, members, details)
+
+    def limit_for(self, user_id: str, max_streams: int | None = None, plan: str | None = None) -> UserLimit:
+        """The user's limit for a token with these claims, and its source (override first)."""
+        require_id(user_id, "userId")
+        raw = self.client.get(self.keys.user(user_id).limit)
+        asked, source = self.asked_limit(max_streams, plan)
+        if raw is not None:
+            return UserLimit(int(raw), int(raw), self.default_limit, "override")
+        return UserLimit(asked, None, self.default_limit, source)
+
+    def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
         details = {_text(k): _text(v) for k, v in details.items()}
         found = []
         for raw_sid, last in members:
@@ -263,17 +371,25 @@ class StreamManager:
                     started_at=_ms_to_datetime(started),
                     last_heartbeat_at=_ms_to_datetime(last),
                     expires_in_seconds=max(0.0, (last + self.session_ttl_ms - now) / 1000),
+                    device_name=details.get(f"d:{sid}"),
                 )
             )
         found.sort(key=lambda s: s.started_at)
         return found
 
     def get_limit(self, user_id: str) -> UserLimit:
-        """The user's limit and where it comes from."""
+        """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""
         require_id(user_id, "userId")
-        raw = self.client.get(self.keys.user(user_id).limit)
-        override = int(raw) if raw is not None else None
-        return UserLimit(override if override is not None else self.default_limit, override, self.default_limit)
+        user = self.keys.user(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(user.limit)
+        pipe.hmget(user.details, "limit", "limitSource")
+        raw, (asked, source) = pipe.execute()
+        if raw is not None:
+            return UserLimit(int(raw), int(raw), self.default_limit, "override")
+        if asked is not None and source is not None:
+            return UserLimit(int(asked), None, self.default_limit, _text(source))
+        return UserLimit(self.default_limit, None, self.default_limit, "default")
 
     def set_limit_override(self, user_id: str, limit: int | None) -> UserLimit:
         """Set (1..50) or, with None, clear the user's limit override.
@@ -463,7 +579,7 @@ class StreamManager:
             if reloaded:
                 self.load_scripts()
             probe = self.keys.probe(f"{socket.gethostname()}:{os.getpid()}")
-            self._run(ADMIT, probe.as_list(), ["canary", "canary", PROBE_LIMIT, PROBE_TTL_MS])
+            self._run(ADMIT, probe.as_list(), ["canary", "canary", PROBE_LIMIT, "default", PROBE_TTL_MS, "", 0])
         except ResponseError as exc:
             return Readiness(False, "redis_refuses_writes", f"Redis refuses the heartbeat's writes: {exc}")
         except RedisError as exc:

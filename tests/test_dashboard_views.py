@@ -95,6 +95,16 @@ def test_search_by_exact_user_id_shows_the_sessions(staff_client: Client) -> Non
     assert "2 of 3" in content
 
 
+def test_user_page_shows_device_names_and_where_the_limit_comes_from(staff_client: Client) -> None:
+    get_stream_manager().admit("alice", "movie", "tv", device_name="Living <room> TV", max_streams=2)
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert "Living &lt;room&gt; TV" in content
+    assert 'data-source="token"' in content and "2 at once" in content
+    get_stream_manager().set_limit_override("alice", 5)
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert 'data-source="override"' in content and "5 at once" in content
+
+
 def test_search_is_exact_not_a_prefix_match(staff_client: Client) -> None:
     play("alice", 2)
     content = staff_client.get("/dashboard/user/", {"id": "ali"}).content.decode()
