@@ -92,6 +92,8 @@ function play() {
     userId: account,
     streamId: $("stream").value,
     deviceName: device || undefined,
+    // ?timer=main: the throttled main-thread timer, to compare in a hidden tab (see docs/background-tabs.md).
+    timer: params.get("timer") === "main" ? "main" : "worker",
     ...(root.dataset.tokensMode === "hs256" ? { getToken } : {}),
   });
   window.streamlimitDemo = { session };
