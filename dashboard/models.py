@@ -24,6 +24,8 @@ class AuditRecord(models.Model):
     stream_user_id = models.CharField("user id", max_length=128, db_index=True)
     session_id = models.CharField(max_length=128, blank=True)
     detail = models.CharField(max_length=500, blank=True)
+    # Why staff did it, in their words (optional), for whoever reads the trail later.
+    reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import structlog
@@ -12,20 +13,31 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
 from dashboard import actions
-from dashboard.charts import hour_chart
-from dashboard.forms import LimitForm, SessionForm, UserIdForm
+from dashboard.charts import hour_charts
+from dashboard.forms import EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
 from dashboard.models import AuditRecord
 from heartbeat.services import get_stream_manager
 
 logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
+SEARCH_RESULTS = 50
+# What each refusal code means, for support reading an account's refusals.
+REFUSAL_LABELS = {
+    "limit_reached": "concurrency_limit_reached: the account was already playing on all its screens",
+    "evicted": "session_evicted: support had evicted this screen (cool-down)",
+    "stopped": "session_stopped: stopped from another of the account's screens",
+    "replaced": "session_replaced: a newer screen took its place",
+}
 RECENT_MINUTES = 5
+# The overview's optional auto-refresh: each reload costs Redis a few small reads.
+OVERVIEW_REFRESH_SECONDS = 10
 
 
 def redis_errors_as_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -93,7 +105,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         "recent_heartbeats": sum(m.heartbeats for m in recent),
         "recent_refusals": sum(m.refused for m in recent),
         "recent_evictions": sum(m.evicted for m in recent),
-        "chart": hour_chart(minutes),
+        "charts": hour_charts(minutes),
+        "as_of": timezone.now(),
+        "refresh_seconds": OVERVIEW_REFRESH_SECONDS,
         "default_limit": manager.default_limit,
         "form": UserIdForm(),
     }
@@ -106,12 +120,16 @@ def live_users(request: HttpRequest) -> HttpResponse:
     """Live users, most recent heartbeat first, 50 a page."""
     manager = get_stream_manager()
     number = page_number(request.GET.get("page", "1"))
-    total = manager.live_counts()[0]
+    at_limit = request.GET.get("filter") == "at-limit"
+    total, rows = manager.live_users(offset=0, count=0, at_limit=at_limit)
     pages = max(1, -(-total // PAGE_SIZE))
     past_the_end = number > pages
-    rows = [] if past_the_end else manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE)[1]
+    if not past_the_end:
+        total, rows = manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     context = {
-        "title": "Live users",
+        "title": "Live users at their limit" if at_limit else "Live users",
+        "at_limit": at_limit,
+        "query": "filter=at-limit&" if at_limit else "",
         "total": total,
         "rows": [(row, user_url(row.user_id)) for row in rows],
         "page": number,
@@ -144,10 +162,16 @@ def user_detail(request: HttpRequest) -> HttpResponse:
     user_id = form.cleaned_data["id"]
     manager = get_stream_manager()
     limit = manager.get_limit(user_id)
+    sessions = manager.sessions(user_id)
     context = {
         "title": f"User {user_id}",
         "user_id": user_id,
-        "sessions": manager.sessions(user_id),
+        "sessions": sessions,
+        # "Not watching now" and "never seen" are different answers for a caller.
+        "last_heard": None if sessions else manager.last_heard(user_id),
+        "refusals": manager.recent_refusals(user_id),
+        "cooldowns": manager.cooldowns(user_id),
+        "refusal_messages": REFUSAL_LABELS,
         "limit": limit,
         "limit_form": LimitForm(initial={"id": user_id, "limit": limit.override}),
         "audit": AuditRecord.objects.filter(stream_user_id=user_id)[:50],
@@ -156,11 +180,51 @@ def user_detail(request: HttpRequest) -> HttpResponse:
     return page(request, "dashboard/user.html", context)
 
 
+@require_GET
+@support_page(VIEW_SESSIONS)
+def find_users(request: HttpRequest) -> HttpResponse:
+    """Accounts heard in the last day whose id starts with what was typed."""
+    form = UserIdForm(request.GET)
+    if not form.is_valid():
+        return page(request, "dashboard/search_error.html", {"title": "Find a user", "form": form}, status=400)
+    prefix = form.cleaned_data["id"]
+    found = get_stream_manager().find_users(prefix, count=SEARCH_RESULTS + 1)
+    context = {
+        "title": "Find a user",
+        "form": form,
+        "prefix": prefix,
+        "rows": [(user, user_url(user.user_id)) for user in found[:SEARCH_RESULTS]],
+        "more": len(found) > SEARCH_RESULTS,
+        "limit": SEARCH_RESULTS,
+    }
+    return page(request, "dashboard/find.html", context)
+
+
+@require_GET
+@support_page(VIEW_SESSIONS)
+def sharing(request: HttpRequest) -> HttpResponse:
+    """Accounts refused most often, and with the most distinct sessions, today and yesterday (UTC)."""
+    manager = get_stream_manager()
+    today = int(timezone.now().timestamp() // 86_400)
+    days = []
+    for day, label in ((today, "Today"), (today - 1, "Yesterday")):
+        refused, distinct = manager.sharing_signals(day)
+        days.append(
+            {
+                "label": label,
+                "date": datetime.fromtimestamp(day * 86_400, tz=UTC),
+                "refused": [(row, user_url(row.user_id)) for row in refused],
+                "distinct": [(row, user_url(row.user_id)) for row in distinct],
+            }
+        )
+    return page(request, "dashboard/sharing.html", {"title": "Account-sharing signals", "days": days})
+
+
 @require_http_methods(["GET", "POST"])
 @support_page(VIEW_SESSIONS, EVICT_SESSION)
 def evict(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting one session. POST: evict it (audited)."""
-    form = SessionForm(request.POST if request.method == "POST" else request.GET)
+    form = EvictSessionForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         messages.error(request, "That session id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
@@ -173,7 +237,7 @@ def evict(request: HttpRequest) -> HttpResponse:
             "user_url": user_url(user_id),
         }
         return page(request, "dashboard/confirm_evict.html", context)
-    was_live = actions.evict_session(request.user, user_id, session_id)
+    was_live = actions.evict_session(request.user, user_id, session_id, form.cleaned_data["reason"])
     if was_live:
         messages.success(request, f"Session {session_id} was evicted; its slot is free.")
     else:
@@ -185,7 +249,7 @@ def evict(request: HttpRequest) -> HttpResponse:
 @support_page(VIEW_SESSIONS, EVICT_SESSION)
 def evict_all(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting every session of a user. POST: evict them (audited)."""
-    form = UserIdForm(request.POST if request.method == "POST" else request.GET)
+    form = EvictAllForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         messages.error(request, "That user id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
@@ -193,7 +257,7 @@ def evict_all(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         context = {"title": "Evict all sessions", "user_id": user_id, "session_id": None, "user_url": user_url(user_id)}
         return page(request, "dashboard/confirm_evict.html", context)
-    evicted = actions.evict_all(request.user, user_id)
+    evicted = actions.evict_all(request.user, user_id, form.cleaned_data["reason"])
     messages.success(request, f"Evicted {len(evicted)} session(s).")
     return HttpResponseRedirect(user_url(user_id))
 

@@ -62,7 +62,12 @@ class KeyLayout:
         """Keys of the readiness canary ``name`` (one process); apart from every user's."""
         base = f"{self.prefix}:probe:{{{escape_tag(name)}}}:"
         return UserKeys(
-            base + "sessions", base + "details", base + "limit", base + "evicted", base + "stopped", base + "replaced"
+            base + "sessions",
+            base + "details",
+            base + "limit",
+            base + "evicted",
+            base + "stopped",
+            base + "replaced",
         )
 
     @property
@@ -83,6 +88,37 @@ class KeyLayout:
     def ended_sessions(self) -> str:
         """ZSET "<user id>\\x00<session id>" -> when it was stopped or evicted (ms), kept one TTL."""
         return self._global + "ended"
+
+    @property
+    def users_at_limit(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of accounts whose latest heartbeat found them full."""
+        return self._global + "at-limit"
+
+    @property
+    def seen_users(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of every account heard in the last day."""
+        return self._global + "seen"
+
+    @property
+    def seen_users_by_name(self) -> str:
+        """ZSET of the same user ids, all scored 0, so ZRANGEBYLEX finds them by prefix."""
+        return self._global + "seen-lex"
+
+    def refusals(self, user_id: str) -> str:
+        """LIST of an account's latest refusals (JSON), newest first, kept a day."""
+        return f"{self._global}refusals:{user_id}"
+
+    def refused_on(self, day: int) -> str:
+        """ZSET user id -> refusals on one UTC day (days since the epoch)."""
+        return f"{self._global}refused-day:{day}"
+
+    def distinct_sessions_on(self, day: int) -> str:
+        """ZSET user id -> distinct sessions on one UTC day (HyperLogLog estimates)."""
+        return f"{self._global}distinct-day:{day}"
+
+    def sessions_seen_on(self, day: int, user_id: str) -> str:
+        """HyperLogLog of one account's session ids on one UTC day."""
+        return f"{self._global}sessions-hll:{day}:{user_id}"
 
     @property
     def limit_overrides(self) -> str:

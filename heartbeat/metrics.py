@@ -29,17 +29,6 @@ HEARTBEAT_SECONDS = Histogram(
 )
 REDIS_ERRORS = Counter("streamlimit_redis_errors", "Redis errors met while answering requests.", ["operation"])
 EVICTIONS = Counter("streamlimit_evictions", "Sessions evicted by staff or operators.")
-# Per worker process: livesum adds up the workers whose breaker is not closed.
-REDIS_BREAKER_OPEN = Gauge(
-    "streamlimit_redis_breaker_open",
-    "Worker processes whose Redis circuit breaker is open or half-open (heartbeats fail at once).",
-    multiprocess_mode="livesum",
-)
-REDIS_BREAKER_TRANSITIONS = Counter(
-    "streamlimit_redis_breaker_transitions",
-    "Circuit breaker state changes, by the state entered (open, half_open, closed).",
-    ["state"],
-)
 TOKEN_FAILURES = Counter(
     "streamlimit_token_failures",
     "Player requests refused for their playback token, by reason "
@@ -52,6 +41,17 @@ LIMIT_SOURCES = Counter(
     ["source"],
 )
 UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
+# Per worker process: livesum adds up the workers whose breaker is not closed.
+REDIS_BREAKER_OPEN = Gauge(
+    "streamlimit_redis_breaker_open",
+    "Worker processes whose Redis circuit breaker is open or half-open (heartbeats fail at once).",
+    multiprocess_mode="livesum",
+)
+REDIS_BREAKER_TRANSITIONS = Counter(
+    "streamlimit_redis_breaker_transitions",
+    "Circuit breaker state changes, by the state entered (open, half_open, closed).",
+    ["state"],
+)
 
 # Looked up once: ``labels()`` takes a lock and a dict lookup on every call.
 # Every outcome is exported from the start, at 0.

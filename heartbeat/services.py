@@ -42,9 +42,9 @@ def get_stream_manager() -> StreamManager:
         session_ttl_seconds=settings.SESSION_TTL_SECONDS,
         eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
         activity_flush_seconds=settings.ACTIVITY_FLUSH_SECONDS,
-        breaker=build_breaker(),
         plan_limits=settings.PLAN_LIMITS,
         limit_policy=settings.LIMIT_POLICY,
+        breaker=build_breaker(),
     )
 
 
@@ -54,10 +54,10 @@ _MANAGER_SETTINGS = {
     "SESSION_TTL_SECONDS",
     "EVICTION_COOLDOWN_SECONDS",
     "ACTIVITY_FLUSH_SECONDS",
-    "REDIS_BREAKER_FAILURES",
-    "REDIS_BREAKER_SECONDS",
     "PLAN_LIMITS",
     "LIMIT_POLICY",
+    "REDIS_BREAKER_FAILURES",
+    "REDIS_BREAKER_SECONDS",
     "CACHES",
 }
 

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import zip_longest
 from typing import Any
 
+import orjson
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
+from heartbeat.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
 from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
@@ -32,8 +34,13 @@ MINUTE_KEY_TTL_SECONDS = 2 * 3600
 MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
 LIMIT_POLICIES = ("reject_new", "replace_oldest")
-# Sessions per record_activity call: bounds how long one call holds Redis.
+# Sessions (or accounts) per record_activity (record_accounts) call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
+# Support's memory of accounts: "seen in the last day" and the prefix search,
+# refusals kept a day, the daily sharing signals kept two days.
+SEEN_MS = 86_400_000
+REFUSALS_TTL_SECONDS = 86_400
+DAY_KEY_TTL_SECONDS = 2 * 86_400
 # The readiness canary: a session on a probe key of the process's own, gone
 # soon after the probes stop; a limit no number of processes reaches.
 PROBE_TTL_MS = 10_000
@@ -41,10 +48,11 @@ PROBE_LIMIT = 1_000_000
 
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
+RECORD_ACCOUNTS = LuaScript.load("record_accounts")
 END_SESSIONS = LuaScript.load("end_sessions")
 STOP = LuaScript.load("stop")
 EVICT = LuaScript.load("evict")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, END_SESSIONS, STOP, EVICT]
+ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, END_SESSIONS, STOP, EVICT]
 
 
 class Outcome(enum.Enum):
@@ -150,8 +158,40 @@ class Readiness:
     scripts_reloaded: bool = False
 
 
+@dataclass(frozen=True)
+class FoundUser:
+    """An account found by its id's prefix among those heard in the last day."""
+
+    user_id: str
+    last_heartbeat_at: datetime
+    watching: bool
+
+
+@dataclass(frozen=True)
+class RecentRefusal:
+    """A refused heartbeat of an account, newest first on its page."""
+
+    at: datetime
+    session_id: str
+    stream_id: str
+    device_name: str
+    code: str
+
+
+@dataclass(frozen=True)
+class AccountSignal:
+    """An account and its count on a sharing signal (refusals, or distinct sessions, in a day)."""
+
+    user_id: str
+    count: int
+
+
 class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
+
+
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def _ms_to_datetime(ms: float) -> datetime:
@@ -180,9 +220,9 @@ class StreamManager:
         session_ttl_seconds: int,
         eviction_cooldown_seconds: int,
         activity_flush_seconds: float = 1.0,
-        breaker: CircuitBreaker | None = None,
         plan_limits: dict[str, int] | None = None,
         limit_policy: str = "reject_new",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -269,7 +309,16 @@ class StreamManager:
         if replaced:
             self._forget(user_id, list(replaced), user_has_sessions=True)
             logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
-        self.pending_activity.note(user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2)
+        self.pending_activity.note(
+            user_id,
+            session_id,
+            now_ms,
+            at_limit=active >= limit,
+            new_session=result.new_session,
+            refusal=None
+            if result.allowed
+            else Refusal(now_ms, session_id, stream_id, device_name or "", result.outcome.value),
+        )
         if self._flusher_pid != os.getpid():
             FLUSHER.register(self, self.activity_flush_seconds)
             self._flusher_pid = os.getpid()
@@ -441,12 +490,13 @@ class StreamManager:
         )
         return evicted
 
-    def live_users(self, offset: int = 0, count: int = 50) -> tuple[int, list[LiveUser]]:
-        """A page of live users, most recent heartbeat first, and how many there are."""
+    def live_users(self, offset: int = 0, count: int = 50, *, at_limit: bool = False) -> tuple[int, list[LiveUser]]:
+        """A page of live users (``at_limit``: only those at their limit), most recent heartbeat first, and how many."""
         since = self._now_ms() - self.session_ttl_ms
+        index = self.keys.users_at_limit if at_limit else self.keys.live_users
         pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zrevrangebyscore(self.keys.live_users, "+inf", f"({since}", start=offset, num=count, withscores=True)
+        pipe.zcount(index, f"({since}", "+inf")
+        pipe.zrevrangebyscore(index, "+inf", f"({since}", start=offset, num=count, withscores=True)
         total, rows = pipe.execute()
         pipe = self.client.pipeline(transaction=False)
         for raw_uid, _ in rows:
@@ -455,6 +505,71 @@ class StreamManager:
         return total, [
             LiveUser(_text(uid), _ms_to_datetime(last), n) for (uid, last), n in zip(rows, counts, strict=True)
         ]
+
+    def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
+        """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
+
+        One ZRANGEBYLEX on the prefix index (O(log n + count)), then two
+        ZSCOREs per account found.
+        """
+        raw = prefix.encode()
+        # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
+        ids = self.client.zrangebylex(self.keys.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
+        if not ids:
+            return []
+        since = self._now_ms() - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        for uid in ids:
+            pipe.zscore(self.keys.seen_users, uid)
+            pipe.zscore(self.keys.live_users, uid)
+        scores = pipe.execute()
+        found = []
+        for n, uid in enumerate(ids):
+            seen, live = scores[2 * n], scores[2 * n + 1]
+            if seen is not None:
+                found.append(FoundUser(_text(uid), _ms_to_datetime(seen), live is not None and live > since))
+        return found
+
+    def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
+        """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""
+        require_id(user_id, "userId")
+        now = self._now_ms()
+        ending = self.client.zrangebyscore(self.keys.user(user_id).evicted, f"({now}", "+inf", withscores=True)
+        return [(_text(sid), (end - now) / 1000) for sid, end in ending]
+
+    def last_heard(self, user_id: str) -> datetime | None:
+        """When the account's latest heartbeat came, if it came in the last day."""
+        require_id(user_id, "userId")
+        seen = self.client.zscore(self.keys.seen_users, user_id)
+        return None if seen is None else _ms_to_datetime(seen)
+
+    def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
+        """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
+        require_id(user_id, "userId")
+        found = []
+        for raw in self.client.lrange(self.keys.refusals(user_id), 0, REFUSALS_KEPT - 1):
+            record = orjson.loads(raw)
+            found.append(
+                RecentRefusal(
+                    _ms_to_datetime(record["at_ms"]),
+                    record["session_id"],
+                    record["stream_id"],
+                    record["device_name"],
+                    record["code"],
+                )
+            )
+        return found
+
+    def sharing_signals(self, day: int, count: int = 20) -> tuple[list[AccountSignal], list[AccountSignal]]:
+        """The accounts refused most often, and with the most distinct sessions, on a UTC day (days since 1970)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(self.keys.refused_on(day), 0, count - 1, withscores=True)
+        pipe.zrevrange(self.keys.distinct_sessions_on(day), 0, count - 1, withscores=True)
+        refused, distinct = pipe.execute()
+        return (
+            [AccountSignal(_text(uid), int(n)) for uid, n in refused],
+            [AccountSignal(_text(uid), int(n)) for uid, n in distinct],
+        )
 
     def live_counts(self) -> tuple[int, int]:
         """Live users and live sessions across all users (two ZCOUNTs)."""
@@ -468,20 +583,17 @@ class StreamManager:
     def stats(self) -> ServiceStats:
         """Live users, live sessions and users at their limit, across all users.
 
-        Users at their limit are counted from the live-session index (one
-        ZRANGEBYSCORE) and the override mirror (one HGETALL): O(live sessions)
-        work in this process, no command per user.
+        Three ZCOUNTs, O(log n) each: users at their limit are kept by the
+        activity batches (the latest heartbeat of each account says whether
+        it was full), never recounted here.
         """
         since = self._now_ms() - self.session_ttl_ms
         pipe = self.client.pipeline(transaction=False)
         pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zrangebyscore(self.keys.live_sessions, f"({since}", "+inf")
-        pipe.hgetall(self.keys.limit_overrides)
-        live_users, members, overrides = pipe.execute()
-        per_user = Counter(member.split(b"\x00", 1)[0] for member in members)
-        limits = {uid: int(limit) for uid, limit in overrides.items()}
-        at_limit = sum(1 for uid, n in per_user.items() if n >= limits.get(uid, self.default_limit))
-        return ServiceStats(live_users, len(members), at_limit)
+        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
+        pipe.zcount(self.keys.users_at_limit, f"({since}", "+inf")
+        live_users, live_sessions, at_limit = pipe.execute()
+        return ServiceStats(live_users, live_sessions, at_limit)
 
     def activity(self, minutes: int = 60) -> list[MinuteActivity]:
         """Per-minute counters of the last ``minutes`` minutes, oldest first."""
@@ -540,29 +652,68 @@ class StreamManager:
     def _write_activity(self, batch: ActivityBatch) -> int:
         shared = [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions]
         minutes = sorted(batch.counts)
-        records = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        sessions = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        users = [value for uid, (heard, full) in batch.users.items() for value in (uid, heard, int(full))]
+        # Sessions and accounts go with the newest minute, in chunks (each chunk
+        # bounds how long one call holds Redis); counts with the first chunk.
+        chunks = list(
+            zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
+        ) or [([], [])]
         calls = []
         for minute in minutes:
             heartbeats, refused = batch.counts[minute]
-            # The sessions go with the newest minute, in chunks; counts with the first chunk.
-            chunks = [records[i : i + 3 * ACTIVITY_CHUNK] for i in range(0, len(records), 3 * ACTIVITY_CHUNK)]
-            if minute != minutes[-1] or not chunks:
-                chunks = [[]]
-            for n, chunk in enumerate(chunks):
+            for n, (session_chunk, user_chunk) in enumerate(chunks if minute == minutes[-1] else [([], [])]):
                 counts = [heartbeats, refused] if n == 0 else [0, 0]
                 calls.append(
                     ScriptCall(
                         RECORD_ACTIVITY,
-                        [*shared, self.keys.minute(minute)],
-                        [self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *counts, *chunk],
+                        [*shared, self.keys.minute(minute), self.keys.users_at_limit],
+                        [
+                            self.session_ttl_ms,
+                            MINUTE_KEY_TTL_SECONDS,
+                            *counts,
+                            len(session_chunk) // 3,
+                            *session_chunk,
+                            *user_chunk,
+                        ],
                     )
                 )
+        activity_calls = len(calls)
+        calls += self._account_records(batch)
         try:
             written = self.scripts.run(calls)
         except RedisError:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
-        return sum(int(n) for n in written)
+        return sum(int(n) for n in written[:activity_calls])
+
+    def _account_records(self, batch: ActivityBatch) -> list[ScriptCall]:
+        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; chunked by account."""
+        day = int(time.time() // 86_400)
+        shared = [
+            self.keys.seen_users,
+            self.keys.seen_users_by_name,
+            self.keys.refused_on(day),
+            self.keys.distinct_sessions_on(day),
+        ]
+        seen = list(batch.users.items())
+        refusals = list(batch.refusals.items())
+        new_sessions = list(batch.new_sessions.items())
+        calls = []
+        for start in range(0, max(len(seen), len(refusals), len(new_sessions)), ACTIVITY_CHUNK):
+            end = start + ACTIVITY_CHUNK
+            keys, args = list(shared), [SEEN_MS, DAY_KEY_TTL_SECONDS, REFUSALS_TTL_SECONDS, REFUSALS_KEPT]
+            args += [len(seen[start:end]), *(v for uid, (heard, _) in seen[start:end] for v in (uid, heard))]
+            args.append(len(refusals[start:end]))
+            for uid, kept in refusals[start:end]:
+                keys.append(self.keys.refusals(uid))
+                args += [uid, len(kept), *(orjson.dumps(dataclasses.asdict(r)).decode() for r in kept)]
+            args.append(len(new_sessions[start:end]))
+            for uid, sids in new_sessions[start:end]:
+                keys.append(self.keys.sessions_seen_on(day, uid))
+                args += [uid, len(sids), *sids]
+            calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
+        return calls
 
     def check_ready(self) -> Readiness:
         """Exercise the heartbeat's own write path, as readiness probes must.
@@ -620,7 +771,13 @@ class StreamManager:
         self.pending_activity.discard(members)
         self._run(
             END_SESSIONS,
-            [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions, self._minute_key()],
+            [
+                self.keys.live_users,
+                self.keys.live_sessions,
+                self.keys.ended_sessions,
+                self._minute_key(),
+                self.keys.users_at_limit,
+            ],
             [user_id, int(user_has_sessions), evicted, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *members],
         )
 

@@ -11,13 +11,17 @@ through (and PyJWT raises ``InvalidKeyError``, which is not an
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -40,6 +44,9 @@ MIN_MAX_STREAMS = 1
 MAX_MAX_STREAMS = 50
 # The public-key algorithms a JWKS key may use (HS256 keys come from PLAYBACK_TOKEN_KEYS only).
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
+# Verified tokens remembered per process (a player sends the same token every heartbeat).
+# About 9 MB per process at 20,000 (a token, its claims and two times: ~450 bytes).
+VERIFIED_CACHE_SIZE = 20_000
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,9 @@ class TokenVerifier:
         self.issuer = issuer or None
         self.audience = audience or None
         self.leeway_seconds = leeway_seconds
+        # token -> (claims, exp, nbf): the signature of an identical string needs no second check;
+        # the times still do, at every use.
+        self._verified: dict[str, tuple[PlaybackClaims, float, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -185,14 +195,35 @@ class TokenVerifier:
         return [kid for kid, (_, algorithms) in self._keys.items() if algorithms == ["HS256"]]
 
     def verify(self, token: object) -> PlaybackClaims:
-        """The claims of a valid token; raises TokenError otherwise (never another exception)."""
+        """The claims of a valid token; raises TokenError otherwise (never another exception).
+
+        A token verified before (the same string, so the same signature) is
+        not verified again, but its ``exp`` and ``nbf`` are checked against
+        the clock every time.
+        """
         if not isinstance(token, str) or not token:
             raise TokenError("invalid_token", "malformed", "The token must be a non-empty string.")
-        try:
-            header = jwt.get_unverified_header(token)
-        except PyJWTError:
-            raise TokenError("invalid_token", "malformed", "The token is not a JWT.") from None
-        kid = header.get("kid")
+        known = self._verified.get(token)
+        if known is not None:
+            claims, expires, not_before = known
+            now = time.time()
+            if now < expires + self.leeway_seconds and now >= not_before - self.leeway_seconds:
+                return claims
+            self._verified.pop(token, None)
+        claims, payload = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            # Cheaper than LRU bookkeeping on every request; refilled by the next heartbeats.
+            self._verified.clear()
+        not_before = payload.get("nbf")
+        self._verified[token] = (
+            claims,
+            float(payload["exp"]),
+            float(not_before) if isinstance(not_before, (int, float)) else float("-inf"),
+        )
+        return claims
+
+    def _verify(self, token: str) -> tuple[PlaybackClaims, dict[str, Any]]:
+        kid = _unverified_kid(token)
         if not isinstance(kid, str) or kid not in self._keys:
             raise TokenError("invalid_token", "unknown_kid", "The token's key id (kid) is not one of ours.")
         key, algorithms = self._keys[kid]
@@ -216,7 +247,7 @@ class TokenVerifier:
             raise TokenError("invalid_token", "malformed", "The token is not a valid JWT.") from None
         except PyJWTError as error:
             raise TokenError("invalid_token", "claims", f"The token's claims are not valid: {error}") from None
-        return self._claims(payload)
+        return self._claims(payload), payload
 
     @staticmethod
     def _claims(payload: dict[str, Any]) -> PlaybackClaims:
@@ -239,6 +270,22 @@ class TokenVerifier:
         if plan is not None and (not isinstance(plan, str) or not plan or len(plan) > MAX_ID_LENGTH):
             raise bad("The token's plan must be a non-empty string.")
         return PlaybackClaims(payload["sub"], sid, max_streams, plan)
+
+
+def _unverified_kid(token: str) -> object:
+    """The ``kid`` of the token's header, which only picks the key: PyJWT checks the whole header after.
+
+    Read here with orjson rather than ``jwt.get_unverified_header``, which
+    would decode the header a second time on every first verification.
+    """
+    segment = token.split(".", 1)[0]
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        raise TokenError("invalid_token", "malformed", "The token is not a JWT.") from None
+    if not isinstance(header, dict):
+        raise TokenError("invalid_token", "malformed", "The token is not a JWT.")
+    return header.get("kid")
 
 
 def issue_token(

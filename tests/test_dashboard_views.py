@@ -278,3 +278,129 @@ def test_ids_are_isolated_from_the_text_around_them(staff_client: Client) -> Non
     assert f'<bdi class="sl-id">{hebrew}</bdi>' in listed
     confirm = staff_client.get("/dashboard/user/evict/", {"id": hebrew, "session": "טלוויזיה"}).content.decode()
     assert confirm.count('<bdi class="sl-id">') >= 3
+
+
+def test_live_users_can_jump_to_a_page_and_numbers_have_separators(staff_client: Client) -> None:
+    for n in range(1_060):
+        get_stream_manager().admit(f"user-{n:04d}", "movie", "s0")
+    get_stream_manager().flush_activity()
+    content = staff_client.get("/dashboard/users/", {"page": 21}).content.decode()
+    assert "1,060 live users" in content and "Page 21 of 22" in content
+    assert 'id="jump-page" min="1" max="22" value="21"' in content
+    assert "user-0059" in content and "user-0060" not in content
+
+
+def test_overview_says_as_of_when_and_draws_charts_with_axes(staff_client: Client) -> None:
+    play("alice", 2)
+    content = staff_client.get("/dashboard/").content.decode()
+    assert 'id="as-of"' in content and "UTC" in content and 'id="auto-refresh"' in content
+    assert content.count('role="img" aria-label=') == 2 and content.count('class="axis-label"') >= 10
+    assert 'class="grid"' in content
+
+
+@pytest.mark.parametrize(
+    ("highest", "labels"),
+    [
+        (0, ["0", "1"]),
+        (2, ["0", "1", "2"]),
+        (4, ["0", "1", "2", "3", "4", "5"]),
+        (17, ["0", "4", "8", "12", "16", "20"]),
+    ],
+)
+def test_chart_axes_are_labelled_with_whole_numbers(highest: int, labels: list[str]) -> None:
+    from datetime import UTC, datetime
+
+    from dashboard.charts import chart
+
+    drawn = chart(
+        "t", "c", [0, highest], [datetime(2026, 1, 1, 12, 0, tzinfo=UTC), datetime(2026, 1, 1, 12, 1, tzinfo=UTC)]
+    )
+    assert [tick.label for tick in drawn.y_ticks] == labels
+    assert [tick.label for tick in drawn.x_ticks] == ["12:00"]
+
+
+def test_an_eviction_reason_is_kept_in_the_audit_trail(staff_client: Client) -> None:
+    play("alice", 3)
+    confirm = staff_client.get("/dashboard/user/evict-all/", {"id": "alice"}).content.decode()
+    assert 'name="reason"' in confirm
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "caller asked"})
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice", "reason": "account shared"})
+    assert [r.reason for r in AuditRecord.objects.order_by("id")] == ["caller asked", "account shared"]
+    page = staff_client.get(user_page("alice")).content.decode()
+    assert "caller asked" in page and "account shared" in page
+
+
+def test_an_over_long_reason_is_refused_and_nothing_is_evicted(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "x" * 201})
+    assert len(get_stream_manager().sessions("alice")) == 2 and AuditRecord.objects.count() == 0
+
+
+def test_live_users_can_be_filtered_to_those_at_their_limit(staff_client: Client) -> None:
+    play("alice", 3)
+    play("bob", 1)
+    play("carol", 3)
+    content = staff_client.get("/dashboard/users/", {"filter": "at-limit"}).content.decode()
+    assert "2 live users at their limit" in content
+    assert ">alice<" in content and ">carol<" in content and ">bob<" not in content
+
+
+def test_find_lists_accounts_by_the_start_of_their_id(staff_client: Client) -> None:
+    play("family-42", 1)
+    play("family-43", 1)
+    play("friends-1", 1)
+    get_stream_manager().stop("family-43", "s0")
+    content = staff_client.get("/dashboard/find/", {"id": "fam"}).content.decode()
+    rows = re.findall(r"<tr><td><a href=[^>]*><bdi[^>]*>([^<]*)</bdi></a></td><td>([a-z ]+)</td>", content)
+    assert rows == [("family-42", "watching"), ("family-43", "not watching")]
+
+
+def test_find_says_when_nobody_with_that_id_was_heard_in_a_day(staff_client: Client) -> None:
+    play("alice", 1)
+    content = staff_client.get("/dashboard/find/", {"id": "bob"}).content.decode()
+    assert 'id="not-found"' in content and "last 24 hours" in content
+
+
+def test_the_user_page_tells_not_watching_from_never_seen(staff_client: Client) -> None:
+    play("alice", 1)
+    get_stream_manager().stop("alice", "s0")
+    get_stream_manager().flush_activity()
+    assert "Not watching now; last heartbeat" in staff_client.get(user_page("alice")).content.decode()
+    assert (
+        "No heartbeat from this account in the last 24 hours" in staff_client.get(user_page("nobody")).content.decode()
+    )
+
+
+def test_the_user_page_lists_recent_refusals_newest_first(staff_client: Client) -> None:
+    play("alice", 3)
+    get_stream_manager().admit("alice", "film-a", "phone")
+    get_stream_manager().admit("alice", "film-b", "tablet")
+    get_stream_manager().flush_activity()
+    content = staff_client.get(user_page("alice")).content.decode()
+    refusals = content[content.index('id="refusals"') :]
+    assert refusals.index("tablet") < refusals.index("phone")
+    assert refusals.count("concurrency_limit_reached") == 2
+
+
+def test_the_sharing_page_ranks_refused_and_many_session_accounts(staff_client: Client) -> None:
+    play("busy", 3)
+    for n in range(5):
+        get_stream_manager().admit("busy", "movie", f"extra-{n}")  # refused
+    play("quiet", 1)
+    get_stream_manager().flush_activity()
+    content = staff_client.get("/dashboard/sharing/").content.decode()
+    today = content[: content.index("Yesterday")]
+    refused = today[today.index('class="refused-most"') : today.index('class="distinct-most"')]
+    assert re.search(r"busy</bdi></a></td><td>5<", refused) and "quiet" not in refused
+    distinct = today[today.index('class="distinct-most"') :]
+    assert distinct.index("busy") < distinct.index("quiet")
+    assert "never a reason for automatic" in content
+
+
+def test_the_user_page_shows_each_evicted_sessions_cool_down_left(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s1"})
+    content = staff_client.get(user_page("alice")).content.decode()
+    cooling = content[content.index('id="cooldowns"') :]
+    assert re.search(r'<bdi class="sl-id">s1</bdi></td><td>(299|300) s<', cooling)
+    assert re.search(r"<td>in (39|40) s</td>", content)

@@ -116,6 +116,9 @@ def test_gunicorn_logs_one_json_object_per_line_with_the_request_fields(live_gun
     for field in ("hostname", "url", "reqBody", "message", "status", "level", "timestamp", "correlationId"):
         assert field in finished, field
     assert any("Booting worker" in line["message"] for line in lines)
+    # No token keys in this environment: the start-up says what that means.
+    [warning] = [line for line in lines if "playback tokens are off" in line["message"]]
+    assert warning["level"] == "warning" and "lock that account out" in warning["message"]
 
 
 def test_through_gunicorn_every_player_and_probe_answer_is_json(live_gunicorn) -> None:

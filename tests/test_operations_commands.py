@@ -239,3 +239,9 @@ def test_ids_copied_from_the_output_with_their_isolates_are_accepted() -> None:
     out = run("evict", "\u2068alice\u2069", "--session", "\u2068s0\u2069")
     assert "its slot is free" in out
     assert [s.session_id for s in get_stream_manager().sessions("alice")] == ["s1"]
+
+
+def test_evict_from_the_shell_keeps_the_reason() -> None:
+    play("alice", 1)
+    run("evict", "alice", "--session", "s0", "--reason", "fraud check")
+    assert AuditRecord.objects.get().reason == "fraud check"

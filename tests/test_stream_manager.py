@@ -142,10 +142,16 @@ def test_a_user_who_stops_watching_leaves_nothing_behind(make_manager, redis_cli
     time.sleep(1.2)
     leftover = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
     # The user's own keys are gone; the shared indexes no longer count the user
-    # and expire by themselves within two minutes of the last heartbeat.
+    # and expire by themselves within two minutes of the last heartbeat; what
+    # support may look up later (seen in the last day, the daily signals)
+    # expires within two days.
     assert [k for k in leftover if ":u:" in k] == []
-    assert all(0 < redis_client.pttl(k) <= 2 * 3600 * 1000 for k in leftover)
-    assert all(redis_client.pttl(k) <= 120_000 for k in leftover if ":minute:" not in k)
+    support = (":seen", ":refusals:", "-day:", ":sessions-hll:")
+    assert all(0 < redis_client.pttl(k) <= 2 * 86_400_000 for k in leftover)
+    assert all(redis_client.pttl(k) <= 2 * 3600 * 1000 for k in leftover if not any(s in k for s in support))
+    assert all(
+        redis_client.pttl(k) <= 120_000 for k in leftover if ":minute:" not in k and not any(s in k for s in support)
+    )
     assert manager.stats() == ServiceStats(live_users=0, live_sessions=0, users_at_limit=0)
     assert manager.live_users() == (0, [])
 

@@ -21,15 +21,16 @@ class Command(OperatorCommand):
         target = parser.add_mutually_exclusive_group(required=True)
         target.add_argument("--session", type=id_argument, help="the session id to evict")
         target.add_argument("--all", action="store_true", help="evict every live session of the user")
+        parser.add_argument("--reason", default="", help="why, for the audit trail (optional, up to 200 characters)")
         add_operator_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> str:
         operator = operator_name(options)
         if options["all"]:
-            evicted = actions.evict_all(operator, options["user"])
+            evicted = actions.evict_all(operator, options["user"], options["reason"])
             listed = ", ".join(isolate(s) for s in evicted) or "none live"
             return f"Evicted {len(evicted)} session(s) of {isolate(options['user'])}: {listed}"
         user, session = isolate(options["user"]), isolate(options["session"])
-        if actions.evict_session(operator, options["user"], options["session"]):
+        if actions.evict_session(operator, options["user"], options["session"], options["reason"]):
             return f"Evicted session {session} of {user}; its slot is free."
         return f"Session {session} of {user} is not live: nothing was evicted and no cool-down was set."
