@@ -24,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 from heartbeat.tokens import get_verifier, issue_token
 from heartbeat.validation import id_error
 
-# Demo tokens are short-lived account tokens (no sid): the page may stop another screen.
+# Demo tokens are short-lived; the page asks for one per play.
 DEMO_TOKEN_TTL_SECONDS = 600
 MIN_DEMO_TOKEN_TTL_SECONDS = 1
 MAX_DEMO_TOKEN_BODY_BYTES = 1024
@@ -65,7 +65,11 @@ def player_page(request: HttpRequest) -> HttpResponse:
 @demo_only
 @never_cache
 def demo_token(request: HttpRequest) -> HttpResponse:
-    """``POST /demo/token`` ``{"userId": ..., "ttlSeconds": 600}``: an account token signed with the first HS256 key."""
+    """``POST /demo/token`` ``{"userId", "sessionId"?, "ttlSeconds"?}``: a token signed with the first HS256 key.
+
+    With ``sessionId``, a session token (``sid``) for the tab's own heartbeats
+    and stop; without, an account token for "stop this one".
+    """
     if tokens_mode() != "hs256":
         return JsonResponse(
             {"code": "tokens_unavailable", "message": "Tokens are off, or there is no HS256 key to sign with."},
@@ -82,6 +86,9 @@ def demo_token(request: HttpRequest) -> HttpResponse:
     user_id = data.get("userId")
     if error := id_error(user_id):
         return _invalid({"userId": [error]})
+    session_id = data.get("sessionId")
+    if session_id is not None and (error := id_error(session_id)):
+        return _invalid({"sessionId": [error]})
     ttl = data.get("ttlSeconds", DEMO_TOKEN_TTL_SECONDS)
     valid_ttl = isinstance(ttl, int) and not isinstance(ttl, bool)
     if not valid_ttl or not MIN_DEMO_TOKEN_TTL_SECONDS <= ttl <= DEMO_TOKEN_TTL_SECONDS:
@@ -92,6 +99,7 @@ def demo_token(request: HttpRequest) -> HttpResponse:
         settings.PLAYBACK_TOKEN_KEYS[kid],
         user_id,
         ttl_seconds=ttl,
+        session_id=session_id,
         issuer=settings.PLAYBACK_TOKEN_ISSUER,
         audience=settings.PLAYBACK_TOKEN_AUDIENCE,
         now=time.time(),

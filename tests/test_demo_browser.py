@@ -99,6 +99,20 @@ def test_closing_a_tab_frees_its_slot_at_once(chromium, live_gunicorn, token_env
     context.close()
 
 
+def test_a_reloaded_tab_plays_on_in_its_own_slot(chromium, live_gunicorn, token_env) -> None:
+    # The tab's own stop (on pagehide) uses its session token, which does not block the session.
+    service = live_gunicorn(workers=2, **FAST_SERVICE, **token_env)
+    context = chromium.new_context()
+    page = open_screen(context, service.url, "family-11", "Reloaded")
+    page.wait_for_selector("#status[data-state=playing]")
+    session_id = page.inner_text("#session-id")
+    page.reload()
+    page.wait_for_selector("#status[data-state=playing]")
+    assert page.inner_text("#session-id") == session_id  # sessionStorage keeps the tab's id
+    assert [s.session_id for s in get_stream_manager().sessions("family-11")] == [session_id]
+    context.close()
+
+
 def test_an_eviction_shows_stopped_in_the_evicted_tab(chromium, live_gunicorn) -> None:
     service = live_gunicorn(workers=2, **FAST_SERVICE)
     context = chromium.new_context()

@@ -1,5 +1,5 @@
 // The demo player: StreamLimitSession driving a generated test pattern.
-import { StreamLimitSession } from "../streamlimit/player.js";
+import { StreamLimitSession, resetTabSessionId, tabSessionId } from "../streamlimit/player.js";
 
 const root = document.getElementById("demo");
 const $ = (id) => document.getElementById(id);
@@ -20,11 +20,16 @@ function defaultDeviceName() {
   return `${browser} tab ${Math.floor(Math.random() * 900 + 100)}`;
 }
 
-async function getToken() {
+// A session token (sid) for this tab's own heartbeats and stop, an account token
+// (no sid) for "stop this one": a stop with an account token blocks the stopped
+// session for a while, which must not happen to this tab when it reloads.
+async function demoToken(sessionId) {
+  const body = { userId: $("account").value.trim() };
+  if (sessionId) body.sessionId = sessionId;
   const response = await fetch(root.dataset.tokenUrl, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ userId: $("account").value }),
+    body: JSON.stringify(body),
   });
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || `token endpoint answered ${response.status}`);
@@ -83,8 +88,15 @@ function buttons(active) {
   $("next").disabled = !active;
 }
 
+// Stopped from another screen or replaced: that session may not come back for a
+// while, so pressing Play again is a new play, with a new session id.
+const NEW_PLAY_AFTER = new Set(["session_stopped", "session_replaced"]);
+let lastStopCode = null;
+
 function play() {
   if (session) session.stop();
+  if (NEW_PLAY_AFTER.has(lastStopCode)) resetTabSessionId();
+  lastStopCode = null;
   const account = $("account").value.trim();
   const device = $("device").value.trim();
   session = new StreamLimitSession({
@@ -94,7 +106,9 @@ function play() {
     deviceName: device || undefined,
     // ?timer=main: the throttled main-thread timer, to compare in a hidden tab (see docs/background-tabs.md).
     timer: params.get("timer") === "main" ? "main" : "worker",
-    ...(root.dataset.tokensMode === "hs256" ? { getToken } : {}),
+    ...(root.dataset.tokensMode === "hs256"
+      ? { getToken: () => demoToken(tabSessionId()), getAccountToken: () => demoToken(null) }
+      : {}),
   });
   window.streamlimitDemo = { session };
   $("shown-account").textContent = account;
@@ -115,6 +129,7 @@ function play() {
   });
   session.on("stopped", (detail) => {
     playing = false;
+    lastStopCode = detail.code;
     setStatus("stopped", `stopped (${detail.code})`, detail.message);
     buttons(false);
   });

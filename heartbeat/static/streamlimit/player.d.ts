@@ -95,8 +95,14 @@ export interface StreamLimitSessionOptions {
   deviceName?: string;
   /** A playback token (JWT) when the service has tokens on. */
   token?: string;
-  /** Called for the first token, and once more when the service answers token_expired. */
+  /**
+   * Called for the first token, and once more when the service answers token_expired. Best a
+   * session token (sid = this sessionId): a stop sent with an account token blocks the session
+   * for the session TTL (it is how "stop it there" works), so a reload could not resume at once.
+   */
   getToken?: () => string | Promise<string>;
+  /** An account token (no sid) for stopOther() and listSessions(). Default: the session's own token. */
+  getAccountToken?: () => string | Promise<string>;
   /** Seconds without a good answer before the `error` event. Default: 2 x heartbeatInterval (the service's default session TTL). */
   errorGraceSeconds?: number;
   /** Seconds before a heartbeat request is given up as a time-out. Default 10. */
@@ -136,7 +142,7 @@ export declare class StreamLimitSession extends EventTarget {
   changeStream(streamId: string): void;
   /** Stop and free the slot now. */
   stop(): Promise<void>;
-  /** Stop another screen of the account (needs an account token: no sid claim). Rejects with StreamLimitError. */
+  /** Stop another screen of the account (needs an account token: options.token, getAccountToken, or the session's). Rejects with StreamLimitError. */
   stopOther(sessionId: string, options?: { token?: string }): Promise<void>;
   /** GET /sessions (needs a token). */
   listSessions(options?: { token?: string }): Promise<{ limit: number; limitSource: LimitSource; sessions: LiveSession[] }>;
@@ -152,3 +158,6 @@ export declare class StreamLimitSession extends EventTarget {
 
 /** The session id of this tab (sessionStorage), as StreamLimitSession uses by default. */
 export declare function tabSessionId(storageKey?: string): string;
+
+/** Forget this tab's session id: the next session of the tab is a new play (after session_stopped or session_replaced). */
+export declare function resetTabSessionId(storageKey?: string): void;

@@ -47,6 +47,15 @@ export function tabSessionId(storageKey = SESSION_STORAGE_KEY) {
   }
 }
 
+/** Forget this tab's session id, so the next tabSessionId() is a new one (a new play after a stop). */
+export function resetTabSessionId(storageKey = SESSION_STORAGE_KEY) {
+  try {
+    globalThis.sessionStorage.removeItem(storageKey);
+  } catch {
+    // Nothing kept, nothing to forget.
+  }
+}
+
 // --- Timers --------------------------------------------------------------------
 //
 // Chrome throttles the timers of hidden tabs (to one wake-up a minute once a
@@ -151,6 +160,7 @@ export class StreamLimitSession extends EventTarget {
     this.deviceName = options.deviceName ?? null;
     this.token = options.token ?? null;
     this.getToken = options.getToken ?? null;
+    this.getAccountToken = options.getAccountToken ?? null;
     this.errorGraceSeconds = options.errorGraceSeconds ?? null;
     this.requestTimeoutMs = 1000 * (options.requestTimeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_SECONDS);
     this.maxRetryMs = 1000 * (options.maxRetrySeconds ?? DEFAULT_MAX_RETRY_SECONDS);
@@ -217,11 +227,12 @@ export class StreamLimitSession extends EventTarget {
 
   /**
    * Stop another screen of the account (the "stop watching on the living-room TV" button).
-   * Needs an account token (one without a sid claim): this session's, or `options.token`.
+   * Needs an account token (one without a sid claim): `options.token`, else getAccountToken(),
+   * else this session's own token.
    */
   async stopOther(sessionId, options = {}) {
     if (!sessionId) throw new TypeError("stopOther: sessionId is required");
-    const token = options.token ?? (await this.currentToken());
+    const token = options.token ?? (await this.accountToken());
     const body = { sessionId };
     if (this.userId) body.userId = this.userId;
     const response = await this.request("POST", "/heartbeat/stop", body, token);
@@ -230,7 +241,7 @@ export class StreamLimitSession extends EventTarget {
 
   /** The account's limit and live sessions (`GET /sessions`; needs a token). */
   async listSessions(options = {}) {
-    const token = options.token ?? (await this.currentToken());
+    const token = options.token ?? (await this.accountToken());
     const response = await this.request("GET", "/sessions", null, token);
     if (response.status !== 200) throw await this.failure(response);
     return response.json();
@@ -424,6 +435,10 @@ export class StreamLimitSession extends EventTarget {
     if (!this.getToken) return null;
     this.token = await this.getToken();
     return this.token;
+  }
+
+  async accountToken() {
+    return this.getAccountToken ? this.getAccountToken() : this.currentToken();
   }
 
   async request(method, path, body, token, extra = {}) {
