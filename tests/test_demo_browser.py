@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,9 +26,21 @@ INTERVAL = 2  # seconds between heartbeats in these tests
 FAST_SERVICE = {"STREAMLIMIT_DEMO": "true", "HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL), "SESSION_TTL_SECONDS": "6"}
 
 
+# Script errors of the pages a test opened: none is allowed (see no_page_errors).
+PAGE_ERRORS: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def no_page_errors() -> Iterator[None]:
+    PAGE_ERRORS.clear()
+    yield
+    assert PAGE_ERRORS == []
+
+
 def open_screen(context, base_url: str, account: str, device: str):
     """A new tab playing the demo as ``device`` of ``account``."""
     page = context.new_page()
+    page.on("pageerror", lambda error: PAGE_ERRORS.append(f"{device}: {error}"))
     page.goto(f"{base_url}/demo/?account={quote(account)}&device={quote(device)}&autoplay=1")
     return page
 

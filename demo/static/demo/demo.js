@@ -24,12 +24,12 @@ function defaultDeviceName() {
 // (no sid) for "stop this one": a stop with an account token blocks the stopped
 // session for a while, which must not happen to this tab when it reloads.
 async function demoToken(sessionId) {
-  const body = { userId: $("account").value.trim() };
-  if (sessionId) body.sessionId = sessionId;
+  const asked = { userId: $("account").value.trim() };
+  if (sessionId) asked.sessionId = sessionId;
   const response = await fetch(root.dataset.tokenUrl, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(body),
+    body: JSON.stringify(asked),
   });
   const body = await response.json();
   if (!response.ok) throw new Error(body.message || `token endpoint answered ${response.status}`);
