@@ -12,14 +12,22 @@ tag ``{<prefix>:global}``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+_UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
+_ESCAPED = re.compile("%25|%7B|%7D")
 
 
 def escape_tag(value: str) -> str:
     """Make ``value`` safe inside a ``{hash tag}`` (injective: ``%`` is escaped too)."""
     return value.translate(_ESCAPES)
+
+
+def unescape_tag(value: str) -> str:
+    """The inverse of ``escape_tag``."""
+    return _ESCAPED.sub(lambda found: _UNESCAPES[found.group(0)], value)
 
 
 @dataclass(frozen=True)
@@ -132,4 +140,25 @@ class KeyLayout:
     @property
     def pattern(self) -> str:
         """A SCAN pattern that matches every key of this layout."""
-        return self.prefix.replace("*", r"\*").replace("?", r"\?").replace("[", r"\[") + ":*"
+        return self._escaped_prefix + ":*"
+
+    @property
+    def limit_pattern(self) -> str:
+        """A SCAN pattern that matches every user's limit override key (and perhaps a few others)."""
+        return self._escaped_prefix + ":u:{*}:limit"
+
+    def user_of_limit_key(self, key: str) -> str | None:
+        """The user id whose limit override ``key`` is, or None when it is no such key of this layout."""
+        head, tail = f"{self.prefix}:u:{{", "}:limit"
+        if not (key.startswith(head) and key.endswith(tail)):
+            return None
+        tag = key[len(head) : -len(tail)]
+        # An escaped id has no braces: anything else is another layout's key.
+        if "{" in tag or "}" in tag:
+            return None
+        user_id = unescape_tag(tag)
+        return user_id if self.user(user_id).limit == key else None
+
+    @property
+    def _escaped_prefix(self) -> str:
+        return self.prefix.replace("*", r"\*").replace("?", r"\?").replace("[", r"\[")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
@@ -84,8 +85,21 @@ class LiveStateCollector(Collector):
         yield from (users, sessions, up)
 
 
+class BuildInfoCollector(Collector):
+    """``streamlimit_build_info{version=...} 1``: which version each scraped replica runs.
+
+    Outside the multiprocess registry, so it appears once per scrape, not once per worker.
+    """
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        yield InfoMetricFamily(
+            "streamlimit_build", "The StreamLimit version this process runs.", {"version": settings.STREAMLIMIT_VERSION}
+        )
+
+
 _LIVE_STATE = CollectorRegistry(auto_describe=True)
 _LIVE_STATE.register(LiveStateCollector())
+_LIVE_STATE.register(BuildInfoCollector())
 
 
 def render_metrics() -> bytes:

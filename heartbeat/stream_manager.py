@@ -25,7 +25,7 @@ from heartbeat.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBu
 from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
-from heartbeat.validation import require_device_name, require_id
+from heartbeat.validation import id_error, require_device_name, require_id
 
 logger = structlog.get_logger(__name__)
 
@@ -461,6 +461,29 @@ class StreamManager:
         pipe.execute()
         logger.info("limit override set", userId=user_id, override=limit)
         return self.get_limit(user_id)
+
+    def limit_overrides(self) -> Iterator[tuple[str, int]]:
+        """Every user's limit override, as (user id, limit), in no particular order.
+
+        Read from the per-user keys the admission script reads (not the
+        dashboard's mirror), with SCAN: O(keys under the prefix), for backups.
+        """
+        for batch in self._batched(self.client.scan_iter(match=self.keys.limit_pattern, count=1000), 500):
+            found = [(key, self._user_of_limit_key(key)) for key in batch]
+            found = [(key, user_id) for key, user_id in found if user_id is not None]
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in found:
+                pipe.get(key)  # not MGET: the keys are in different cluster slots
+            for (_, user_id), raw in zip(found, pipe.execute() if found else [], strict=True):
+                if raw is not None:  # cleared between SCAN and GET
+                    yield user_id, int(raw)
+
+    def _user_of_limit_key(self, key: bytes) -> str | None:
+        try:
+            user_id = self.keys.user_of_limit_key(_text(key))
+        except UnicodeDecodeError:
+            return None
+        return user_id if user_id is not None and id_error(user_id) is None else None
 
     def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
         """Evict one live session (or, with None, all of the user's) and start its cool-down.

@@ -30,11 +30,17 @@ from streamlimit.env import (
     env_str,
 )
 from streamlimit.logging import build_logging_config, configure_structlog
+from streamlimit.version import VERSION
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state of a development checkout (SQLite file, generated secret key, a
 # Redis started for development); git ignores it.
 VAR_DIR = Path(env_str("STREAMLIMIT_VAR_DIR", str(BASE_DIR / "var")))
+# Collected static files. The image sets it outside VAR_DIR, so the runtime user
+# can write its state without being able to change what the service serves.
+STATIC_ROOT = Path(env_str("STREAMLIMIT_STATIC_ROOT", str(VAR_DIR / "static")))
+# From pyproject.toml; shown by /healthz and the streamlimit_build_info metric.
+STREAMLIMIT_VERSION = VERSION
 
 # --- Service -----------------------------------------------------------------
 PORT = env_int("PORT", 8080, minimum=1, maximum=65535)
@@ -149,6 +155,11 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Old keys still accepted for signatures (staff sessions) while a new key is
+# rolled out: set the new DJANGO_SECRET_KEY, the old one here, remove it later.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
+if any(len(key) < 32 for key in SECRET_KEY_FALLBACKS):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY_FALLBACKS must list keys of at least 32 characters")
 
 INSTALLED_APPS = [
     # Before the admin, so its admin/index.html (the dashboard link) wins.
@@ -282,7 +293,6 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -302,7 +312,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "StreamLimit API",
     "DESCRIPTION": "Concurrent-stream limiter: players send a heartbeat every few seconds "
     "and keep playing while the answer is 200.",
-    "VERSION": "1.0.0",
+    "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -404,3 +404,13 @@ def test_the_user_page_shows_each_evicted_sessions_cool_down_left(staff_client: 
     cooling = content[content.index('id="cooldowns"') :]
     assert re.search(r'<bdi class="sl-id">s1</bdi></td><td>(299|300) s<', cooling)
     assert re.search(r"<td>in (39|40) s</td>", content)
+
+
+def test_a_refusal_on_the_user_page_names_the_refused_device(staff_client: Client) -> None:
+    manager = get_stream_manager()
+    for i in range(3):
+        manager.admit("alice", "movie", f"s{i}")
+    assert not manager.admit("alice", "movie", "s3", device_name="Grandma's laptop").allowed
+    manager.flush_activity()
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert "Grandma&#x27;s laptop" in content and "concurrency_limit_reached" in content
