@@ -53,11 +53,17 @@ SETUP = """async (options) => {
 class PagePlayer:
     """A page of the service's origin running one StreamLimitSession under a fake clock."""
 
-    def __init__(self, browser, base_url: str, **options: Any) -> None:
+    def __init__(self, browser, base_url: str, csp: str | None = None, **options: Any) -> None:
         self.page = browser.new_page()
         start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
         self.page.clock.install(time=start)
-        self.page.goto(f"{base_url}/healthz")
+        path = "/healthz"
+        if csp is not None:
+            # A page of the service's origin sent with this Content-Security-Policy (the player's page).
+            path = "/player-page-with-csp"
+            headers = {"Content-Type": "text/html", "Content-Security-Policy": csp}
+            self.page.route(f"{base_url}{path}", lambda route: route.fulfill(headers=headers, body="<!doctype html>"))
+        self.page.goto(f"{base_url}{path}")
         # Installed, the fake clock still flows with real time: from here on, only the test moves it.
         self.page.clock.pause_at(start + datetime.timedelta(minutes=1))
         self.page.evaluate(SETUP, options)
@@ -247,3 +253,22 @@ def test_stop_other_with_a_session_token_is_refused_with_the_service_code(chromi
         "window.session.stopOther('tv').then(() => null, (e) => ({ name: e.name, code: e.code, status: e.status }))"
     )
     assert error == {"name": "StreamLimitError", "code": "token_mismatch", "status": 403}
+
+
+def test_a_page_that_forbids_workers_still_sends_its_heartbeats(chromium, live_gunicorn) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV)
+    # The page's scripts may run, but no Worker may be made from a blob: URL.
+    player = PagePlayer(
+        chromium, service.url, csp="script-src 'self' 'unsafe-inline'; worker-src 'none'",
+        userId="acct", streamId="movie", timer="worker",
+    )  # fmt: skip
+    player.wait_for("allowed")
+    deadline = time.monotonic() + 5
+    while player.page.evaluate("window.session.timer.kind") != "main" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert player.page.evaluate("window.session.timer.kind") == "main"
+    # The page's own timer, on the page's clock, keeps the interval.
+    for n in range(2, 4):
+        player.run_for(INTERVAL * 1000)
+        player.wait_for("allowed", n)
+    assert gaps(player.heartbeat_calls()) == [INTERVAL * 1000, INTERVAL * 1000]

@@ -94,22 +94,43 @@ class WorkerTimer {
     const url = URL.createObjectURL(new Blob([WORKER_SOURCE], { type: "text/javascript" }));
     this.worker = new Worker(url);
     URL.revokeObjectURL(url);
-    this.callbacks = new Map();
+    // id -> { callback, due, handle }: handle is set once the timer runs on the page instead.
+    this.timers = new Map();
     this.nextId = 1;
-    this.worker.onmessage = (event) => {
-      const callback = this.callbacks.get(event.data);
-      this.callbacks.delete(event.data);
-      if (callback) callback();
-    };
+    this.broken = false;
+    this.worker.onmessage = (event) => this.fire(event.data);
+    // A Worker that cannot run (a Content-Security-Policy refusing blob: workers
+    // may only say so here) must not stop the heartbeats: its timers move to the page.
+    this.worker.onerror = () => this.fallBack();
   }
   set(callback, ms) {
     const id = this.nextId++;
-    this.callbacks.set(id, callback);
-    this.worker.postMessage({ op: "set", id, ms });
+    const timer = { callback, due: Date.now() + ms, handle: null };
+    this.timers.set(id, timer);
+    if (this.broken) timer.handle = setTimeout(() => this.fire(id), ms);
+    else this.worker.postMessage({ op: "set", id, ms });
     return id;
   }
   clear(id) {
-    if (this.callbacks.delete(id)) this.worker.postMessage({ op: "clear", id });
+    const timer = this.timers.get(id);
+    if (!timer) return;
+    this.timers.delete(id);
+    if (timer.handle !== null) clearTimeout(timer.handle);
+    else this.worker.postMessage({ op: "clear", id });
+  }
+  fire(id) {
+    const timer = this.timers.get(id);
+    this.timers.delete(id);
+    if (timer) timer.callback();
+  }
+  fallBack() {
+    if (this.broken) return;
+    this.broken = true;
+    this.kind = "main";
+    this.worker.terminate();
+    for (const [id, timer] of this.timers) {
+      timer.handle = setTimeout(() => this.fire(id), Math.max(0, timer.due - Date.now()));
+    }
   }
 }
 
@@ -273,9 +294,10 @@ export class StreamLimitSession extends EventTarget {
     } catch (error) {
       return this.transientFailure(generation, { code: "token_unavailable", message: String(error) });
     }
+    if (generation !== this.generation) return;
     let response;
     try {
-      response = await this.request("POST", "/heartbeat", this.heartbeatBody(), token);
+      response = await this.request("POST", "/heartbeat", this.heartbeatBody(), token, {}, true);
     } catch (error) {
       if (generation !== this.generation) return;
       const timedOut = error && error.name === "AbortError";
@@ -441,9 +463,10 @@ export class StreamLimitSession extends EventTarget {
     return this.getAccountToken ? this.getAccountToken() : this.currentToken();
   }
 
-  async request(method, path, body, token, extra = {}) {
+  async request(method, path, body, token, extra = {}, isHeartbeat = false) {
     const controller = new AbortController();
-    this.inFlight = controller;
+    // Only the heartbeat is aborted by halt(); a stop or stopOther must go through.
+    if (isHeartbeat) this.inFlight = controller;
     const abortTimer = setTimeout(() => controller.abort(), this.requestTimeoutMs);
     const headers = {};
     if (body !== null) headers["Content-Type"] = "application/json";
