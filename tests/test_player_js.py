@@ -117,6 +117,14 @@ def test_follows_the_heartbeat_interval_of_each_answer(chromium, live_gunicorn) 
     assert all(gap >= INTERVAL * 1000 for gap in gaps(player.heartbeat_calls()))
     [session] = get_stream_manager().sessions("acct")
     assert (session.session_id, session.device_name) == (player.page.evaluate("window.session.sessionId"), "Kitchen")
+    # Autoplay: the next heartbeat names the new stream, in the same slot; nothing is sent sooner.
+    player.page.evaluate("window.session.changeStream('movie-2')")
+    player.settle()
+    assert len(player.heartbeat_calls()) == 6
+    player.run_for(INTERVAL * 1000)
+    player.wait_for("allowed", 7)
+    [session] = get_stream_manager().sessions("acct")
+    assert (session.session_id, session.stream_id) == (player.page.evaluate("window.session.sessionId"), "movie-2")
 
 
 def test_refusal_stops_the_loop_and_lists_the_other_screens(chromium, live_gunicorn, token_env) -> None:
@@ -229,6 +237,8 @@ def test_stop_frees_the_slot_and_stop_other_stops_another_screen(chromium, live_
     player.wait_for("allowed")
     assert {s.session_id for s in get_stream_manager().sessions("family")} == {"tv", "laptop"}
 
+    listed = player.page.evaluate("window.session.listSessions()")
+    assert (listed["limit"], sorted(s["sessionId"] for s in listed["sessions"])) == (3, ["laptop", "tv"])
     player.page.evaluate("window.session.stopOther('tv')")
     assert [s.session_id for s in get_stream_manager().sessions("family")] == ["laptop"]
     answer = post_heartbeat(service.url, tv, token)
