@@ -17,6 +17,7 @@ import http.server
 import itertools
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -144,8 +145,12 @@ def test_a_hidden_tab_keeps_the_heartbeat_interval_with_the_worker_timer(
     # The startup (Chromium, the page, its token) may delay the first beats: judge the pace after it.
     player = [b - a for a, b in itertools.pairwise(heartbeats())][3:]
     assert len(player) >= 10, player
-    # The tabs behind the first were hidden, and Chrome throttled the probe's plain timer ...
+    # The tabs behind the first were hidden, and Chrome throttled the probe's plain timer to
+    # whole-second wake-ups (3 s for a 2 s period) ...
     assert len(hidden_probe) >= 5 and not visible_probe, (hidden_probe, visible_probe)
-    assert max(probe) >= 2.5, probe
-    # ... while the player's Worker timer kept the interval (the request's own time aside).
-    assert all(INTERVAL - 0.05 <= gap < INTERVAL + 0.3 for gap in player), player
+    assert statistics.median(probe) >= 2.7, probe
+    # ... while the player's Worker timer kept the interval: never sooner, and late only by the
+    # request's own time (medians, so that one slow moment of a busy machine is not the verdict).
+    assert min(player) >= INTERVAL - 0.05, player
+    assert statistics.median(player) < INTERVAL + 0.2, player
+    assert sum(gap >= INTERVAL + 0.7 for gap in player) <= 1, player
