@@ -9,8 +9,11 @@ real Redis (a redis-server of the test's own where the test stops it).
 from __future__ import annotations
 
 import datetime
+import http.server
 import itertools
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -282,3 +285,51 @@ def test_a_page_that_forbids_workers_still_sends_its_heartbeats(chromium, live_g
         player.run_for(INTERVAL * 1000)
         player.wait_for("allowed", n)
     assert gaps(player.heartbeat_calls()) == [INTERVAL * 1000, INTERVAL * 1000]
+
+
+@pytest.fixture
+def player_site() -> Iterator[str]:
+    """A web site of the test's own on loopback (another origin than the service), serving a blank page."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>a player</title>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+CROSS_ORIGIN_START = """async ([service, userId]) => {
+  const { StreamLimitSession } = await import(service + '/static/streamlimit/player.js');
+  const session = new StreamLimitSession({ endpoint: service, userId, streamId: 'movie', timer: 'main',
+                                           errorGraceSeconds: 0 });
+  return await new Promise((resolve) => {
+    session.on('allowed', (detail) => resolve({ type: 'allowed', limit: detail.limit }));
+    session.on('error', (detail) => resolve({ type: 'error', code: detail.code }));
+    session.start();
+  });
+}"""
+
+
+def test_a_player_on_another_site_needs_that_site_in_player_allowed_origins(
+    chromium, live_gunicorn, player_site
+) -> None:
+    allowing = live_gunicorn(workers=1, PLAYER_ALLOWED_ORIGINS=player_site, **SERVICE_ENV)
+    closed = live_gunicorn(workers=1, **SERVICE_ENV)
+    page = chromium.new_page()
+    page.goto(f"{player_site}/watch")
+    # The module loads from the service whatever the site (static files allow every origin) ...
+    assert page.evaluate(CROSS_ORIGIN_START, [allowing.url, "site-viewer"]) == {"type": "allowed", "limit": 3}
+    assert [s.session_id for s in get_stream_manager().sessions("site-viewer")] != []
+    # ... but only a service that lists the site lets its page call the API.
+    assert page.evaluate(CROSS_ORIGIN_START, [closed.url, "other-viewer"]) == {"type": "error", "code": "network_error"}
+    assert get_stream_manager().sessions("other-viewer") == []
