@@ -23,7 +23,8 @@ run: setup
 	@echo "[make run] migrating the database and collecting static files" >&2
 	@$(BIN)/python manage.py migrate --noinput --verbosity 0
 	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@$(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
+	@echo "[make run] the demo player is at http://localhost:$${PORT:-8080}/demo/ (STREAMLIMIT_DEMO=false turns it off)" >&2
+	@STREAMLIMIT_DEMO=$${STREAMLIMIT_DEMO:-true} $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
 test: setup
 	bash devtools/install_chromium.sh
