@@ -80,6 +80,11 @@ PLAYBACK_TOKEN_JWKS = env_parsed("PLAYBACK_TOKEN_JWKS_FILE", "", load_jwks)
 PLAYBACK_TOKEN_ISSUER = env_str("PLAYBACK_TOKEN_ISSUER", "").strip()
 PLAYBACK_TOKEN_AUDIENCE = env_str("PLAYBACK_TOKEN_AUDIENCE", "").strip()
 PLAYBACK_TOKEN_LEEWAY_SECONDS = env_int("PLAYBACK_TOKEN_LEEWAY_SECONDS", 30, minimum=0, maximum=600)
+# With keys configured, whether a player request must carry a token. false is
+# for development and gradual roll-outs: a request without one is served as
+# with tokens off, a request with one is verified (and may see its account's
+# sessions). `make run` uses it for the demo; production keeps it true.
+PLAYBACK_TOKENS_REQUIRED = env_bool("PLAYBACK_TOKENS_REQUIRED", True)
 try:
     # Built once here too, so a kid given both as a secret and in the JWKS stops start-up.
     TokenVerifier(PLAYBACK_TOKEN_KEYS, PLAYBACK_TOKEN_JWKS)
