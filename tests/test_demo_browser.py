@@ -62,10 +62,11 @@ def live_devices(account: str) -> list[str | None]:
     return sorted(s.device_name for s in get_stream_manager().sessions(account))
 
 
+@pytest.mark.parametrize("required", [True, False], ids=["tokens required", "tokens optional (make run)"])
 def test_fourth_tab_is_refused_lists_the_others_and_stop_this_one_lets_it_play(
-    chromium, live_gunicorn, token_env
+    chromium, live_gunicorn, token_env, required: bool
 ) -> None:
-    service = live_gunicorn(workers=2, **FAST_SERVICE, **token_env)
+    service = live_gunicorn(workers=2, **FAST_SERVICE, **token_env, PLAYBACK_TOKENS_REQUIRED=str(required).lower())
     context = chromium.new_context(viewport={"width": 1100, "height": 900})
     screens = [open_screen(context, service.url, "family-7", f"Screen {n}") for n in (1, 2, 3)]
     for page in screens:
