@@ -680,7 +680,7 @@ def main() -> None:
         say(f"filling {len(users)} accounts ({sum(len(s) for _, s in users)} first heartbeats)")
         started = time.monotonic()
         outcomes = fill(manager, users)
-        stats = manager.stats()
+        stats = manager.reads.stats()
         fill_slow = slowlog_drain(client)
         facts["fill"] = (
             f"{len(users)} accounts, {dict(outcomes)} in {time.monotonic() - started:.0f} s; "
@@ -722,7 +722,7 @@ def main() -> None:
 
         say(f"heartbeat load: warm-up 5 s, then A B x{args.rounds}, {args.duration} s each")
         wrk(f"{base}/heartbeat", 5, latency=False)
-        sessions_before = manager.stats().live_sessions
+        sessions_before = manager.reads.stats().live_sessions
         client.slowlog_reset()
         runs = []
         for n in range(1, args.rounds + 1):
@@ -736,7 +736,7 @@ def main() -> None:
         slow += slowlog_drain(client)
         time.sleep(1.5)  # the last activity batches
         facts["live sessions after load"] = (
-            f"{manager.stats().live_sessions} (before {sessions_before}: wrk's heartbeats are repeats of filled "
+            f"{manager.reads.stats().live_sessions} (before {sessions_before}: wrk's heartbeats are repeats of filled "
             "sessions, its 4th screens refused)"
         )
         facts["uptime after"] = uptime()

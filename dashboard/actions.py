@@ -11,9 +11,9 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.models import AuditRecord
+from heartbeat.live_state import UserLimit
 from heartbeat.metrics import EVICTIONS
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import UserLimit
 
 
 def _audit(
@@ -79,7 +79,7 @@ def unblock_new_sessions(actor: AbstractBaseUser | str, user_id: str) -> bool:
 def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) -> UserLimit:
     """Set (1..50) or clear (None) a user's limit override. Audited."""
     manager = get_stream_manager()
-    before = manager.get_limit(user_id)
+    before = manager.reads.get_limit(user_id)
     after = manager.set_limit_override(user_id, limit)
     action = AuditRecord.Action.CLEAR_LIMIT if limit is None else AuditRecord.Action.SET_LIMIT
     _audit(actor, action, user_id, detail=f"limit {before.limit} -> {after.limit} (override {after.override})")

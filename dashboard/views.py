@@ -97,11 +97,11 @@ def user_url(user_id: str) -> str:
 def overview(request: HttpRequest) -> HttpResponse:
     """Totals now, the last minutes' activity, a chart of the last hour, and the search box."""
     manager = get_stream_manager()
-    minutes = manager.activity(60)
+    minutes = manager.reads.activity(60)
     recent = minutes[-RECENT_MINUTES:]
     context = {
         "title": "StreamLimit",
-        "stats": manager.stats(),
+        "stats": manager.reads.stats(),
         "recent_minutes": RECENT_MINUTES,
         "recent_heartbeats": sum(m.heartbeats for m in recent),
         "recent_refusals": sum(m.refused for m in recent),
@@ -122,7 +122,7 @@ def live_users(request: HttpRequest) -> HttpResponse:
     manager = get_stream_manager()
     number = page_number(request.GET.get("page", "1"))
     at_limit = request.GET.get("filter") == "at-limit"
-    total, rows = manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
+    total, rows = manager.reads.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     pages = max(1, -(-total // PAGE_SIZE))
     past_the_end = number > pages
     context = {
@@ -160,17 +160,17 @@ def user_detail(request: HttpRequest) -> HttpResponse:
         return page(request, "dashboard/search_error.html", {"title": "Find a user", "form": form}, status=400)
     user_id = form.cleaned_data["id"]
     manager = get_stream_manager()
-    limit = manager.get_limit(user_id)
-    sessions = manager.sessions(user_id)
+    limit = manager.reads.get_limit(user_id)
+    sessions = manager.reads.sessions(user_id)
     context = {
         "title": f"User {user_id}",
         "user_id": user_id,
         "sessions": sessions,
         # "Not watching now" and "never seen" are different answers for a caller.
-        "last_heard": None if sessions else manager.last_heard(user_id),
-        "refusals": manager.recent_refusals(user_id),
-        "cooldowns": manager.cooldowns(user_id),
-        "blocked_until": manager.blocked_until(user_id),
+        "last_heard": None if sessions else manager.reads.last_heard(user_id),
+        "refusals": manager.reads.recent_refusals(user_id),
+        "cooldowns": manager.reads.cooldowns(user_id),
+        "blocked_until": manager.reads.blocked_until(user_id),
         "refusal_messages": REFUSAL_LABELS,
         "limit": limit,
         "limit_form": LimitForm(initial={"id": user_id, "limit": limit.override}),
@@ -188,7 +188,7 @@ def find_users(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return page(request, "dashboard/search_error.html", {"title": "Find a user", "form": form}, status=400)
     prefix = form.cleaned_data["id"]
-    found = get_stream_manager().find_users(prefix, count=SEARCH_RESULTS + 1)
+    found = get_stream_manager().reads.find_users(prefix, count=SEARCH_RESULTS + 1)
     context = {
         "title": "Find a user",
         "form": form,
@@ -208,7 +208,7 @@ def sharing(request: HttpRequest) -> HttpResponse:
     today = int(timezone.now().timestamp() // 86_400)
     days = []
     for day, label in ((today, "Today"), (today - 1, "Yesterday")):
-        refused, distinct = manager.sharing_signals(day)
+        refused, distinct = manager.reads.sharing_signals(day)
         days.append(
             {
                 "label": label,

@@ -83,7 +83,7 @@ class LiveStateCollector(Collector):
         sessions = GaugeMetricFamily("streamlimit_live_sessions", "Live sessions across all users.")
         up = GaugeMetricFamily("streamlimit_redis_up", "1 if Redis answered this scrape, else 0.")
         try:
-            live_users, live_sessions = get_stream_manager().live_counts()
+            live_users, live_sessions = get_stream_manager().reads.live_counts()
         except RedisError:
             REDIS_ERRORS.labels("metrics").inc()
             up.add_metric([], 0)

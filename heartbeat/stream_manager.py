@@ -1,4 +1,9 @@
-"""StreamManager: every Redis access of StreamLimit goes through this class."""
+"""StreamManager: the player path (admit, stop) and every write to Redis.
+
+The reads that serve the dashboard and the commands live in
+``heartbeat/live_state.py`` (``StreamManager.reads``), over the same keys and
+connection.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from itertools import zip_longest
 from typing import Any
 
@@ -24,8 +28,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from heartbeat.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
 from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
+from heartbeat.live_state import (
+    LiveStateReader,
+    UserLimit,
+    as_text,
+    batched,
+    ms_to_datetime,
+    redis_now_ms,
+)
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
-from heartbeat.validation import id_error, require_device_name, require_id
+from heartbeat.validation import require_device_name, require_id
 
 logger = structlog.get_logger(__name__)
 
@@ -98,62 +110,6 @@ class HeartbeatResult:
 
 
 @dataclass(frozen=True)
-class SessionInfo:
-    """One live session of a user, as the dashboard shows it."""
-
-    session_id: str
-    stream_id: str
-    started_at: datetime
-    last_heartbeat_at: datetime
-    expires_in_seconds: float
-    device_name: str | None = None
-
-
-@dataclass(frozen=True)
-class UserLimit:
-    """A user's limit and where it comes from (``source``: override, token, plan or default).
-
-    Without an override, the limit is what the user's latest allowed heartbeat
-    asked for (its token's maxStreams or plan), while a session is live.
-    """
-
-    limit: int
-    override: int | None
-    default: int
-    source: str = "default"
-
-
-@dataclass(frozen=True)
-class LiveUser:
-    """One row of the live-user list."""
-
-    user_id: str
-    last_heartbeat_at: datetime
-    active_sessions: int
-    limit: int | None = None
-
-
-@dataclass(frozen=True)
-class ServiceStats:
-    """Totals across all users, now."""
-
-    live_users: int
-    live_sessions: int
-    users_at_limit: int
-
-
-@dataclass(frozen=True)
-class MinuteActivity:
-    """Activity counters of one minute."""
-
-    minute: datetime
-    heartbeats: int
-    refused: int
-    evicted: int
-    peak_sessions: int
-
-
-@dataclass(frozen=True)
 class Readiness:
     """Whether a heartbeat could be admitted now, and if not, why."""
 
@@ -163,48 +119,12 @@ class Readiness:
     scripts_reloaded: bool = False
 
 
-@dataclass(frozen=True)
-class FoundUser:
-    """An account found by its id's prefix among those heard in the last day."""
-
-    user_id: str
-    last_heartbeat_at: datetime
-    watching: bool
-
-
-@dataclass(frozen=True)
-class RecentRefusal:
-    """A refused heartbeat of an account, newest first on its page."""
-
-    at: datetime
-    session_id: str
-    stream_id: str
-    device_name: str
-    code: str
-
-
-@dataclass(frozen=True)
-class AccountSignal:
-    """An account and its count on a sharing signal (refusals, or distinct sessions, in a day)."""
-
-    user_id: str
-    count: int
-
-
 class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
 
 
 def _chunks(values: list[Any], size: int) -> list[list[Any]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
-
-
-def _ms_to_datetime(ms: float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class StreamManager:
@@ -237,6 +157,10 @@ class StreamManager:
         self.default_limit = default_limit
         self.session_ttl_seconds = session_ttl_seconds
         self.session_ttl_ms = session_ttl_seconds * 1000
+        # The dashboard's and the commands' reads, over the same keys and connection.
+        self.reads = LiveStateReader(
+            client, self.keys, default_limit=default_limit, session_ttl_seconds=session_ttl_seconds
+        )
         self.eviction_cooldown_seconds = eviction_cooldown_seconds
         self.activity_flush_seconds = activity_flush_seconds
         self.plan_limits = dict(plan_limits or {})
@@ -309,8 +233,8 @@ class StreamManager:
             ],
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
-        replaced = tuple(_text(s) for s in reply[6:])
-        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned, _text(reply[5]), replaced)
+        replaced = tuple(as_text(s) for s in reply[6:])
+        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned, as_text(reply[5]), replaced)
         if replaced:
             self._forget(user_id, list(replaced), user_has_sessions=True)
             logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
@@ -390,17 +314,6 @@ class StreamManager:
 
     # --- Support staff and operators -----------------------------------------
 
-    def sessions(self, user_id: str) -> list[SessionInfo]:
-        """The user's live sessions, oldest first."""
-        require_id(user_id, "userId")
-        user = self.keys.user(user_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.time()
-        pipe.zrange(user.sessions, 0, -1, withscores=True)
-        pipe.hgetall(user.details)
-        (sec, usec), members, details = pipe.execute()
-        return self._live_sessions(sec * 1000 + usec // 1000, members, details)
-
     def limit_for(self, user_id: str, max_streams: int | None = None, plan: str | None = None) -> UserLimit:
         """The user's limit for a token with these claims, and its source (override first)."""
         require_id(user_id, "userId")
@@ -409,41 +322,6 @@ class StreamManager:
         if raw is not None:
             return UserLimit(int(raw), int(raw), self.default_limit, "override")
         return UserLimit(asked, None, self.default_limit, source)
-
-    def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
-        details = {_text(k): _text(v) for k, v in details.items()}
-        found = []
-        for raw_sid, last in members:
-            if last <= now - self.session_ttl_ms:
-                continue
-            sid = _text(raw_sid)
-            started = float(details.get(f"t:{sid}", last))
-            found.append(
-                SessionInfo(
-                    session_id=sid,
-                    stream_id=details.get(f"s:{sid}", ""),
-                    started_at=_ms_to_datetime(started),
-                    last_heartbeat_at=_ms_to_datetime(last),
-                    expires_in_seconds=max(0.0, (last + self.session_ttl_ms - now) / 1000),
-                    device_name=details.get(f"d:{sid}"),
-                )
-            )
-        found.sort(key=lambda s: s.started_at)
-        return found
-
-    def get_limit(self, user_id: str) -> UserLimit:
-        """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""
-        require_id(user_id, "userId")
-        user = self.keys.user(user_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(user.limit)
-        pipe.hmget(user.details, "limit", "limitSource")
-        raw, (asked, source) = pipe.execute()
-        if raw is not None:
-            return UserLimit(int(raw), int(raw), self.default_limit, "override")
-        if asked is not None and source is not None:
-            return UserLimit(int(asked), None, self.default_limit, _text(source))
-        return UserLimit(self.default_limit, None, self.default_limit, "default")
 
     def set_limit_override(self, user_id: str, limit: int | None) -> UserLimit:
         """Set (1..50) or, with None, clear the user's limit override.
@@ -465,30 +343,7 @@ class StreamManager:
             pipe.hset(self.keys.limit_overrides, user_id, limit)
         pipe.execute()
         logger.info("limit override set", userId=user_id, override=limit)
-        return self.get_limit(user_id)
-
-    def limit_overrides(self) -> Iterator[tuple[str, int]]:
-        """Every user's limit override, as (user id, limit), in no particular order.
-
-        Read from the per-user keys the admission script reads (not the
-        dashboard's mirror), with SCAN: O(keys under the prefix), for backups.
-        """
-        for batch in self._batched(self.client.scan_iter(match=self.keys.limit_pattern, count=1000), 500):
-            found = [(key, self._user_of_limit_key(key)) for key in batch]
-            found = [(key, user_id) for key, user_id in found if user_id is not None]
-            pipe = self.client.pipeline(transaction=False)
-            for key, _ in found:
-                pipe.get(key)  # not MGET: the keys are in different cluster slots
-            for (_, user_id), raw in zip(found, pipe.execute() if found else [], strict=True):
-                if raw is not None:  # cleared between SCAN and GET
-                    yield user_id, int(raw)
-
-    def _user_of_limit_key(self, key: bytes) -> str | None:
-        try:
-            user_id = self.keys.user_of_limit_key(_text(key))
-        except UnicodeDecodeError:
-            return None
-        return user_id if user_id is not None and id_error(user_id) is None else None
+        return self.reads.get_limit(user_id)
 
     def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
         """Evict one live session (or, with None, all of the user's) and start its cool-down.
@@ -503,7 +358,7 @@ class StreamManager:
             require_id(session_id, "sessionId")
         user = self.keys.user(user_id)
         evicted = [
-            _text(s)
+            as_text(s)
             for s in self._run(
                 EVICT,
                 [user.sessions, user.details, user.evicted],
@@ -511,66 +366,12 @@ class StreamManager:
             )
         ]
         if evicted:
-            left = self.client.zcount(user.sessions, f"({self._now_ms() - self.session_ttl_ms}", "+inf")
+            left = self.client.zcount(user.sessions, f"({redis_now_ms(self.client) - self.session_ttl_ms}", "+inf")
             self._forget(user_id, evicted, user_has_sessions=left > 0, evicted=len(evicted))
         logger.info(
             "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
         )
         return evicted
-
-    def live_users(self, offset: int = 0, count: int = 50, *, at_limit: bool = False) -> tuple[int, list[LiveUser]]:
-        """A page of live users (``at_limit``: only those at their limit), most recent heartbeat first, and how many."""
-        if count < 1:
-            raise ValueError("count must be at least 1")
-        since = self._now_ms() - self.session_ttl_ms
-        index = self.keys.users_at_limit if at_limit else self.keys.live_users
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(index, f"({since}", "+inf")
-        # By rank, not by score with LIMIT: Redis reaches rank r in O(log n), but
-        # skips an offset one entry at a time, so deep pages would cost O(offset).
-        # Entries older than the TTL (not trimmed yet) rank after every live one,
-        # so the page holds live entries only, once those are dropped.
-        pipe.zrevrange(index, offset, offset + count - 1, withscores=True)
-        total, rows = pipe.execute()
-        rows = [(uid, last) for uid, last in rows if last > since]
-        pipe = self.client.pipeline(transaction=False)
-        for raw_uid, _ in rows:
-            user = self.keys.user(_text(raw_uid))
-            pipe.zcount(user.sessions, f"({since}", "+inf")
-            pipe.get(user.limit)
-            pipe.hget(user.details, "limit")
-        replies = pipe.execute() if rows else []
-        found = []
-        for n, (uid, last) in enumerate(rows):
-            count, override, asked = replies[3 * n : 3 * n + 3]
-            # As get_limit: the override, else what the latest heartbeat asked for.
-            limit = int(override) if override is not None else int(asked) if asked is not None else None
-            found.append(LiveUser(_text(uid), _ms_to_datetime(last), count, limit or self.default_limit))
-        return total, found
-
-    def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
-        """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
-
-        One ZRANGEBYLEX on the prefix index (O(log n + count)), then two
-        ZSCOREs per account found.
-        """
-        raw = prefix.encode()
-        # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
-        ids = self.client.zrangebylex(self.keys.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
-        if not ids:
-            return []
-        since = self._now_ms() - self.session_ttl_ms
-        pipe = self.client.pipeline(transaction=False)
-        for uid in ids:
-            pipe.zscore(self.keys.seen_users, uid)
-            pipe.zscore(self.keys.live_users, uid)
-        scores = pipe.execute()
-        found = []
-        for n, uid in enumerate(ids):
-            seen, live = scores[2 * n], scores[2 * n + 1]
-            if seen is not None:
-                found.append(FoundUser(_text(uid), _ms_to_datetime(seen), live is not None and live > since))
-        return found
 
     def block_new_sessions(self, user_id: str, seconds: int) -> datetime:
         """Refuse every new session of the account for ``seconds`` (1 s to 7 days); returns when it ends.
@@ -581,10 +382,10 @@ class StreamManager:
         require_id(user_id, "userId")
         if not 1 <= seconds <= MAX_BLOCK_SECONDS:
             raise ValueError(f"A block lasts 1 to {MAX_BLOCK_SECONDS} seconds.")
-        until = self._now_ms() + seconds * 1000
+        until = redis_now_ms(self.client) + seconds * 1000
         self.client.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
         logger.info("new sessions blocked", userId=user_id, seconds=seconds)
-        return _ms_to_datetime(until)
+        return ms_to_datetime(until)
 
     def unblock_new_sessions(self, user_id: str) -> bool:
         """Lift a block on the account's new sessions; True if there was one."""
@@ -593,114 +394,10 @@ class StreamManager:
         logger.info("new sessions unblocked", userId=user_id, wasBlocked=lifted)
         return lifted
 
-    def blocked_until(self, user_id: str) -> datetime | None:
-        """When support's block on the account's new sessions ends, if there is one."""
-        require_id(user_id, "userId")
-        raw = self.client.get(self.keys.user(user_id).blocked)
-        return None if raw is None else _ms_to_datetime(int(raw))
-
-    def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
-        """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""
-        require_id(user_id, "userId")
-        now = self._now_ms()
-        ending = self.client.zrangebyscore(self.keys.user(user_id).evicted, f"({now}", "+inf", withscores=True)
-        return [(_text(sid), (end - now) / 1000) for sid, end in ending]
-
-    def last_heard(self, user_id: str) -> datetime | None:
-        """When the account's latest heartbeat came, if it came in the last day."""
-        require_id(user_id, "userId")
-        seen = self.client.zscore(self.keys.seen_users, user_id)
-        return None if seen is None else _ms_to_datetime(seen)
-
-    def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
-        """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
-        require_id(user_id, "userId")
-        found = []
-        for raw in self.client.lrange(self.keys.refusals(user_id), 0, REFUSALS_KEPT - 1):
-            record = orjson.loads(raw)
-            found.append(
-                RecentRefusal(
-                    _ms_to_datetime(record["at_ms"]),
-                    record["session_id"],
-                    record["stream_id"],
-                    record["device_name"],
-                    record["code"],
-                )
-            )
-        return found
-
-    def sharing_signals(self, day: int, count: int = 20) -> tuple[list[AccountSignal], list[AccountSignal]]:
-        """The accounts refused most often, and with the most distinct sessions, on a UTC day (days since 1970)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrevrange(self.keys.refused_on(day), 0, count - 1, withscores=True)
-        pipe.zrevrange(self.keys.distinct_sessions_on(day), 0, count - 1, withscores=True)
-        refused, distinct = pipe.execute()
-        return (
-            [AccountSignal(_text(uid), int(n)) for uid, n in refused],
-            [AccountSignal(_text(uid), int(n)) for uid, n in distinct],
-        )
-
-    def live_counts(self) -> tuple[int, int]:
-        """Live users and live sessions across all users (two ZCOUNTs)."""
-        since = self._now_ms() - self.session_ttl_ms
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
-        users, sessions = pipe.execute()
-        return users, sessions
-
-    def stats(self) -> ServiceStats:
-        """Live users, live sessions and users at their limit, across all users.
-
-        Three ZCOUNTs, O(log n) each: users at their limit are kept by the
-        activity batches (the latest heartbeat of each account says whether
-        it was full), never recounted here.
-        """
-        since = self._now_ms() - self.session_ttl_ms
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
-        pipe.zcount(self.keys.users_at_limit, f"({since}", "+inf")
-        live_users, live_sessions, at_limit = pipe.execute()
-        return ServiceStats(live_users, live_sessions, at_limit)
-
-    def activity(self, minutes: int = 60) -> list[MinuteActivity]:
-        """Per-minute counters of the last ``minutes`` minutes, oldest first."""
-        current = int(time.time() // 60)
-        epoch_minutes = list(range(current - minutes + 1, current + 1))
-        pipe = self.client.pipeline(transaction=False)
-        for m in epoch_minutes:
-            pipe.hgetall(self.keys.minute(m))
-        rows = []
-        for m, raw in zip(epoch_minutes, pipe.execute(), strict=True):
-            counters = {_text(k): int(v) for k, v in raw.items()}
-            rows.append(
-                MinuteActivity(
-                    minute=datetime.fromtimestamp(m * 60, tz=UTC),
-                    heartbeats=counters.get("heartbeats", 0),
-                    refused=counters.get("refused", 0),
-                    evicted=counters.get("evicted", 0),
-                    peak_sessions=counters.get("peak", 0),
-                )
-            )
-        return rows
-
-    def key_count_and_memory(self) -> tuple[int, int]:
-        """How many keys the service holds under its prefix, and their bytes (MEMORY USAGE)."""
-        count = used = 0
-        for batch in self._batched(self.client.scan_iter(match=self.keys.pattern, count=1000), 500):
-            pipe = self.client.pipeline(transaction=False)
-            for key in batch:
-                pipe.memory_usage(key)
-            for size in pipe.execute():
-                count += 1
-                used += size or 0
-        return count, used
-
     def purge(self) -> int:
         """Delete every key under the prefix; returns how many were deleted."""
         deleted = 0
-        for batch in self._batched(self.client.scan_iter(match=self.keys.pattern, count=1000), 500):
+        for batch in batched(self.client.scan_iter(match=self.keys.pattern, count=1000), 500):
             deleted += self.client.unlink(*batch)
         logger.warning("keys purged", prefix=self.keys.prefix, deleted=deleted)
         return deleted
@@ -818,21 +515,12 @@ class StreamManager:
         """Load every script into Redis' cache."""
         load_scripts(self.client, ALL_SCRIPTS)
 
-    def server_info(self) -> dict[str, Any]:
-        """Redis' version and mode, from INFO server."""
-        info = self.client.info("server")
-        return {"redis_version": info.get("redis_version"), "redis_mode": info.get("redis_mode")}
-
     # --- Internals -----------------------------------------------------------
 
     def _minute_key(self) -> str:
         # The API server's clock names the minute; a skewed clock only moves a
         # count into a neighbouring minute of the chart, never a limit.
         return self.keys.minute(int(time.time() // 60))
-
-    def _now_ms(self) -> int:
-        sec, usec = self.client.time()
-        return sec * 1000 + usec // 1000
 
     def _forget(self, user_id: str, session_ids: list[str], *, user_has_sessions: bool, evicted: int = 0) -> None:
         """Take ended sessions out of the activity keys, and out of this process's pending batch."""
@@ -869,14 +557,3 @@ class StreamManager:
             raise
         self.breaker.record_success()
         return reply
-
-    @staticmethod
-    def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-        batch: list[Any] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch

@@ -20,10 +20,11 @@ from rest_framework.views import APIView
 from heartbeat import metrics, schema
 from heartbeat.breaker import CircuitOpenError
 from heartbeat.errors import internal_error, invalid_request
+from heartbeat.live_state import SessionInfo
 from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
 from heartbeat.request_body import MAX_BODY_BYTES
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import HeartbeatResult, Outcome, SessionInfo
+from heartbeat.stream_manager import HeartbeatResult, Outcome
 from heartbeat.tokens import PlaybackClaims, TokenError, get_verifier
 from heartbeat.validation import ID_FIELDS, device_name_error, id_error
 
@@ -298,7 +299,7 @@ class HeartbeatView(_PlayerAPIView):
                 )
             if claims is not None and result.outcome is Outcome.LIMIT_REACHED:
                 # Only a verified account may see who is watching on it.
-                sessions = session_list(manager.sessions(ids["userId"]))
+                sessions = session_list(manager.reads.sessions(ids["userId"]))
         except RedisError as exc:
             log_redis_failure("heartbeat", exc)
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
@@ -392,7 +393,7 @@ class SessionsView(_PlayerAPIView):
         manager = get_stream_manager()
         try:
             limit = manager.limit_for(claims.user_id, claims.max_streams, claims.plan)
-            sessions = manager.sessions(claims.user_id)
+            sessions = manager.reads.sessions(claims.user_id)
         except RedisError as exc:
             log_redis_failure("sessions", exc)
             return internal_error(request._request)

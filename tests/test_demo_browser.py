@@ -59,7 +59,7 @@ def state(page) -> str:
 
 
 def live_devices(account: str) -> list[str | None]:
-    return sorted(s.device_name for s in get_stream_manager().sessions(account))
+    return sorted(s.device_name for s in get_stream_manager().reads.sessions(account))
 
 
 @pytest.mark.parametrize("required", [True, False], ids=["tokens required", "tokens optional (make run)"])
@@ -122,7 +122,7 @@ def test_a_reloaded_tab_plays_on_in_its_own_slot(chromium, live_gunicorn, token_
     page.reload()
     page.wait_for_selector("#status[data-state=playing]")
     assert page.inner_text("#session-id") == session_id  # sessionStorage keeps the tab's id
-    assert [s.session_id for s in get_stream_manager().sessions("family-11")] == [session_id]
+    assert [s.session_id for s in get_stream_manager().reads.sessions("family-11")] == [session_id]
     context.close()
 
 
@@ -173,5 +173,5 @@ def test_a_redis_outage_keeps_the_tabs_playing_then_they_recover_never_faster_th
     on_own_redis = StreamManager(
         redis.client(), key_prefix=key_prefix, default_limit=3, session_ttl_seconds=6, eviction_cooldown_seconds=0
     )
-    assert sorted(s.device_name for s in on_own_redis.sessions("family-10")) == ["Tab 1", "Tab 2"]
+    assert sorted(s.device_name for s in on_own_redis.reads.sessions("family-10")) == ["Tab 1", "Tab 2"]
     context.close()

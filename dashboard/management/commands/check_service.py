@@ -26,7 +26,7 @@ class Command(OperatorCommand):
         problems = []
         readiness = manager.check_ready()
         if readiness.ready:
-            info = manager.server_info()
+            info = manager.reads.server_info()
             self.stdout.write(f"redis: ok (version {info['redis_version']}, mode {info['redis_mode']})")
             if readiness.scripts_reloaded:
                 self.stdout.write("scripts: were not in Redis' cache; loaded them")

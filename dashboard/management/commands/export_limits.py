@@ -26,7 +26,7 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> str | None:
         overrides = sorted(
-            (LimitOverride(user_id, limit) for user_id, limit in get_stream_manager().limit_overrides()),
+            (LimitOverride(user_id, limit) for user_id, limit in get_stream_manager().reads.limit_overrides()),
             key=lambda override: override.user_id,
         )
         target: Path | None = options["output"]

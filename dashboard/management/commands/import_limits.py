@@ -28,7 +28,7 @@ class Command(OperatorCommand):
     def handle(self, *args: Any, **options: Any) -> str:
         overrides = self._read(options["file"])
         manager = get_stream_manager()
-        changes = [o for o in overrides if manager.get_limit(o.user_id).override != o.limit]
+        changes = [o for o in overrides if manager.reads.get_limit(o.user_id).override != o.limit]
         unchanged = len(overrides) - len(changes)
         if options["dry_run"]:
             for override in changes:

@@ -28,12 +28,12 @@ class Command(OperatorCommand):
             user_ids = [options["user"]]
             total = 1
         else:
-            total, rows = manager.live_users(offset=0, count=options["limit"])
+            total, rows = manager.reads.live_users(offset=0, count=options["limit"])
             user_ids = [row.user_id for row in rows]
         users = []
         for user_id in user_ids:
-            limit = manager.get_limit(user_id)
-            sessions = manager.sessions(user_id)
+            limit = manager.reads.get_limit(user_id)
+            sessions = manager.reads.sessions(user_id)
             users.append(
                 {
                     "userId": user_id,

@@ -19,8 +19,8 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         manager = get_stream_manager()
-        stats = manager.stats()
-        keys, memory = manager.key_count_and_memory()
+        stats = manager.reads.stats()
+        keys, memory = manager.reads.key_count_and_memory()
         data = {
             "liveUsers": stats.live_users,
             "liveSessions": stats.live_sessions,

@@ -1,0 +1,379 @@
+"""Read models for the staff dashboard and the operator commands, on the live Redis keys.
+
+The player path and every write to Redis belong to the ``StreamManager``;
+this module answers the questions support and operators ask (who is
+watching, who was seen, an account's limit, refusals and cool-downs, totals,
+activity) over the same key layout (``heartbeat/keys.py``) and connection.
+Every read is a count, a bounded range or one account's keys: none reads a
+shared collection whole, whatever the number of viewers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from redis import Redis
+
+from heartbeat.activity import REFUSALS_KEPT
+from heartbeat.keys import KeyLayout
+from heartbeat.validation import id_error, require_id
+
+logger = structlog.get_logger(__name__)
+
+
+def redis_now_ms(client: Redis) -> int:
+    """Redis' clock, in ms: the one the scripts use, so no server's clock matters."""
+    sec, usec = client.time()
+    return sec * 1000 + usec // 1000
+
+
+def ms_to_datetime(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, as the dashboard shows it."""
+
+    session_id: str
+    stream_id: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    expires_in_seconds: float
+    device_name: str | None = None
+
+
+@dataclass(frozen=True)
+class UserLimit:
+    """A user's limit and where it comes from (``source``: override, token, plan or default).
+
+    Without an override, the limit is what the user's latest allowed heartbeat
+    asked for (its token's maxStreams or plan), while a session is live.
+    """
+
+    limit: int
+    override: int | None
+    default: int
+    source: str = "default"
+
+
+@dataclass(frozen=True)
+class LiveUser:
+    """One row of the live-user list."""
+
+    user_id: str
+    last_heartbeat_at: datetime
+    active_sessions: int
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ServiceStats:
+    """Totals across all users, now."""
+
+    live_users: int
+    live_sessions: int
+    users_at_limit: int
+
+
+@dataclass(frozen=True)
+class MinuteActivity:
+    """Activity counters of one minute."""
+
+    minute: datetime
+    heartbeats: int
+    refused: int
+    evicted: int
+    peak_sessions: int
+
+
+@dataclass(frozen=True)
+class FoundUser:
+    """An account found by its id's prefix among those heard in the last day."""
+
+    user_id: str
+    last_heartbeat_at: datetime
+    watching: bool
+
+
+@dataclass(frozen=True)
+class RecentRefusal:
+    """A refused heartbeat of an account, newest first on its page."""
+
+    at: datetime
+    session_id: str
+    stream_id: str
+    device_name: str
+    code: str
+
+
+@dataclass(frozen=True)
+class AccountSignal:
+    """An account and its count on a sharing signal (refusals, or distinct sessions, in a day)."""
+
+    user_id: str
+    count: int
+
+
+def batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last may be shorter)."""
+    batch: list[Any] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class LiveStateReader:
+    """What is live and what was seen, read from Redis for the dashboard and the commands."""
+
+    def __init__(self, client: Redis, keys: KeyLayout, *, default_limit: int, session_ttl_seconds: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.default_limit = default_limit
+        self.session_ttl_ms = session_ttl_seconds * 1000
+
+    def sessions(self, user_id: str) -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        require_id(user_id, "userId")
+        user = self.keys.user(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(user.sessions, 0, -1, withscores=True)
+        pipe.hgetall(user.details)
+        (sec, usec), members, details = pipe.execute()
+        return self._live_sessions(sec * 1000 + usec // 1000, members, details)
+
+    def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
+        details = {as_text(k): as_text(v) for k, v in details.items()}
+        found = []
+        for raw_sid, last in members:
+            if last <= now - self.session_ttl_ms:
+                continue
+            sid = as_text(raw_sid)
+            started = float(details.get(f"t:{sid}", last))
+            found.append(
+                SessionInfo(
+                    session_id=sid,
+                    stream_id=details.get(f"s:{sid}", ""),
+                    started_at=ms_to_datetime(started),
+                    last_heartbeat_at=ms_to_datetime(last),
+                    expires_in_seconds=max(0.0, (last + self.session_ttl_ms - now) / 1000),
+                    device_name=details.get(f"d:{sid}"),
+                )
+            )
+        found.sort(key=lambda s: s.started_at)
+        return found
+
+    def get_limit(self, user_id: str) -> UserLimit:
+        """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""
+        require_id(user_id, "userId")
+        user = self.keys.user(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(user.limit)
+        pipe.hmget(user.details, "limit", "limitSource")
+        raw, (asked, source) = pipe.execute()
+        if raw is not None:
+            return UserLimit(int(raw), int(raw), self.default_limit, "override")
+        if asked is not None and source is not None:
+            return UserLimit(int(asked), None, self.default_limit, as_text(source))
+        return UserLimit(self.default_limit, None, self.default_limit, "default")
+
+    def limit_overrides(self) -> Iterator[tuple[str, int]]:
+        """Every user's limit override, as (user id, limit), in no particular order.
+
+        Read from the per-user keys the admission script reads (not the
+        dashboard's mirror), with SCAN: O(keys under the prefix), for backups.
+        """
+        for batch in batched(self.client.scan_iter(match=self.keys.limit_pattern, count=1000), 500):
+            found = [(key, self._user_of_limit_key(key)) for key in batch]
+            found = [(key, user_id) for key, user_id in found if user_id is not None]
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in found:
+                pipe.get(key)  # not MGET: the keys are in different cluster slots
+            for (_, user_id), raw in zip(found, pipe.execute() if found else [], strict=True):
+                if raw is not None:  # cleared between SCAN and GET
+                    yield user_id, int(raw)
+
+    def _user_of_limit_key(self, key: bytes) -> str | None:
+        try:
+            user_id = self.keys.user_of_limit_key(as_text(key))
+        except UnicodeDecodeError:
+            return None
+        return user_id if user_id is not None and id_error(user_id) is None else None
+
+    def live_users(self, offset: int = 0, count: int = 50, *, at_limit: bool = False) -> tuple[int, list[LiveUser]]:
+        """A page of live users (``at_limit``: only those at their limit), most recent heartbeat first, and how many."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        since = redis_now_ms(self.client) - self.session_ttl_ms
+        index = self.keys.users_at_limit if at_limit else self.keys.live_users
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(index, f"({since}", "+inf")
+        # By rank, not by score with LIMIT: Redis reaches rank r in O(log n), but
+        # skips an offset one entry at a time, so deep pages would cost O(offset).
+        # Entries older than the TTL (not trimmed yet) rank after every live one,
+        # so the page holds live entries only, once those are dropped.
+        pipe.zrevrange(index, offset, offset + count - 1, withscores=True)
+        total, rows = pipe.execute()
+        rows = [(uid, last) for uid, last in rows if last > since]
+        pipe = self.client.pipeline(transaction=False)
+        for raw_uid, _ in rows:
+            user = self.keys.user(as_text(raw_uid))
+            pipe.zcount(user.sessions, f"({since}", "+inf")
+            pipe.get(user.limit)
+            pipe.hget(user.details, "limit")
+        replies = pipe.execute() if rows else []
+        found = []
+        for n, (uid, last) in enumerate(rows):
+            count, override, asked = replies[3 * n : 3 * n + 3]
+            # As get_limit: the override, else what the latest heartbeat asked for.
+            limit = int(override) if override is not None else int(asked) if asked is not None else None
+            found.append(LiveUser(as_text(uid), ms_to_datetime(last), count, limit or self.default_limit))
+        return total, found
+
+    def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
+        """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
+
+        One ZRANGEBYLEX on the prefix index (O(log n + count)), then two
+        ZSCOREs per account found.
+        """
+        raw = prefix.encode()
+        # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
+        ids = self.client.zrangebylex(self.keys.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
+        if not ids:
+            return []
+        since = redis_now_ms(self.client) - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        for uid in ids:
+            pipe.zscore(self.keys.seen_users, uid)
+            pipe.zscore(self.keys.live_users, uid)
+        scores = pipe.execute()
+        found = []
+        for n, uid in enumerate(ids):
+            seen, live = scores[2 * n], scores[2 * n + 1]
+            if seen is not None:
+                found.append(FoundUser(as_text(uid), ms_to_datetime(seen), live is not None and live > since))
+        return found
+
+    def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
+        """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""
+        require_id(user_id, "userId")
+        now = redis_now_ms(self.client)
+        ending = self.client.zrangebyscore(self.keys.user(user_id).evicted, f"({now}", "+inf", withscores=True)
+        return [(as_text(sid), (end - now) / 1000) for sid, end in ending]
+
+    def blocked_until(self, user_id: str) -> datetime | None:
+        """When support's block on the account's new sessions ends, if there is one."""
+        require_id(user_id, "userId")
+        raw = self.client.get(self.keys.user(user_id).blocked)
+        return None if raw is None else ms_to_datetime(int(raw))
+
+    def last_heard(self, user_id: str) -> datetime | None:
+        """When the account's latest heartbeat came, if it came in the last day."""
+        require_id(user_id, "userId")
+        seen = self.client.zscore(self.keys.seen_users, user_id)
+        return None if seen is None else ms_to_datetime(seen)
+
+    def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
+        """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
+        require_id(user_id, "userId")
+        found = []
+        for raw in self.client.lrange(self.keys.refusals(user_id), 0, REFUSALS_KEPT - 1):
+            record = orjson.loads(raw)
+            found.append(
+                RecentRefusal(
+                    ms_to_datetime(record["at_ms"]),
+                    record["session_id"],
+                    record["stream_id"],
+                    record["device_name"],
+                    record["code"],
+                )
+            )
+        return found
+
+    def sharing_signals(self, day: int, count: int = 20) -> tuple[list[AccountSignal], list[AccountSignal]]:
+        """The accounts refused most often, and with the most distinct sessions, on a UTC day (days since 1970)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(self.keys.refused_on(day), 0, count - 1, withscores=True)
+        pipe.zrevrange(self.keys.distinct_sessions_on(day), 0, count - 1, withscores=True)
+        refused, distinct = pipe.execute()
+        return (
+            [AccountSignal(as_text(uid), int(n)) for uid, n in refused],
+            [AccountSignal(as_text(uid), int(n)) for uid, n in distinct],
+        )
+
+    def live_counts(self) -> tuple[int, int]:
+        """Live users and live sessions across all users (two ZCOUNTs)."""
+        since = redis_now_ms(self.client) - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
+        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
+        users, sessions = pipe.execute()
+        return users, sessions
+
+    def stats(self) -> ServiceStats:
+        """Live users, live sessions and users at their limit, across all users.
+
+        Three ZCOUNTs, O(log n) each: users at their limit are kept by the
+        activity batches (the latest heartbeat of each account says whether
+        it was full), never recounted here.
+        """
+        since = redis_now_ms(self.client) - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
+        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
+        pipe.zcount(self.keys.users_at_limit, f"({since}", "+inf")
+        live_users, live_sessions, at_limit = pipe.execute()
+        return ServiceStats(live_users, live_sessions, at_limit)
+
+    def activity(self, minutes: int = 60) -> list[MinuteActivity]:
+        """Per-minute counters of the last ``minutes`` minutes, oldest first."""
+        current = int(time.time() // 60)
+        epoch_minutes = list(range(current - minutes + 1, current + 1))
+        pipe = self.client.pipeline(transaction=False)
+        for m in epoch_minutes:
+            pipe.hgetall(self.keys.minute(m))
+        rows = []
+        for m, raw in zip(epoch_minutes, pipe.execute(), strict=True):
+            counters = {as_text(k): int(v) for k, v in raw.items()}
+            rows.append(
+                MinuteActivity(
+                    minute=datetime.fromtimestamp(m * 60, tz=UTC),
+                    heartbeats=counters.get("heartbeats", 0),
+                    refused=counters.get("refused", 0),
+                    evicted=counters.get("evicted", 0),
+                    peak_sessions=counters.get("peak", 0),
+                )
+            )
+        return rows
+
+    def key_count_and_memory(self) -> tuple[int, int]:
+        """How many keys the service holds under its prefix, and their bytes (MEMORY USAGE)."""
+        count = used = 0
+        for batch in batched(self.client.scan_iter(match=self.keys.pattern, count=1000), 500):
+            pipe = self.client.pipeline(transaction=False)
+            for key in batch:
+                pipe.memory_usage(key)
+            for size in pipe.execute():
+                count += 1
+                used += size or 0
+        return count, used
+
+    def server_info(self) -> dict[str, Any]:
+        """Redis' version and mode, from INFO server."""
+        info = self.client.info("server")
+        return {"redis_version": info.get("redis_version"), "redis_mode": info.get("redis_mode")}
