@@ -69,8 +69,16 @@ class SlowClients:
 
     def still_open(self) -> int:
         """How many of them the server has not closed (nothing to read, no reset)."""
+        return sum(self.still_open_by_kind())
+
+    def still_open_by_kind(self) -> tuple[int, int]:
+        """How many of those sending headers, and of those sending a body, are still open."""
+        return self._open(self.sockets[0::2]), self._open(self.sockets[1::2])
+
+    @staticmethod
+    def _open(sockets: list[socket.socket]) -> int:
         open_count = 0
-        for sock in self.sockets:
+        for sock in sockets:
             try:
                 sock.setblocking(False)
                 # Anything to read (an error page, or b"": closed) means the server cut it off.

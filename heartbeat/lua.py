@@ -59,7 +59,7 @@ class ScriptConnections:
 
     def __init__(self, pool: ConnectionPool, size: int = 64) -> None:
         self._pool = pool
-        self._size = size
+        self.size = size
         self._wait = pool.connection_kwargs.get("socket_timeout") or 1.0
         self._reset()
 
@@ -67,18 +67,20 @@ class ScriptConnections:
         # A forked child must not share its parent's sockets, nor its counts.
         self._pid = os.getpid()
         self._idle: list[AbstractConnection] = []
-        self._free = threading.BoundedSemaphore(self._size)
+        self._free = threading.BoundedSemaphore(self.size)
+        self.opened = 0  # connections made by this process (tests, capacity notes)
 
     def take(self) -> AbstractConnection:
         """An idle connection, or a new one (connected on first use); raises when ``size`` are busy."""
         if self._pid != os.getpid():
             self._reset()
         if not self._free.acquire(timeout=self._wait):
-            raise RedisConnectionError(f"all {self._size} Redis connections of this process stayed busy")
+            raise RedisConnectionError(f"all {self.size} Redis connections of this process stayed busy")
         try:
             return self._idle.pop()
         except IndexError:
             # Built like the pool's own (same class and settings), outside its count.
+            self.opened += 1
             return self._pool.connection_class(**self._pool.connection_kwargs)
 
     def give_back(self, connection: AbstractConnection) -> None:
