@@ -10,9 +10,11 @@ INSTALLED := $(VENV)/.installed
 .PHONY: run test setup lint format bench bench-dashboard clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $(INSTALLED)
+	@echo "[make] setting up .venv: installing the pinned Python packages (about 1-2 minutes the first time, then only when requirements change)" >&2
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(INSTALLED)
+	@echo "[make] .venv is ready" >&2
 
 setup: $(INSTALLED)
 

@@ -13,13 +13,17 @@ from django.core.exceptions import ImproperlyConfigured
 
 from streamlimit.gunicorn_settings import read_gunicorn_settings
 from streamlimit.logging import build_logging_config
+from streamlimit.startup import EXIT_BAD_SETTING, load_settings_or_exit
+
+# A bad setting stops the master with one line, before any worker boots.
+load_settings_or_exit("gunicorn")
 
 try:
     SETTINGS = read_gunicorn_settings()
 except ImproperlyConfigured as error:
     # One line an operator can act on, not gunicorn's traceback of this file.
-    print(error, file=sys.stderr)
-    sys.exit(2)
+    print(f"gunicorn: configuration error: {error}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_BAD_SETTING)
 
 bind = SETTINGS.bind
 # gevent: each connection is a greenlet, so a client that sends its request a
@@ -41,7 +45,8 @@ keepalive = 5
 # Recycle workers now and then so a slow leak can never grow without bound.
 max_requests = SETTINGS.max_requests
 max_requests_jitter = max_requests // 10
-# Request line and headers, set on purpose (README, "Request limits"). A longer
+# Request line and headers, set on purpose (README, "Slow clients, workers and
+# request limits"). A longer
 # line gets 414, more or longer header fields 431, from gunicorn itself.
 # The longest legitimate line is a staff login redirect carrying a 128-character
 # user id encoded twice (about 2,000 bytes); players send about 30.

@@ -9,6 +9,10 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamlimit.settings")
     from django.core.management import execute_from_command_line
 
+    from streamlimit.startup import load_settings_or_exit
+
+    load_settings_or_exit("manage.py")
+
     execute_from_command_line(sys.argv)
 
 

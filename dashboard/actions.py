@@ -14,24 +14,22 @@ from heartbeat.services import get_stream_manager
 from heartbeat.stream_manager import UserLimit
 
 
-def _audit(actor: AbstractBaseUser | str, action: str, user_id: str, session_id: str = "", detail: str = "") -> None:
-    if isinstance(actor, str):
-        AuditRecord.objects.create(
-            actor_name=actor, action=action, stream_user_id=user_id, session_id=session_id, detail=detail
-        )
-    else:
-        AuditRecord.objects.create(
-            actor=actor,
-            actor_name=actor.get_username(),
-            action=action,
-            stream_user_id=user_id,
-            session_id=session_id,
-            detail=detail,
-        )
+def _audit(
+    actor: AbstractBaseUser | str,
+    action: str,
+    user_id: str,
+    session_id: str = "",
+    detail: str = "",
+    reason: str = "",
+) -> None:
+    who = {"actor_name": actor} if isinstance(actor, str) else {"actor": actor, "actor_name": actor.get_username()}
+    AuditRecord.objects.create(
+        **who, action=action, stream_user_id=user_id, session_id=session_id, detail=detail, reason=reason[:200]
+    )
 
 
-def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str) -> bool:
-    """Evict one session; True if it was live. Audited either way."""
+def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str, reason: str = "") -> bool:
+    """Evict one live session; True if it was live (else nothing changes). Audited either way."""
     was_live = bool(get_stream_manager().evict(user_id, session_id))
     EVICTIONS.inc(int(was_live))
     cooldown = get_stream_manager().eviction_cooldown_seconds
@@ -40,16 +38,18 @@ def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str) 
         AuditRecord.Action.EVICT_SESSION,
         user_id,
         session_id,
-        f"{'live' if was_live else 'not live'}; cool-down {cooldown} s",
+        f"live; cool-down {cooldown} s" if was_live else "not live: nothing evicted, no cool-down",
+        reason,
     )
     return was_live
 
 
-def evict_all(actor: AbstractBaseUser | str, user_id: str) -> list[str]:
+def evict_all(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> list[str]:
     """Evict every live session of a user; returns their ids. Audited."""
     evicted = get_stream_manager().evict(user_id)
     EVICTIONS.inc(len(evicted))
-    _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=f"{len(evicted)} sessions: {', '.join(evicted)}"[:500])
+    detail = f"{len(evicted)} sessions: {', '.join(evicted)}"[:500]
+    _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=detail, reason=reason)
     return evicted
 
 

@@ -9,7 +9,7 @@ from dashboard.models import AuditRecord
 class AuditRecordAdmin(admin.ModelAdmin):
     """Lists every eviction and limit change; nobody edits or deletes them here."""
 
-    list_display = ("created_at", "actor_name", "action", "stream_user_id", "session_id", "detail")
+    list_display = ("created_at", "actor_name", "action", "stream_user_id", "session_id", "detail", "reason")
     list_filter = ("action",)
     search_fields = ("stream_user_id", "session_id", "actor_name")
     date_hierarchy = "created_at"
@@ -26,3 +26,5 @@ class AuditRecordAdmin(admin.ModelAdmin):
 
 admin.site.site_header = "StreamLimit administration"
 admin.site.site_title = "StreamLimit"
+# The admin's "View site" link: the service has no public home page.
+admin.site.site_url = "/dashboard/"

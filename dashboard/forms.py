@@ -8,6 +8,8 @@ from django.core.exceptions import ValidationError
 from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
 from heartbeat.validation import MAX_ID_LENGTH, id_error
 
+MAX_REASON_LENGTH = 200
+
 
 def validate_id(value: str) -> None:
     """Django validator wrapping the API's id rule."""
@@ -28,6 +30,27 @@ class SessionForm(UserIdForm):
     session = forms.CharField(max_length=MAX_ID_LENGTH, strip=False, validators=[validate_id])
 
 
+class ReasonField(forms.CharField):
+    """An optional reason for an action, kept in the audit record."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            max_length=MAX_REASON_LENGTH, required=False, label="Reason (optional, kept in the audit trail)"
+        )
+
+
+class EvictSessionForm(SessionForm):
+    """Evict one session, with an optional reason."""
+
+    reason = ReasonField()
+
+
+class EvictAllForm(UserIdForm):
+    """Evict every session of one account, with an optional reason."""
+
+    reason = ReasonField()
+
+
 class LimitForm(UserIdForm):
     """Set a limit override, or clear it."""
 
@@ -38,6 +61,11 @@ class LimitForm(UserIdForm):
 
     def clean(self) -> dict:
         data = super().clean()
-        if not data.get("clear") and data.get("limit") is None and "limit" not in self.errors:
+        if data.get("clear"):
+            # Clearing ignores whatever the number field holds.
+            self.errors.pop("limit", None)
+            data["limit"] = None
+            return data
+        if data.get("limit") is None and "limit" not in self.errors:
             self.add_error("limit", f"Enter a limit from {MIN_LIMIT_OVERRIDE} to {MAX_LIMIT_OVERRIDE}, or clear it.")
         return data

@@ -24,9 +24,19 @@ class AuditRecord(models.Model):
     stream_user_id = models.CharField("user id", max_length=128, db_index=True)
     session_id = models.CharField(max_length=128, blank=True)
     detail = models.CharField(max_length=500, blank=True)
+    # Why staff did it, in their words (optional), for whoever reads the trail later.
+    reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The support roles (see the "Support viewer" and "Support agent"
+        # groups made by migration 0003); they hang on this model only
+        # because Django permissions need one.
+        permissions = [
+            ("view_sessions", "Can see live users and sessions on the dashboard"),
+            ("evict_session", "Can evict live sessions"),
+            ("change_limit", "Can set or clear an account's limit override"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.stream_user_id}"

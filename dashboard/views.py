@@ -12,12 +12,14 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from redis.exceptions import RedisError
 
 from dashboard import actions
-from dashboard.charts import hour_chart
-from dashboard.forms import LimitForm, SessionForm, UserIdForm
+from dashboard.charts import hour_charts
+from dashboard.forms import EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
 from dashboard.models import AuditRecord
 from heartbeat.services import get_stream_manager
 
@@ -25,6 +27,8 @@ logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
 RECENT_MINUTES = 5
+# The overview's optional auto-refresh: each reload costs Redis a few small reads.
+OVERVIEW_REFRESH_SECONDS = 10
 
 
 def redis_errors_as_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -47,9 +51,30 @@ def page(request: HttpRequest, template: str, context: dict, status: int = 200) 
     return render(request, template, full, status=status)
 
 
-def staff_page(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Staff login required (others go to the admin login), and Redis errors shown as a page."""
-    return staff_member_required(redis_errors_as_page(view))
+VIEW_SESSIONS = "dashboard.view_sessions"
+EVICT_SESSION = "dashboard.evict_session"
+CHANGE_LIMIT = "dashboard.change_limit"
+
+
+def support_page(*permissions: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Staff login required (others go to the admin login), then ``permissions`` (403 otherwise).
+
+    Pages are never cached (they show live state and ids of viewers), and
+    Redis errors are shown as a page.
+    """
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def checked(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+            if not all(request.user.has_perm(permission) for permission in permissions):
+                logger.warning("dashboard permission denied", user=request.user.get_username(), needs=permissions)
+                context = {"title": "Not allowed"}
+                return page(request, "dashboard/forbidden.html", context, status=403)
+            return view(request, *args, **kwargs)
+
+        return never_cache(staff_member_required(redis_errors_as_page(checked)))
+
+    return decorate
 
 
 def user_url(user_id: str) -> str:
@@ -58,7 +83,7 @@ def user_url(user_id: str) -> str:
 
 
 @require_GET
-@staff_page
+@support_page(VIEW_SESSIONS)
 def overview(request: HttpRequest) -> HttpResponse:
     """Totals now, the last minutes' activity, a chart of the last hour, and the search box."""
     manager = get_stream_manager()
@@ -71,7 +96,9 @@ def overview(request: HttpRequest) -> HttpResponse:
         "recent_heartbeats": sum(m.heartbeats for m in recent),
         "recent_refusals": sum(m.refused for m in recent),
         "recent_evictions": sum(m.evicted for m in recent),
-        "chart": hour_chart(minutes),
+        "charts": hour_charts(minutes),
+        "as_of": timezone.now(),
+        "refresh_seconds": OVERVIEW_REFRESH_SECONDS,
         "default_limit": manager.default_limit,
         "form": UserIdForm(),
     }
@@ -79,29 +106,45 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-@staff_page
+@support_page(VIEW_SESSIONS)
 def live_users(request: HttpRequest) -> HttpResponse:
     """Live users, most recent heartbeat first, 50 a page."""
-    try:
-        number = max(1, int(request.GET.get("page", "1")))
-    except ValueError:
-        number = 1
-    total, rows = get_stream_manager().live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE)
+    manager = get_stream_manager()
+    number = page_number(request.GET.get("page", "1"))
+    at_limit = request.GET.get("filter") == "at-limit"
+    total, rows = manager.live_users(offset=0, count=0, at_limit=at_limit)
     pages = max(1, -(-total // PAGE_SIZE))
+    past_the_end = number > pages
+    if not past_the_end:
+        total, rows = manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     context = {
-        "title": "Live users",
+        "title": "Live users at their limit" if at_limit else "Live users",
+        "at_limit": at_limit,
+        "query": "filter=at-limit&" if at_limit else "",
         "total": total,
         "rows": [(row, user_url(row.user_id)) for row in rows],
         "page": number,
         "pages": pages,
-        "previous_page": number - 1 if number > 1 else None,
+        "past_the_end": past_the_end,
+        "previous_page": min(number - 1, pages) if number > 1 else None,
         "next_page": number + 1 if number < pages else None,
     }
     return page(request, "dashboard/live_users.html", context)
 
 
+def page_number(raw: str) -> int:
+    """A page number from the query string: a bad or huge one is read as page 1 or past the end."""
+    try:
+        number = int(raw)
+    except ValueError:
+        return 1
+    # Past any real page (10^7 pages of 50 is half a billion users), and
+    # small enough that Redis never sees an offset it cannot take.
+    return min(max(1, number), 10_000_000)
+
+
 @require_GET
-@staff_page
+@support_page(VIEW_SESSIONS)
 def user_detail(request: HttpRequest) -> HttpResponse:
     """One user's live sessions, limit and audit trail; also the target of the search box."""
     form = UserIdForm(request.GET)
@@ -123,10 +166,10 @@ def user_detail(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "POST"])
-@staff_page
+@support_page(VIEW_SESSIONS, EVICT_SESSION)
 def evict(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting one session. POST: evict it (audited)."""
-    form = SessionForm(request.POST if request.method == "POST" else request.GET)
+    form = EvictSessionForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         messages.error(request, "That session id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
@@ -139,19 +182,19 @@ def evict(request: HttpRequest) -> HttpResponse:
             "user_url": user_url(user_id),
         }
         return page(request, "dashboard/confirm_evict.html", context)
-    was_live = actions.evict_session(request.user, user_id, session_id)
+    was_live = actions.evict_session(request.user, user_id, session_id, form.cleaned_data["reason"])
     if was_live:
         messages.success(request, f"Session {session_id} was evicted; its slot is free.")
     else:
-        messages.warning(request, f"Session {session_id} was no longer live; it is blocked for the cool-down anyway.")
+        messages.warning(request, f"Session {session_id} is not live: nothing was evicted and no cool-down was set.")
     return HttpResponseRedirect(user_url(user_id))
 
 
 @require_http_methods(["GET", "POST"])
-@staff_page
+@support_page(VIEW_SESSIONS, EVICT_SESSION)
 def evict_all(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting every session of a user. POST: evict them (audited)."""
-    form = UserIdForm(request.POST if request.method == "POST" else request.GET)
+    form = EvictAllForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
         messages.error(request, "That user id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
@@ -159,13 +202,13 @@ def evict_all(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         context = {"title": "Evict all sessions", "user_id": user_id, "session_id": None, "user_url": user_url(user_id)}
         return page(request, "dashboard/confirm_evict.html", context)
-    evicted = actions.evict_all(request.user, user_id)
+    evicted = actions.evict_all(request.user, user_id, form.cleaned_data["reason"])
     messages.success(request, f"Evicted {len(evicted)} session(s).")
     return HttpResponseRedirect(user_url(user_id))
 
 
 @require_POST
-@staff_page
+@support_page(VIEW_SESSIONS, CHANGE_LIMIT)
 def set_limit(request: HttpRequest) -> HttpResponse:
     """Set or clear a user's limit override (audited); bad values are refused with a message."""
     form = LimitForm(request.POST)

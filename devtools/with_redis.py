@@ -114,17 +114,22 @@ def main(argv: list[str]) -> int:
         env["REDIS_URL"] = f"redis://{DEFAULT_HOST}:{port}/0"
         env["STREAMLIMIT_DEV_REDIS_DIR"] = str(workdir)
         say(f"no Redis was reachable: started {binary} on {DEFAULT_HOST}:{port} for this run (pid {redis_process.pid})")
+        say(
+            f"to run manage.py commands against it, in another shell: export REDIS_URL={env['REDIS_URL']} "
+            "(it stops, with its data, when this command stops)"
+        )
 
     child = subprocess.Popen(argv, env=env)
 
     def forward(signum: int, _frame: object) -> None:
         child.send_signal(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         return child.wait()
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if redis_process is not None:
             redis_process.terminate()
             redis_process.wait(timeout=10)

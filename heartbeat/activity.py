@@ -36,11 +36,13 @@ class ActivityBatch:
 
     # "<user id>\x00<session id>" -> (user id, time of its latest allowed heartbeat, ms, Redis clock)
     sessions: dict[str, tuple[str, int]] = field(default_factory=dict)
+    # user id -> (time of its latest heartbeat, ms; whether that heartbeat found the account at its limit)
+    users: dict[str, tuple[int, bool]] = field(default_factory=dict)
     # epoch minute -> [heartbeats, refused]
     counts: dict[int, list[int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sessions or self.counts)
+        return bool(self.sessions or self.counts or self.users)
 
 
 class ActivityBuffer:
@@ -50,8 +52,14 @@ class ActivityBuffer:
         self._lock = threading.Lock()
         self._batch = ActivityBatch()
 
-    def note(self, user_id: str, member: str, heard_at_ms: int, minute: int, *, allowed: bool) -> None:
-        """Count one heartbeat; an allowed one also marks its session live at ``heard_at_ms``."""
+    def note(self, user_id: str, member: str, heard_at_ms: int, minute: int, *, allowed: bool, at_limit: bool) -> None:
+        """Count one heartbeat; an allowed one also marks its session live at ``heard_at_ms``.
+
+        ``at_limit``: whether the account was full after this heartbeat (its
+        live sessions at least its limit); the latest heartbeat of each
+        account decides, so "users at their limit" is kept here, not
+        recounted over every live session by each dashboard view.
+        """
         with self._lock:
             counts = self._batch.counts.get(minute)
             if counts is None:
@@ -61,6 +69,9 @@ class ActivityBuffer:
                 self._batch.sessions[member] = (user_id, heard_at_ms)
             else:
                 counts[1] += 1
+            latest = self._batch.users.get(user_id)
+            if latest is None or latest[0] <= heard_at_ms:
+                self._batch.users[user_id] = (heard_at_ms, at_limit)
 
     def discard(self, members: Iterable[str]) -> None:
         """Drop pending sessions that have just ended (stopped or evicted) in this process."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from heartbeat.metrics import HEARTBEATS_BY_OUTCOME
+from heartbeat.paths import is_player_api_path
 
 logger = structlog.get_logger(__name__)
 
@@ -49,3 +53,46 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         return Response({"code": code, "message": str(exc.detail)}, status=exc.status_code)
     logger.exception("unhandled error", error=type(exc).__name__)
     return internal_error(request._request if request is not None else None)
+
+
+def method_not_allowed(allowed: Iterable[str]) -> JsonResponse:
+    """405 for a plain Django view (the probes), shaped like DRF's."""
+    methods = ", ".join(allowed)
+    response = JsonResponse({"code": "method_not_allowed", "message": f"Use one of: {methods}."}, status=405)
+    response["Allow"] = methods
+    return response
+
+
+def invalid_host() -> JsonResponse:
+    """400 for a Host header outside ``DJANGO_ALLOWED_HOSTS`` on a player path."""
+    return JsonResponse(
+        {"code": "invalid_host", "message": "This host name is not served here (see DJANGO_ALLOWED_HOSTS)."},
+        status=400,
+    )
+
+
+# Django's error handlers (``handler404`` ... in streamlimit/urls.py): JSON on
+# the player paths and probes, Django's own pages for staff.
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404: JSON on player paths and probes."""
+    if is_player_api_path(request.path_info):
+        body = {"code": "not_found", "message": "No such endpoint. Players POST to /heartbeat."}
+        return JsonResponse(body, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """400 (a suspicious request Django refused): JSON on player paths and probes."""
+    if is_player_api_path(request.path_info):
+        return JsonResponse({"code": "bad_request", "message": "The request was refused."}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500 outside a view's own handling: JSON with the correlation id on player paths and probes."""
+    if is_player_api_path(request.path_info):
+        body = {"code": "internal_error", "correlationId": getattr(request, "correlation_id", None)}
+        return JsonResponse(body, status=500)
+    return defaults.server_error(request)

@@ -47,6 +47,11 @@ class KeyLayout:
         base = f"{self.prefix}:u:{{{escape_tag(user_id)}}}:"
         return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
 
+    def probe(self, name: str) -> UserKeys:
+        """Keys of the readiness canary ``name`` (one process); apart from every user's."""
+        base = f"{self.prefix}:probe:{{{escape_tag(name)}}}:"
+        return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
+
     @property
     def _global(self) -> str:
         return f"{self.prefix}:{{{escape_tag(self.prefix)}:global}}:"
@@ -65,6 +70,11 @@ class KeyLayout:
     def ended_sessions(self) -> str:
         """ZSET "<user id>\\x00<session id>" -> when it was stopped or evicted (ms), kept one TTL."""
         return self._global + "ended"
+
+    @property
+    def users_at_limit(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of accounts whose latest heartbeat found them full."""
+        return self._global + "at-limit"
 
     @property
     def limit_overrides(self) -> str:

@@ -103,10 +103,17 @@ class ScriptRunner:
     (and, for registered scripts, a SCRIPT EXISTS round trip on every execute)
     costs more than the call on the heartbeat path. A connection that fails
     mid-call is dropped, so no stray reply is ever read by the next call, and
-    the calls are sent once more on a fresh one: the admit script is
-    idempotent for a session, so a retry never admits more than the limit. A
-    Redis that restarted or failed over has lost its script cache: the calls
-    it answered NOSCRIPT are loaded and sent again, once, and only those.
+    the calls are sent once more on a fresh one, but only when the connection
+    had served calls before and the failure was not a time-out. A kept
+    connection that Redis closed (a restart, a failover, an idle time-out)
+    fails at once, and the fresh one then works; a time-out is a Redis that
+    stalls, and sending again would make the caller wait twice as long for the
+    same answer (and re-run a script that may already have run: harmless for
+    the limit, as the admit script is idempotent for a session, but no help).
+    So a call waits at most one socket time-out on Redis (plus, only when all
+    of the process's script connections are busy, at most one more for a free
+    one). A Redis that restarted or failed over has lost its script cache: the
+    calls it answered NOSCRIPT are loaded and sent again, once, and only those.
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
@@ -131,8 +138,10 @@ class ScriptRunner:
 
     def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Write ``commands`` at once and read every reply (errors as values)."""
-        for attempt in (1, 2):
+        while True:
             connection = self.connections.take()
+            # Connected means it served calls before: every failure disconnects it.
+            kept = connection._sock is not None
             try:
                 connection.send_packed_command(connection.pack_commands(commands))
                 replies: list[Any] = []
@@ -142,18 +151,21 @@ class ScriptRunner:
                     except ResponseError as error:
                         replies.append(error)
                 return replies
-            except (RedisConnectionError, RedisTimeoutError):
-                # The connection may be stale (Redis restarted): try once more on a fresh one.
+            except RedisTimeoutError:
+                # Redis stalls: one wait is all a caller gets (see above).
                 connection.disconnect()
-                if attempt == 2:
+                raise
+            except RedisConnectionError:
+                connection.disconnect()
+                if not kept:
                     raise
+                # A kept connection that Redis closed: once more on a fresh one.
             except BaseException:
                 # Replies may be left unread on the socket: never reuse it.
                 connection.disconnect()
                 raise
             finally:
                 self.connections.give_back(connection)
-        raise AssertionError("unreachable")
 
 
 def scripts_loaded(client: Redis, scripts: list[LuaScript]) -> bool:

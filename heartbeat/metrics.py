@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -29,6 +29,17 @@ HEARTBEAT_SECONDS = Histogram(
 )
 REDIS_ERRORS = Counter("streamlimit_redis_errors", "Redis errors met while answering requests.", ["operation"])
 EVICTIONS = Counter("streamlimit_evictions", "Sessions evicted by staff or operators.")
+# Per worker process: livesum adds up the workers whose breaker is not closed.
+REDIS_BREAKER_OPEN = Gauge(
+    "streamlimit_redis_breaker_open",
+    "Worker processes whose Redis circuit breaker is open or half-open (heartbeats fail at once).",
+    multiprocess_mode="livesum",
+)
+REDIS_BREAKER_TRANSITIONS = Counter(
+    "streamlimit_redis_breaker_transitions",
+    "Circuit breaker state changes, by the state entered (open, half_open, closed).",
+    ["state"],
+)
 
 # Looked up once: ``labels()`` takes a lock and a dict lookup on every call.
 # Every outcome is exported from the start, at 0.

@@ -10,14 +10,15 @@ django-structlog unchanged.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import structlog
-from django.conf import settings
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django_structlog.middlewares import RequestMiddleware
 
+from heartbeat.errors import invalid_host
 from heartbeat.logging_context import CORRELATION_HEADER, correlation_id_for
+from heartbeat.paths import is_player_api_path
 
 logger = structlog.get_logger("django_structlog.middlewares.request")
 
@@ -27,12 +28,8 @@ _LEVELS = {2: logging.INFO, 4: logging.WARNING, 5: logging.ERROR}
 class RequestLogMiddleware(RequestMiddleware):
     """django-structlog's RequestMiddleware; player paths take ``log_player_request``."""
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
-        super().__init__(get_response)
-        self._player_paths = settings.PLAYER_API_PATHS
-
     def __call__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
-        if request.path_info in self._player_paths:
+        if is_player_api_path(request.path_info):
             return self.log_player_request(request)
         response = super().__call__(request)
         # django-structlog's request_finished line is this response's log line
@@ -46,7 +43,15 @@ class RequestLogMiddleware(RequestMiddleware):
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
         structlog.contextvars.bind_contextvars(correlationId=correlation_id, url=request.get_full_path())
         try:
-            response = self.get_response(request)
+            try:
+                # The lean handler has no CommonMiddleware to check the Host
+                # header: DJANGO_ALLOWED_HOSTS holds on player paths too.
+                request.get_host()
+            except DisallowedHost:
+                logger.warning("disallowed host", host=request.META.get("HTTP_HOST", "")[:160])
+                response = invalid_host()
+            else:
+                response = self.get_response(request)
             logger.log(
                 _LEVELS.get(response.status_code // 100, logging.INFO),
                 "request_finished",

@@ -2,43 +2,50 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
+from collections.abc import Callable
 
 import structlog
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST
-from redis.exceptions import RedisError
 
+from heartbeat.errors import method_not_allowed
 from heartbeat.metrics import REDIS_ERRORS, render_metrics
 from heartbeat.services import get_stream_manager
 
 logger = structlog.get_logger(__name__)
 
 
-@require_GET
+def json_safe_methods(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
+    """GET and HEAD only; any other method gets a JSON 405 with ``Allow``, like the player endpoints."""
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest) -> HttpResponse:
+        if request.method not in ("GET", "HEAD"):
+            return method_not_allowed(("GET", "HEAD"))
+        return view(request)
+
+    return wrapper
+
+
+@json_safe_methods
 def healthz(request: HttpRequest) -> JsonResponse:
     """The process is up and answering; touches nothing else (no Redis call)."""
     return JsonResponse({"status": "ok"})
 
 
-@require_GET
+@json_safe_methods
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Redis answers and the Lua scripts are in its cache (loaded here if Redis lost them)."""
-    manager = get_stream_manager()
-    try:
-        manager.ping()
-        if not manager.scripts_loaded():
-            # After a Redis restart nothing else would load them until traffic
-            # arrives, and no traffic arrives while the probe says not ready.
-            manager.load_scripts()
-    except RedisError as exc:
+    """A heartbeat could be admitted now: the admit script runs on a canary key (see ``check_ready``)."""
+    readiness = get_stream_manager().check_ready()
+    if not readiness.ready:
         REDIS_ERRORS.labels("readyz").inc()
-        logger.warning("not ready", reason="redis_unreachable", error=str(exc))
-        return JsonResponse({"status": "not_ready", "reason": f"Redis does not answer: {exc}"}, status=503)
-    return JsonResponse({"status": "ready", "redis": "ok", "scripts": "loaded"})
+        logger.warning("not ready", reason=readiness.reason, error=readiness.detail)
+        return JsonResponse({"status": "not_ready", "reason": readiness.detail, "code": readiness.reason}, status=503)
+    return JsonResponse({"status": "ready", "redis": "ok", "scripts": "loaded", "writes": "ok"})
 
 
 def metrics_allowed(request: HttpRequest) -> bool:
@@ -54,7 +61,7 @@ def metrics_allowed(request: HttpRequest) -> bool:
     return any(client in network for network in settings.METRICS_ALLOWED_NETWORKS)
 
 
-@require_GET
+@json_safe_methods
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format, summed over every gunicorn worker."""
     if not metrics_allowed(request):

@@ -9,7 +9,27 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_redis import get_redis_connection
 
+from heartbeat.breaker import BreakerState, CircuitBreaker
 from heartbeat.stream_manager import StreamManager
+
+
+def _breaker_changed(state: BreakerState) -> None:
+    # Imported here: heartbeat.metrics reads this module when it registers its collector.
+    from heartbeat import metrics
+
+    metrics.REDIS_BREAKER_OPEN.set(0 if state is BreakerState.CLOSED else 1)
+    metrics.REDIS_BREAKER_TRANSITIONS.labels(state.name.lower()).inc()
+
+
+def build_breaker() -> CircuitBreaker | None:
+    """The player path's circuit breaker from settings (None when REDIS_BREAKER_SECONDS is 0)."""
+    if not settings.REDIS_BREAKER_SECONDS:
+        return None
+    return CircuitBreaker(
+        failure_threshold=settings.REDIS_BREAKER_FAILURES,
+        open_seconds=settings.REDIS_BREAKER_SECONDS,
+        on_change=_breaker_changed,
+    )
 
 
 @functools.cache
@@ -22,6 +42,7 @@ def get_stream_manager() -> StreamManager:
         session_ttl_seconds=settings.SESSION_TTL_SECONDS,
         eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
         activity_flush_seconds=settings.ACTIVITY_FLUSH_SECONDS,
+        breaker=build_breaker(),
     )
 
 
@@ -31,6 +52,8 @@ _MANAGER_SETTINGS = {
     "SESSION_TTL_SECONDS",
     "EVICTION_COOLDOWN_SECONDS",
     "ACTIVITY_FLUSH_SECONDS",
+    "REDIS_BREAKER_FAILURES",
+    "REDIS_BREAKER_SECONDS",
     "CACHES",
 }
 

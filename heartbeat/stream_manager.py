@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import enum
 import os
+import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import zip_longest
 from typing import Any
 
 import structlog
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
+from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
 from heartbeat.validation import require_id
@@ -29,6 +33,10 @@ MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
 # Sessions per record_activity call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
+# The readiness canary: a session on a probe key of the process's own, gone
+# soon after the probes stop; a limit no number of processes reaches.
+PROBE_TTL_MS = 10_000
+PROBE_LIMIT = 1_000_000
 
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
@@ -114,8 +122,22 @@ class MinuteActivity:
     peak_sessions: int
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a heartbeat could be admitted now, and if not, why."""
+
+    ready: bool
+    reason: str | None = None  # "redis_unreachable" or "redis_refuses_writes"
+    detail: str = ""
+    scripts_reloaded: bool = False
+
+
 class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
+
+
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
 
 
 def _ms_to_datetime(ms: float) -> datetime:
@@ -144,8 +166,11 @@ class StreamManager:
         session_ttl_seconds: int,
         eviction_cooldown_seconds: int,
         activity_flush_seconds: float = 1.0,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
+        # Guards the player path (admit, stop); staff pages and probes always ask Redis.
+        self.breaker = breaker
         self.scripts = ScriptRunner(client.connection_pool)
         self.keys = KeyLayout(key_prefix)
         self.default_limit = default_limit
@@ -168,18 +193,16 @@ class StreamManager:
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
-        reply = self.scripts.run(
-            [
-                ScriptCall(
-                    ADMIT,
-                    self.keys.user(user_id).as_list(),
-                    [session_id, stream_id, self.default_limit, self.session_ttl_ms],
-                )
-            ],
-        )[0]
+        reply = self._run_guarded(
+            ADMIT,
+            self.keys.user(user_id).as_list(),
+            [session_id, stream_id, self.default_limit, self.session_ttl_ms],
+        )
         code, active, limit, pruned, now_ms = (int(v) for v in reply)
         result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
-        self.pending_activity.note(user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2)
+        self.pending_activity.note(
+            user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2, at_limit=active >= limit
+        )
         if self._flusher_pid != os.getpid():
             FLUSHER.register(self, self.activity_flush_seconds)
             self._flusher_pid = os.getpid()
@@ -215,7 +238,7 @@ class StreamManager:
         require_id(user_id, "userId")
         require_id(session_id, "sessionId")
         user = self.keys.user(user_id)
-        removed, left = (int(v) for v in self._run(STOP, [user.sessions, user.details], [session_id]))
+        removed, left = (int(v) for v in self._run_guarded(STOP, [user.sessions, user.details], [session_id]))
         self._forget(user_id, [session_id], user_has_sessions=left > 0)
         logger.info("stop stream request", userId=user_id, sessionId=session_id, wasLive=bool(removed))
         return bool(removed)
@@ -281,11 +304,12 @@ class StreamManager:
         return self.get_limit(user_id)
 
     def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
-        """Evict one session (or, with None, all of the user's) and start its cool-down.
+        """Evict one live session (or, with None, all of the user's) and start its cool-down.
 
-        Returns the ids of the sessions that were live. The evicted player's
-        next heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
-        ends; other sessions are untouched.
+        Returns the ids of the sessions evicted. The evicted player's next
+        heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
+        ends; other sessions are untouched. A session that is not live is
+        left alone (no cool-down, nothing written).
         """
         require_id(user_id, "userId")
         if session_id is not None:
@@ -299,20 +323,21 @@ class StreamManager:
                 [session_id or "", self.eviction_cooldown_seconds * 1000, self.session_ttl_ms],
             )
         ]
-        targets = evicted if session_id is None else [session_id]
-        left = self.client.zcount(user.sessions, f"({self._now_ms() - self.session_ttl_ms}", "+inf")
-        self._forget(user_id, targets, user_has_sessions=left > 0, evicted=len(evicted))
+        if evicted:
+            left = self.client.zcount(user.sessions, f"({self._now_ms() - self.session_ttl_ms}", "+inf")
+            self._forget(user_id, evicted, user_has_sessions=left > 0, evicted=len(evicted))
         logger.info(
             "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
         )
         return evicted
 
-    def live_users(self, offset: int = 0, count: int = 50) -> tuple[int, list[LiveUser]]:
-        """A page of live users, most recent heartbeat first, and how many there are."""
+    def live_users(self, offset: int = 0, count: int = 50, *, at_limit: bool = False) -> tuple[int, list[LiveUser]]:
+        """A page of live users (``at_limit``: only those at their limit), most recent heartbeat first, and how many."""
         since = self._now_ms() - self.session_ttl_ms
+        index = self.keys.users_at_limit if at_limit else self.keys.live_users
         pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zrevrangebyscore(self.keys.live_users, "+inf", f"({since}", start=offset, num=count, withscores=True)
+        pipe.zcount(index, f"({since}", "+inf")
+        pipe.zrevrangebyscore(index, "+inf", f"({since}", start=offset, num=count, withscores=True)
         total, rows = pipe.execute()
         pipe = self.client.pipeline(transaction=False)
         for raw_uid, _ in rows:
@@ -334,20 +359,17 @@ class StreamManager:
     def stats(self) -> ServiceStats:
         """Live users, live sessions and users at their limit, across all users.
 
-        Users at their limit are counted from the live-session index (one
-        ZRANGEBYSCORE) and the override mirror (one HGETALL): O(live sessions)
-        work in this process, no command per user.
+        Three ZCOUNTs, O(log n) each: users at their limit are kept by the
+        activity batches (the latest heartbeat of each account says whether
+        it was full), never recounted here.
         """
         since = self._now_ms() - self.session_ttl_ms
         pipe = self.client.pipeline(transaction=False)
         pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zrangebyscore(self.keys.live_sessions, f"({since}", "+inf")
-        pipe.hgetall(self.keys.limit_overrides)
-        live_users, members, overrides = pipe.execute()
-        per_user = Counter(member.split(b"\x00", 1)[0] for member in members)
-        limits = {uid: int(limit) for uid, limit in overrides.items()}
-        at_limit = sum(1 for uid, n in per_user.items() if n >= limits.get(uid, self.default_limit))
-        return ServiceStats(live_users, len(members), at_limit)
+        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
+        pipe.zcount(self.keys.users_at_limit, f"({since}", "+inf")
+        live_users, live_sessions, at_limit = pipe.execute()
+        return ServiceStats(live_users, live_sessions, at_limit)
 
     def activity(self, minutes: int = 60) -> list[MinuteActivity]:
         """Per-minute counters of the last ``minutes`` minutes, oldest first."""
@@ -406,21 +428,30 @@ class StreamManager:
     def _write_activity(self, batch: ActivityBatch) -> int:
         shared = [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions]
         minutes = sorted(batch.counts)
-        records = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        sessions = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
+        users = [value for uid, (heard, full) in batch.users.items() for value in (uid, heard, int(full))]
+        # Sessions and accounts go with the newest minute, in chunks (each chunk
+        # bounds how long one call holds Redis); counts with the first chunk.
+        chunks = list(
+            zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
+        ) or [([], [])]
         calls = []
         for minute in minutes:
             heartbeats, refused = batch.counts[minute]
-            # The sessions go with the newest minute, in chunks; counts with the first chunk.
-            chunks = [records[i : i + 3 * ACTIVITY_CHUNK] for i in range(0, len(records), 3 * ACTIVITY_CHUNK)]
-            if minute != minutes[-1] or not chunks:
-                chunks = [[]]
-            for n, chunk in enumerate(chunks):
+            for n, (session_chunk, user_chunk) in enumerate(chunks if minute == minutes[-1] else [([], [])]):
                 counts = [heartbeats, refused] if n == 0 else [0, 0]
                 calls.append(
                     ScriptCall(
                         RECORD_ACTIVITY,
-                        [*shared, self.keys.minute(minute)],
-                        [self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *counts, *chunk],
+                        [*shared, self.keys.minute(minute), self.keys.users_at_limit],
+                        [
+                            self.session_ttl_ms,
+                            MINUTE_KEY_TTL_SECONDS,
+                            *counts,
+                            len(session_chunk) // 3,
+                            *session_chunk,
+                            *user_chunk,
+                        ],
                     )
                 )
         try:
@@ -429,6 +460,28 @@ class StreamManager:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
         return sum(int(n) for n in written)
+
+    def check_ready(self) -> Readiness:
+        """Exercise the heartbeat's own write path, as readiness probes must.
+
+        A PING alone says yes to a Redis at ``maxmemory`` or to a replica
+        after a failover, while every heartbeat fails: so this runs the admit
+        script itself on a probe key of this process's own, which expires
+        within seconds and is never a user's. Scripts Redis lost (a restart)
+        are loaded first, since no heartbeat arrives while the probe says no.
+        """
+        try:
+            self.client.ping()
+            reloaded = not self.scripts_loaded()
+            if reloaded:
+                self.load_scripts()
+            probe = self.keys.probe(f"{socket.gethostname()}:{os.getpid()}")
+            self._run(ADMIT, probe.as_list(), ["canary", "canary", PROBE_LIMIT, PROBE_TTL_MS])
+        except ResponseError as exc:
+            return Readiness(False, "redis_refuses_writes", f"Redis refuses the heartbeat's writes: {exc}")
+        except RedisError as exc:
+            return Readiness(False, "redis_unreachable", f"Redis does not answer: {exc}")
+        return Readiness(True, scripts_reloaded=reloaded)
 
     def ping(self) -> bool:
         """Whether Redis answers (raises the connection error when it does not)."""
@@ -464,12 +517,35 @@ class StreamManager:
         self.pending_activity.discard(members)
         self._run(
             END_SESSIONS,
-            [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions, self._minute_key()],
+            [
+                self.keys.live_users,
+                self.keys.live_sessions,
+                self.keys.ended_sessions,
+                self._minute_key(),
+                self.keys.users_at_limit,
+            ],
             [user_id, int(user_has_sessions), evicted, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *members],
         )
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return self.scripts.run([ScriptCall(script, keys, args)])[0]
+
+    def _run_guarded(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
+        """``_run`` behind the circuit breaker: raises ``CircuitOpenError`` at once while it is open."""
+        if self.breaker is None:
+            return self._run(script, keys, args)
+        self.breaker.before_call()
+        try:
+            reply = self._run(script, keys, args)
+        except (RedisConnectionError, RedisTimeoutError):
+            self.breaker.record_failure()
+            raise
+        except ResponseError:
+            # Redis answered: it is up, whatever the error (OOM, read-only, a script bug).
+            self.breaker.record_success()
+            raise
+        self.breaker.record_success()
+        return reply
 
     @staticmethod
     def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:

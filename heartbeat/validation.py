@@ -1,31 +1,69 @@
-"""The rules for ids sent by players, shared by the API, the dashboard and the commands."""
+"""The rules for ids sent by players, shared by the API, the dashboard and the commands.
+
+An id is shown to support staff, so it must not be able to lie about itself:
+no control characters, no invisible or direction-changing format characters
+(``evil\\u202egnp.exe`` would show as "evilexe.png", ``demo\\u200b`` as "demo"),
+no line or paragraph separators, no private-use, surrogate or unassigned code
+points. Letters of every script, digits, spaces, punctuation and symbols
+(emoji included) stay valid.
+"""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 MAX_ID_LENGTH = 128
 ID_FIELDS = ("userId", "streamId", "sessionId")
 
-# C0 and C1 control characters, DEL, and lone surrogates (which cannot be
-# encoded as UTF-8 for Redis).
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Unicode general categories an id may not hold, and how the error names them.
+_FORBIDDEN_CATEGORIES = {
+    "Cc": "a control character",
+    "Cf": "an invisible formatting character",
+    "Zl": "a line separator",
+    "Zp": "a paragraph separator",
+    "Co": "a private-use character",
+    "Cs": "a surrogate",
+    "Cn": "an unassigned code point",
+}
+# In ASCII only the control characters are forbidden: most ids are ASCII, and
+# one regular expression is much cheaper than a category lookup per character.
+_ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
-def id_error(value: object) -> str | None:
+def forbidden_character(value: str) -> str | None:
+    """Describe the first character ``value`` may not hold, with its position (1-based), or None."""
+    if value.isascii():
+        found = _ASCII_CONTROL.search(value)
+        return _describe(found.group(), found.start()) if found else None
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            return _describe(char, position)
+    return None
+
+
+def _describe(char: str, position: int) -> str:
+    kind = _FORBIDDEN_CATEGORIES[unicodedata.category(char)]
+    name = unicodedata.name(char, "")
+    return f"U+{ord(char):04X}{' ' + name if name else ''} ({kind}) at character {position + 1}"
+
+
+def id_error(value: object, max_length: int = MAX_ID_LENGTH) -> str | None:
     """Why ``value`` is not a valid id, or None when it is one.
 
-    Any non-empty string of at most 128 characters without control characters
-    is valid, braces, colons, spaces and non-ASCII letters included.
+    Any non-empty string of at most ``max_length`` characters without the
+    characters above is valid: braces, colons, slashes, spaces and letters of
+    any script included.
     """
     if not isinstance(value, str):
         return "Must be a string."
     if not value:
         return "Must not be empty."
-    if len(value) > MAX_ID_LENGTH:
-        return f"Must be at most {MAX_ID_LENGTH} characters."
-    if _FORBIDDEN.search(value):
-        return "Must not contain control characters."
+    if len(value) > max_length:
+        return f"Must be at most {max_length} characters."
+    forbidden = forbidden_character(value)
+    if forbidden:
+        return f"Must not contain {forbidden}."
     return None
 
 

@@ -17,16 +17,15 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from heartbeat import metrics, schema
+from heartbeat.breaker import CircuitOpenError
 from heartbeat.errors import internal_error, invalid_request
 from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
+from heartbeat.request_body import MAX_BODY_BYTES
 from heartbeat.services import get_stream_manager
 from heartbeat.stream_manager import HeartbeatResult, Outcome
 from heartbeat.validation import ID_FIELDS, id_error
 
 logger = structlog.get_logger(__name__)
-
-# A heartbeat body is about a hundred bytes; DRF would read any size into memory.
-MAX_BODY_BYTES = 16 * 1024
 
 # Logged as ``reqBody``: only the fields the API reads, each cut short, so a
 # client cannot flood the logs through the body.
@@ -68,6 +67,21 @@ def read_ids(data: Any, fields: tuple[str, ...]) -> tuple[dict[str, str] | None,
     if errors:
         return None, errors
     return {name: data[name] for name in fields}, {}
+
+
+def log_redis_failure(operation: str, exc: RedisError) -> None:
+    """Log and count a Redis failure of a player request.
+
+    A call the open breaker refused never reached Redis: one warning line
+    without a stack, so a Redis outage does not flood the logs with the same
+    trace once per heartbeat.
+    """
+    if isinstance(exc, CircuitOpenError):
+        metrics.REDIS_ERRORS.labels("breaker_open").inc()
+        logger.warning(f"{operation} failed", reason="redis_breaker_open")
+        return
+    metrics.REDIS_ERRORS.labels(operation).inc()
+    logger.error(f"{operation} failed", reason="redis_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
 
 def _log_body(data: Any) -> Any:
@@ -142,10 +156,9 @@ class HeartbeatView(_PlayerAPIView):
         try:
             with metrics.HEARTBEAT_SECONDS.time():
                 result = get_stream_manager().admit(ids["userId"], ids["streamId"], ids["sessionId"])
-        except RedisError:
-            logger.exception("heartbeat failed", reason="redis_error")
+        except RedisError as exc:
+            log_redis_failure("heartbeat", exc)
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
-            metrics.REDIS_ERRORS.labels("heartbeat").inc()
             if settings.STREAMLIMIT_FAIL_OPEN:
                 return Response(self._degraded_body())
             return internal_error(request._request)
@@ -191,8 +204,7 @@ class StopView(_PlayerAPIView):
             return error
         try:
             get_stream_manager().stop(ids["userId"], ids["sessionId"])
-        except RedisError:
-            logger.exception("stop failed", reason="redis_error")
-            metrics.REDIS_ERRORS.labels("stop").inc()
+        except RedisError as exc:
+            log_redis_failure("stop", exc)
             return internal_error(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -2,7 +2,8 @@
 
 ``gunicorn.conf.py`` reads them through ``read_gunicorn_settings``; a bad value
 raises ``ImproperlyConfigured`` with one sentence naming the variable and what
-it accepts, which the config prints alone before exiting with status 2.
+it accepts, which the config prints as one line before exiting with status 2
+(as ``streamlimit.startup`` does for Django's settings, which are checked first).
 """
 
 from __future__ import annotations

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from streamlimit.env import env_bool, env_choice, env_float, env_int, env_list, env_networks, env_str
 from streamlimit.logging import build_logging_config, configure_structlog
@@ -31,7 +34,12 @@ SESSION_TTL_SECONDS = env_int("SESSION_TTL_SECONDS", 40, minimum=1, maximum=8640
 EVICTION_COOLDOWN_SECONDS = env_int("EVICTION_COOLDOWN_SECONDS", 300, minimum=0, maximum=86400 * 7)
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "streamlimit")
 STREAMLIMIT_FAIL_OPEN = env_bool("STREAMLIMIT_FAIL_OPEN", False)
-REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01)
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01, maximum=60.0)
+# The player path's circuit breaker (heartbeat/breaker.py): after this many
+# Redis failures in a row, heartbeats fail at once for REDIS_BREAKER_SECONDS
+# (0: no breaker), then one trial call decides.
+REDIS_BREAKER_FAILURES = env_int("REDIS_BREAKER_FAILURES", 3, minimum=1, maximum=1000)
+REDIS_BREAKER_SECONDS = env_float("REDIS_BREAKER_SECONDS", 5.0, minimum=0.0, maximum=600.0)
 # How often each process writes its heartbeats to the shared activity keys
 # (dashboard lists and counts, metrics); see heartbeat/activity.py.
 ACTIVITY_FLUSH_SECONDS = env_float("ACTIVITY_FLUSH_SECONDS", 1.0, minimum=0.05, maximum=10.0)
@@ -58,12 +66,30 @@ if not REDIS_KEY_PREFIX or any(c in REDIS_KEY_PREFIX for c in "{}") or REDIS_KEY
         f"REDIS_KEY_PREFIX must be non-empty, without braces or spaces, got {REDIS_KEY_PREFIX!r}"
     )
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    raise ImproperlyConfigured(f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}")
+    # Only the scheme is repeated: the rest may hold a password.
+    raise ImproperlyConfigured(
+        f"REDIS_URL must start with redis://, rediss:// or unix://, got one starting {REDIS_URL.split(':', 1)[0]!r}"
+    )
 
 # --- Django ------------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("DJANGO_ALLOWED_HOSTS must list at least one host name, e.g. limits.example.com")
+# Behind our reverse proxy (compose's nginx), which sets X-Forwarded-For to the
+# client's address and X-Forwarded-Proto to the scheme, overwriting anything
+# the client sent. Never set it when clients reach gunicorn directly: they
+# could then name any address and dodge the login lockout.
+BEHIND_PROXY = env_bool("DJANGO_BEHIND_PROXY", False)
+if BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(
+            f"DJANGO_CSRF_TRUSTED_ORIGINS must list origins with their scheme, e.g. https://limits.example.com, "
+            f"got {_origin!r}"
+        )
 
 
 def _secret_key() -> str:
@@ -76,15 +102,20 @@ def _secret_key() -> str:
     # A per-checkout key kept outside git, so every gunicorn worker shares it and
     # staff logins survive a restart; production sets DJANGO_SECRET_KEY.
     key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        try:
-            with open(key_file, "x", encoding="ascii") as handle:
-                key_file.chmod(0o600)
-                handle.write(secrets.token_urlsafe(50))
-        except FileExistsError:
-            pass  # another worker wrote it first
-    return key_file.read_text(encoding="ascii").strip()
+    try:
+        if not key_file.exists():
+            VAR_DIR.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(key_file, "x", encoding="ascii") as handle:
+                    key_file.chmod(0o600)
+                    handle.write(secrets.token_urlsafe(50))
+            except FileExistsError:
+                pass  # another worker wrote it first
+        return key_file.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise ImproperlyConfigured(
+            f"STREAMLIMIT_VAR_DIR must be a folder this user can write ({exc}); or set DJANGO_SECRET_KEY"
+        ) from None
 
 
 SECRET_KEY = _secret_key()
@@ -98,10 +129,12 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_structlog",
+    "axes",
     "heartbeat",
 ]
 
@@ -116,6 +149,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it answers a locked-out login.
+    "axes.middleware.AxesMiddleware",
 ]
 
 # The player endpoints and probes skip the staff pages' middleware (see
@@ -144,9 +179,20 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}"), conn_max_age=60)
-}
+
+def _database() -> dict:
+    url = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+    try:
+        return dj_database_url.parse(url, conn_max_age=60)
+    except ValueError:  # dj-database-url's UnknownSchemeError is one
+        # Only the scheme is repeated: the rest may hold a password.
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be a database URL such as sqlite:///path or postgres://user:pass@host/db, "
+            f"got one starting {url.split(':', 1)[0]!r}"
+        ) from None
+
+
+DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -160,7 +206,10 @@ CACHES = {
             "IGNORE_EXCEPTIONS": False,
             "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
             "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            "CONNECTION_POOL_KWARGS": {"health_check_interval": 30},
+            # One wait of at most SOCKET_TIMEOUT per call: redis-py must not
+            # send a timed-out command again (django-redis hands redis-py this
+            # pool, so a client-level retry would be ignored).
+            "CONNECTION_POOL_KWARGS": {"health_check_interval": 30, "retry": Retry(NoBackoff(), 0)},
         },
     }
 }
@@ -171,6 +220,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# django-axes first: it refuses a locked-out login before the password is checked.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+
+# --- Staff login lockout (django-axes) ----------------------------------------
+# After this many failed logins for one username from one address, further
+# attempts (the right password included) are refused for the lockout time.
+AXES_FAILURE_LIMIT = env_int("STAFF_LOGIN_FAILURE_LIMIT", 5, minimum=1, maximum=1000)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("STAFF_LOGIN_LOCKOUT_MINUTES", 15, minimum=1, maximum=7 * 24 * 60))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "dashboard/locked_out.html"
+AXES_CLIENT_IP_CALLABLE = "dashboard.client_ip.client_ip"
+# A JSON line per lockout is enough; axes' own per-attempt lines are debug.
+AXES_VERBOSE = False
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

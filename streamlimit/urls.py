@@ -22,3 +22,8 @@ urlpatterns = [
     path("dashboard/", include("dashboard.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# JSON on the player paths and probes, Django's pages elsewhere.
+handler400 = "heartbeat.errors.bad_request"
+handler404 = "heartbeat.errors.not_found"
+handler500 = "heartbeat.errors.server_error"

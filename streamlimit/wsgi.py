@@ -30,6 +30,9 @@ full_application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402  (after Django is set up)
 
+from heartbeat.paths import is_player_api_path  # noqa: E402
+from heartbeat.request_body import read_chunked_body  # noqa: E402
+
 
 class PlayerAPIHandler(WSGIHandler):
     """A Django handler whose middleware chain is ``settings.PLAYER_API_MIDDLEWARE``, without request signals."""
@@ -38,6 +41,7 @@ class PlayerAPIHandler(WSGIHandler):
         # Django's WSGIHandler.__call__, less request_started and the
         # request_finished that the response's close() would send (see above).
         set_script_prefix(get_script_name(environ))
+        read_chunked_body(environ)
         request = self.request_class(environ)
         try:
             response = self.get_response(request)
@@ -64,7 +68,7 @@ player_api_application = PlayerAPIHandler()
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """Route player paths to the lean handler, everything else to the full one."""
-    if environ.get("PATH_INFO", "") in settings.PLAYER_API_PATHS:
+    """Route player paths (existing or not) to the lean handler, everything else to the full one."""
+    if is_player_api_path(environ.get("PATH_INFO", "")):
         return player_api_application(environ, start_response)
     return full_application(environ, start_response)

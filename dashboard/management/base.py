@@ -49,3 +49,21 @@ def operator_name(options: dict[str, Any]) -> str:
     """The audit name of the operator running a command."""
     name = options.get("operator") or os.environ.get("SUDO_USER") or getpass.getuser()
     return f"cli:{name}"[:150]
+
+
+# Unicode's isolates for plain text (the terminal's <bdi>): right-to-left
+# letters in an id cannot reorder the text around it.
+FIRST_STRONG_ISOLATE = "\u2068"
+POP_DIRECTIONAL_ISOLATE = "\u2069"
+
+
+def isolate(value: str) -> str:
+    """An id as the commands print it: between FSI and PDI."""
+    return f"{FIRST_STRONG_ISOLATE}{value}{POP_DIRECTIONAL_ISOLATE}"
+
+
+def id_argument(value: str) -> str:
+    """An id given on the command line; one copied from our own output comes without its isolates."""
+    if value.startswith(FIRST_STRONG_ISOLATE) and value.endswith(POP_DIRECTIONAL_ISOLATE):
+        return value[1:-1]
+    return value

@@ -8,6 +8,7 @@
 -- KEYS[2] live sessions  ZSET
 -- KEYS[3] ended sessions ZSET
 -- KEYS[4] minute         HASH (this minute)
+-- KEYS[5] at limit       ZSET (as in record_activity.lua): an account that lost a session is not full
 -- ARGV[1] user id
 -- ARGV[2] 1 if the user still has live sessions, else 0
 -- ARGV[3] sessions evicted (counted in the minute), 0 for a stop
@@ -24,6 +25,9 @@ end
 redis.call('PEXPIRE', KEYS[3], math.max(2 * tonumber(ARGV[4]), 120000))
 if ARGV[2] == '0' then
   redis.call('ZREM', KEYS[1], ARGV[1])
+end
+if #ARGV > 5 then
+  redis.call('ZREM', KEYS[5], ARGV[1])
 end
 local evicted = tonumber(ARGV[3])
 if evicted > 0 then

@@ -5,8 +5,9 @@
 -- ARGV[2] cool-down (ms); 0 frees the slot without a cool-down
 -- ARGV[3] session TTL (ms), to tell live sessions from expired ones
 --
--- Returns the evicted session ids that were live (a named session is put in
--- cool-down even when it had just expired, since its player may come back).
+-- Returns the evicted session ids. Only live sessions are evicted: a named
+-- session that is not live (expired, stopped, never seen) is left alone, with
+-- no cool-down, so support is told the truth and nothing is armed by mistake.
 
 local session_id = ARGV[1]
 local cooldown = tonumber(ARGV[2])
@@ -27,15 +28,15 @@ for _, sid in ipairs(targets) do
   local seen = redis.call('ZSCORE', KEYS[1], sid)
   if seen and tonumber(seen) > now - ttl then
     evicted[#evicted + 1] = sid
-  end
-  redis.call('ZREM', KEYS[1], sid)
-  redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid)
-  if cooldown > 0 then
-    redis.call('ZADD', KEYS[3], now + cooldown, sid)
+    redis.call('ZREM', KEYS[1], sid)
+    redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid)
+    if cooldown > 0 then
+      redis.call('ZADD', KEYS[3], now + cooldown, sid)
+    end
   end
 end
 
-if cooldown > 0 and #targets > 0 then
+if cooldown > 0 and #evicted > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
   if redis.call('PTTL', KEYS[3]) < cooldown then
     redis.call('PEXPIRE', KEYS[3], cooldown)

@@ -8,11 +8,14 @@
 -- KEYS[2] live sessions  ZSET "<user id>\0<session id>" -> last heartbeat (ms)
 -- KEYS[3] ended sessions ZSET "<user id>\0<session id>" -> when it was stopped or evicted (ms)
 -- KEYS[4] minute         HASH heartbeats, refused, evicted, peak (of the batch's minute)
+-- KEYS[5] at limit       ZSET user id -> latest heartbeat (ms), for accounts that heartbeat found full
 -- ARGV[1] session TTL (ms)
 -- ARGV[2] minute key TTL (s)
 -- ARGV[3] heartbeats to count
 -- ARGV[4] refusals to count
--- ARGV[5...] triples: user id, live-sessions member, time of its latest allowed heartbeat (ms)
+-- ARGV[5] S, the number of session triples that follow
+-- ARGV[6 .. 5+3S] triples: user id, live-sessions member, time of its latest allowed heartbeat (ms)
+-- ARGV[6+3S ...] triples: user id, time of its latest heartbeat (ms), 1 if it found the account full else 0
 --
 -- Returns the number of sessions written.
 
@@ -26,8 +29,9 @@ local since = now - ttl
 -- mark is kept as long as a pending heartbeat can matter (the session TTL).
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - math.max(ttl, 60000)))
 
+local sessions_end = 5 + 3 * tonumber(ARGV[5])
 local written = 0
-for i = 5, #ARGV, 3 do
+for i = 6, sessions_end, 3 do
   local user_id, member, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if heard > since then
     local ended = redis.call('ZSCORE', KEYS[3], member)
@@ -40,13 +44,33 @@ for i = 5, #ARGV, 3 do
   end
 end
 
+-- An account's latest heartbeat says whether it is full: a later "full" from
+-- another process is never undone by an earlier "not full" (the scores order them).
+for i = sessions_end + 1, #ARGV, 3 do
+  local user_id, heard, full = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  if full == '1' then
+    if heard > since then
+      redis.call('ZADD', KEYS[5], 'GT', heard, user_id)
+    end
+  else
+    local marked = redis.call('ZSCORE', KEYS[5], user_id)
+    if marked and tonumber(marked) <= heard then
+      redis.call('ZREM', KEYS[5], user_id)
+    end
+  end
+end
+
 -- Readers count entries newer than the TTL; trimming older ones keeps memory
 -- bounded. Once per batch, so O(log n + removed) about once a second.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', since)
 local keep = math.max(2 * ttl, 120000)
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], keep)
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  redis.call('PEXPIRE', KEYS[5], keep)
+end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('PEXPIRE', KEYS[3], keep)
 end

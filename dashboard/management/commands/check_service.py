@@ -15,27 +15,31 @@ from heartbeat.services import get_stream_manager
 
 class Command(OperatorCommand):
     help = (
-        "Check that the service can reach Redis and its database and that its Lua scripts are loaded "
-        "(loading them if Redis lost them); print Redis' version and mode. Exits non-zero with the "
-        "reason when not ready."
+        "Check that the service can reach Redis and its database, that its Lua scripts are loaded "
+        "(loading them if Redis lost them) and that Redis takes the heartbeat's writes (a canary "
+        "admission on a probe key); print Redis' version and mode. Exits non-zero with the reason "
+        "when not ready."
     )
 
     def handle(self, *args: Any, **options: Any) -> str:
         manager = get_stream_manager()
         problems = []
-        try:
-            manager.ping()
+        readiness = manager.check_ready()
+        if readiness.ready:
             info = manager.server_info()
             self.stdout.write(f"redis: ok (version {info['redis_version']}, mode {info['redis_mode']})")
-            if not manager.scripts_loaded():
-                manager.load_scripts()
+            if readiness.scripts_reloaded:
                 self.stdout.write("scripts: were not in Redis' cache; loaded them")
-            self.stdout.write("scripts: loaded" if manager.scripts_loaded() else "scripts: NOT loaded")
-            policy = manager.client.config_get("maxmemory-policy").get("maxmemory-policy", "unknown")
+            self.stdout.write("scripts: loaded")
+            self.stdout.write("writes: ok (a canary admission ran)")
+            try:
+                policy = manager.client.config_get("maxmemory-policy").get("maxmemory-policy", "unknown")
+            except RedisError as exc:  # CONFIG may be renamed or denied by an ACL
+                policy = f"unknown ({exc})"
             if policy not in ("noeviction", b"noeviction"):
                 self.stdout.write(f"warning: maxmemory-policy is {policy}; an evicting policy can drop live sessions")
-        except RedisError as exc:
-            problems.append(f"Redis does not answer: {exc}")
+        else:
+            problems.append(readiness.detail)
         try:
             connection.ensure_connection()
             self.stdout.write(f"database: ok ({connection.vendor})")

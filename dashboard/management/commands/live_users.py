@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from dashboard.management.base import OperatorCommand
+from dashboard.management.base import OperatorCommand, id_argument, isolate
 from heartbeat.services import get_stream_manager
 
 
@@ -15,7 +15,7 @@ class Command(OperatorCommand):
     help = "List live users (most recent heartbeat first) and their live sessions."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--user", help="show only this user id (exact)")
+        parser.add_argument("--user", type=id_argument, help="show only this user id (exact)")
         parser.add_argument("--limit", type=int, default=50, help="how many users at most (default 50)")
         parser.add_argument("--json", action="store_true", help="one JSON document, for scripts")
 
@@ -57,9 +57,9 @@ class Command(OperatorCommand):
         if options["user"] is None:
             self.stdout.write(f"{total} live users; showing {len(users)}, most recent heartbeat first.")
         for user in users:
-            self.stdout.write(f"{user['userId']}  ({len(user['sessions'])} of {user['limit']} sessions)")
+            self.stdout.write(f"{isolate(user['userId'])}  ({len(user['sessions'])} of {user['limit']} sessions)")
             for s in user["sessions"]:
                 self.stdout.write(
-                    f"  {s['sessionId']}  stream={s['streamId']}  started={s['startedAt']}  "
+                    f"  {isolate(s['sessionId'])}  stream={isolate(s['streamId'])}  started={s['startedAt']}  "
                     f"last={s['lastHeartbeatAt']}  expires_in={s['expiresInSeconds']}s"
                 )

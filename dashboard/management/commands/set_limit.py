@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
-from dashboard.management.base import OperatorCommand, add_operator_argument, operator_name
+from dashboard.management.base import OperatorCommand, add_operator_argument, id_argument, isolate, operator_name
 from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
 
 
@@ -18,7 +18,7 @@ class Command(OperatorCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("user", help="the user id (exact)")
+        parser.add_argument("user", type=id_argument, help="the user id (exact)")
         parser.add_argument("limit", nargs="?", type=int, help="the new limit")
         parser.add_argument("--clear", action="store_true", help="remove the override: back to the default")
         add_operator_argument(parser)
@@ -30,4 +30,4 @@ class Command(OperatorCommand):
             operator_name(options), options["user"], None if options["clear"] else options["limit"]
         )
         source = "default" if result.override is None else "override"
-        return f"Limit of {options['user']} is now {result.limit} ({source})."
+        return f"Limit of {isolate(options['user'])} is now {result.limit} ({source})."

@@ -1,0 +1,27 @@
+"""The support roles: which dashboard permissions each group holds.
+
+Migration 0003 creates the groups with these permissions (it keeps its own
+copy, as migrations must); ``ensure_support_groups`` puts them back where a
+database was emptied (tests that flush it).
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import Group, Permission
+
+SUPPORT_VIEWER = "Support viewer"
+SUPPORT_AGENT = "Support agent"
+ROLES = {
+    SUPPORT_VIEWER: ["view_sessions", "view_auditrecord"],
+    SUPPORT_AGENT: ["view_sessions", "evict_session", "change_limit", "view_auditrecord"],
+}
+
+
+def ensure_support_groups() -> dict[str, Group]:
+    """Create the two groups if missing, with their permissions; return them by name."""
+    groups = {}
+    for name, codenames in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.add(*Permission.objects.filter(content_type__app_label="dashboard", codename__in=codenames))
+        groups[name] = group
+    return groups

@@ -1,0 +1,28 @@
+"""Stop at start-up on a bad setting with one line, not a traceback.
+
+``manage.py`` and gunicorn's configuration (in the master, before any worker
+forks) call ``load_settings_or_exit``: a bad environment variable then prints
+one line naming it and what it accepts, and the process exits with status 2,
+the usual status for a usage error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from django.core.exceptions import ImproperlyConfigured
+
+EXIT_BAD_SETTING = 2
+
+
+def load_settings_or_exit(program: str = "streamlimit") -> None:
+    """Import the Django settings now; on a bad value print one line and exit with status 2."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamlimit.settings")
+    from django.conf import settings
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018  (reading a setting imports the module)
+    except ImproperlyConfigured as exc:
+        print(f"{program}: configuration error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_BAD_SETTING)

@@ -1,0 +1,97 @@
+"""Bad settings stop start-up with one line naming the variable, and exit status 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+# (variable, a bad value, a piece of what the line must say it accepts)
+BAD_SETTINGS = [
+    ("PORT", "eighty", "whole number"),
+    ("PORT", "70000", "at most 65535"),
+    ("REDIS_URL", "http://user:hunter2@cache:6379", "redis://"),
+    ("REDIS_KEY_PREFIX", "{oops}", "without braces"),
+    ("REDIS_SOCKET_TIMEOUT", "soon", "a number"),
+    ("REDIS_SOCKET_TIMEOUT", "0", "at least 0.01"),
+    ("REDIS_BREAKER_FAILURES", "0", "at least 1"),
+    ("REDIS_BREAKER_SECONDS", "-1", "at least 0"),
+    ("MAX_CONCURRENT_STREAMS", "three", "whole number"),
+    ("MAX_CONCURRENT_STREAMS", "0", "at least 1"),
+    ("HEARTBEAT_INTERVAL_SECONDS", "0", "at least 1"),
+    ("SESSION_TTL_SECONDS", "5", "at least HEARTBEAT_INTERVAL_SECONDS"),
+    ("EVICTION_COOLDOWN_SECONDS", "-5", "at least 0"),
+    ("ACTIVITY_FLUSH_SECONDS", "30", "at most 10"),
+    ("STREAMLIMIT_FAIL_OPEN", "maybe", "true or false"),
+    ("METRICS_ALLOWED_NETWORKS", "the office", "IP networks"),
+    ("DJANGO_SECRET_KEY", "short", "at least 32 characters"),
+    ("DJANGO_DEBUG", "sometimes", "true or false"),
+    ("DJANGO_ALLOWED_HOSTS", " , ", "at least one host"),
+    ("DJANGO_CSRF_TRUSTED_ORIGINS", "limits.example.com", "with their scheme"),
+    ("DJANGO_SECURE_COOKIES", "2", "true or false"),
+    ("DATABASE_URL", "mongodb://admin:hunter2@db/x", "postgres://"),
+    ("LOG_LEVEL", "loud", "one of DEBUG"),
+    ("DJANGO_BEHIND_PROXY", "nginx", "true or false"),
+    ("STAFF_LOGIN_FAILURE_LIMIT", "0", "at least 1"),
+    ("STAFF_LOGIN_LOCKOUT_MINUTES", "soon", "whole number"),
+    ("STREAMLIMIT_VAR_DIR", "/proc/streamlimit-cannot-be-here", "a folder this user can write"),
+]
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in {name for name, _, _ in BAD_SETTINGS}}
+    env["REDIS_URL"] = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if "STREAMLIMIT_VAR_DIR" not in overrides:
+        env["STREAMLIMIT_VAR_DIR"] = str(ROOT / "var")
+    return {**env, **overrides}
+
+
+def assert_one_line_naming(result: subprocess.CompletedProcess, name: str, accepts: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert name in lines[0] and accepts in lines[0]
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "accepts"), BAD_SETTINGS, ids=[f"{n}={v}" for n, v, _ in BAD_SETTINGS])
+def test_a_bad_setting_stops_manage_py_with_one_line(name: str, value: str, accepts: str) -> None:
+    env = clean_env(**{name: value})
+    if name == "SESSION_TTL_SECONDS":
+        env["HEARTBEAT_INTERVAL_SECONDS"] = "20"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert_one_line_naming(result, name, accepts)
+
+
+def test_a_bad_setting_stops_gunicorn_before_any_worker_boots() -> None:
+    env = clean_env(MAX_CONCURRENT_STREAMS="many", PORT=str(free_port()))
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert_one_line_naming(result, "MAX_CONCURRENT_STREAMS", "whole number")
+
+
+def test_good_settings_pass_the_same_check() -> None:
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_every_setting_read_at_start_up_has_a_line_in_the_readme() -> None:
+    import re
+
+    read = set(re.findall(r'env_\w+\(\s*"([A-Z_]+)"', (ROOT / "streamlimit" / "settings.py").read_text()))
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.MULTILINE))
+    assert read - table == set()
