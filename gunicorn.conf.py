@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -24,6 +25,14 @@ except ImproperlyConfigured as error:
     # One line an operator can act on, not gunicorn's traceback of this file.
     print(f"gunicorn: configuration error: {error}", file=sys.stderr, flush=True)
     sys.exit(EXIT_BAD_SETTING)
+
+# The master imports redis-py with the settings, and its asyncio module takes
+# names from ssl directly, so gevent warns when it patches ssl in each worker.
+# Nothing here uses redis.asyncio; any other module named in that warning
+# still shows it.
+warnings.filterwarnings(
+    "ignore", message=r"(?s)Monkey-patching ssl after ssl.*NOT patched\): \['redis\.asyncio\.connection \([^)]*\)'\]\."
+)
 
 bind = SETTINGS.bind
 # gevent: each connection is a greenlet, so a client that sends its request a

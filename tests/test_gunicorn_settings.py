@@ -99,12 +99,19 @@ def test_the_default_worker_count_follows_the_cpus_this_process_may_use(tmp_path
         stop(process)
 
 
-def test_gunicorn_workers_sets_the_worker_count(tmp_path: Path, key_prefix: str) -> None:
-    process, _ = start_gunicorn(clean_env(REDIS_KEY_PREFIX=key_prefix, GUNICORN_WORKERS="1"), tmp_path / "one.log")
+def test_gunicorn_workers_sets_the_worker_count_and_gevent_boots_without_warnings(
+    tmp_path: Path, key_prefix: str
+) -> None:
+    log = tmp_path / "one.log"
+    process, port = start_gunicorn(clean_env(REDIS_KEY_PREFIX=key_prefix, GUNICORN_WORKERS="1"), log)
     try:
         assert worker_count(process, 1) == 1
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
     finally:
         stop(process)
+    text = log.read_text()
+    assert "Using worker: gevent" in text
+    assert "Warning" not in text, text
 
 
 def status_of(port: int, request: bytes) -> int:
