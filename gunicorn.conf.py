@@ -38,7 +38,7 @@ bind = SETTINGS.bind
 # gevent: each connection is a greenlet, so a client that sends its request a
 # byte a second (or a thousand of them) holds no worker, and a request waiting
 # on Redis does not hold up /healthz. Sync workers are one request at a time:
-# three slow clients stopped an instance (bench/README.md, "Slow clients").
+# three slow clients stopped an instance (bench/README.md, "Worker model").
 worker_class = SETTINGS.worker_class
 # One worker per CPU the container may use (cgroup quota, affinity) plus one.
 workers = SETTINGS.workers
@@ -55,10 +55,10 @@ keepalive = 5
 max_requests = SETTINGS.max_requests
 max_requests_jitter = max_requests // 10
 # Request line and headers, set on purpose (README, "Slow clients, workers and
-# request limits"). A longer
-# line gets 414, more or longer header fields 431, from gunicorn itself.
-# The longest legitimate line is a staff login redirect carrying a 128-character
-# user id encoded twice (about 2,000 bytes); players send about 30.
+# request limits"). A longer line gets 414, more or longer header fields 431,
+# from gunicorn itself. The longest legitimate line is a staff login redirect
+# carrying a 128-character user id encoded twice (about 2,000 bytes); players
+# send about 30.
 limit_request_line = 4094
 # Browsers send about 20 fields, a proxy adds a few (X-Forwarded-*).
 limit_request_fields = 50
