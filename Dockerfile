@@ -1,4 +1,5 @@
 # StreamLimit API image: gunicorn on Python 3.11 slim, non-root, no build tools.
+# Built once and used by every service of compose.yaml (migrate, api).
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -12,21 +13,23 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DJANGO_SETTINGS_MODULE=streamlimit.settings \
     STREAMLIMIT_VAR_DIR=/app/var \
+    STREAMLIMIT_STATIC_ROOT=/app/static \
     HOST=0.0.0.0 \
     PORT=8080
 RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin streamlimit
 WORKDIR /app
 COPY --from=build /opt/venv /opt/venv
-COPY --chown=streamlimit:streamlimit . /app
-# Static files are built into the image; the placeholder key exists only for
-# this build step (collectstatic signs nothing). Production sets DJANGO_SECRET_KEY.
+# The code and the static files stay root's: the runtime user can read them,
+# not change them. Only /app/var (SQLite, a generated key) is its own.
+COPY . /app
+# The placeholder key exists only for this build step (collectstatic signs
+# nothing). Production sets DJANGO_SECRET_KEY.
 RUN DJANGO_SECRET_KEY=collectstatic-build-step-placeholder-not-a-secret \
     python manage.py collectstatic --noinput --verbosity 0 \
- && mkdir -p /app/var && chown -R streamlimit:streamlimit /app/var \
- && rm -rf /app/.venv /app/tests /app/bench /app/.git
+ && mkdir -p /app/var && chown streamlimit:streamlimit /app/var && chmod 0700 /app/var
 USER streamlimit
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=2)"]
+  CMD ["python", "/app/deploy/healthcheck.py"]
 ENTRYPOINT ["/app/deploy/docker-entrypoint.sh"]
 CMD ["gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]

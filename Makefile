@@ -27,6 +27,7 @@ run: setup
 
 test: setup
 	bash devtools/install_chromium.sh
+	bash devtools/install_deploy_tools.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python -m devtools.with_redis $(BIN)/pytest
 

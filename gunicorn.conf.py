@@ -94,6 +94,14 @@ def on_starting(server):
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.db"):
         stale.unlink()
+    if (
+        not os.environ.get("PLAYBACK_TOKEN_KEYS", "").strip()
+        and not os.environ.get("PLAYBACK_TOKEN_JWKS_FILE", "").strip()
+    ):
+        server.log.warning(
+            "playback tokens are off (no PLAYBACK_TOKEN_KEYS or PLAYBACK_TOKEN_JWKS_FILE): "
+            "anyone who knows an account id can lock that account out or stop its sessions"
+        )
 
 
 def child_exit(server, worker):

@@ -22,6 +22,10 @@
 -- Against the floor (bench/floor), which answers 200 to everything, the same
 -- requests are sent; only the status counts differ.
 --
+-- BENCH_TOKEN_FILE (the token run): a file of one playback token per user, in
+-- user order (bench/make_tokens.py); each request then carries its user's
+-- token as "Authorization: Bearer <token>".
+--
 -- done() prints the status counts and one machine-readable line:
 --   BENCH requests=N rps=R p50_ms=X p90_ms=Y p99_ms=Z max_ms=M 2xx=.. 4xx=.. 5xx=.. other=.. errors=..
 
@@ -29,6 +33,7 @@ local USERS = tonumber(os.getenv("BENCH_USERS") or "") or 20000
 local THREADS = tonumber(os.getenv("BENCH_THREADS") or "") or 2
 local MODE = os.getenv("BENCH_MODE") or "steady"
 local FRESH_SHARE = tonumber(os.getenv("BENCH_FRESH_SHARE") or "") or 0.05
+local TOKEN_FILE = os.getenv("BENCH_TOKEN_FILE") or ""
 
 -- ---------------------------------------------------------------------------
 -- setup / done: the main Lua state, which sees the threads only through get/set.
@@ -103,6 +108,29 @@ local function body(user, stream, session)
    return string.format('{"userId":"%s","streamId":"%s","sessionId":"%s"}', user, stream, session)
 end
 
+-- The user's token headers (token run), or nil: the default headers.
+local token_headers = {}
+
+local function load_tokens()
+   if TOKEN_FILE == "" then
+      return
+   end
+   local f = assert(io.open(TOKEN_FILE, "r"))
+   local i = 0
+   for line in f:lines() do
+      i = i + 1
+      if (i - tid) % THREADS == 0 then
+         token_headers[i] = {
+            ["Content-Type"] = "application/json",
+            ["Accept"] = "application/json",
+            ["User-Agent"] = "streamlimit-bench/1 (wrk)",
+            ["Authorization"] = "Bearer " .. line,
+         }
+      end
+   end
+   f:close()
+end
+
 local function seed(tid)
    local s = os.time() * 1000 + tid * 7919
    local f = io.open("/dev/urandom", "rb")
@@ -134,12 +162,13 @@ function init(args)
       for j = 1, n do
          -- Each screen plays its own title (a few hundred titles in all).
          stream = string.format("title-%04d", hash32(i, j) % 400)
-         table.insert(sessions, { body = body(user, stream, uuid_like(i, j)) })
+         table.insert(sessions, { body = body(user, stream, uuid_like(i, j)), index = i })
       end
       if n == 3 then
-         table.insert(full_users, { user = user, stream = stream })
+         table.insert(full_users, { user = user, stream = stream, index = i })
       end
    end
+   load_tokens()
    if MODE == "prefill" then
       -- Fisher-Yates: every session once, in a random order.
       for i = #sessions, 2, -1 do
@@ -150,19 +179,21 @@ function init(args)
 end
 
 function request()
-   local b
+   local b, index
    if MODE == "prefill" then
       next_prefill = next_prefill % #sessions + 1
-      b = sessions[next_prefill].body
+      b, index = sessions[next_prefill].body, sessions[next_prefill].index
    elseif #full_users > 0 and math.random() < FRESH_SHARE then
       -- A 4th screen for a user already watching on 3: never seen before.
       local u = full_users[math.random(#full_users)]
       fresh_serial = fresh_serial + 1
       b = body(u.user, u.stream, string.format("fresh-%d-%d-%08x", tid, fresh_serial, math.random(0, 2147483646)))
+      index = u.index
    else
-      b = sessions[math.random(#sessions)].body
+      local s = sessions[math.random(#sessions)]
+      b, index = s.body, s.index
    end
-   return wrk.format(nil, nil, nil, b)
+   return wrk.format(nil, nil, token_headers[index], b)
 end
 
 local responses = 0

@@ -13,7 +13,8 @@
 #   DURATION      measured wrk run           (default 20s)
 #   WARMUP        unmeasured wrk run first   (default 5s)
 #   WRK_THREADS   wrk threads                (default 2)
-#   TARGETS       what to measure            (default "heartbeat floor"; "heartbeat" alone for sweeps)
+#   TARGETS       what to measure            (default "heartbeat tokens floor"; "heartbeat" alone for sweeps;
+#                 tokens = the heartbeat with HS256 playback tokens on, one account token per user)
 #   LOG_LEVEL     the service's log level    (default INFO, as `make run`)
 #   BENCH_USERS   user ids in the traffic    (default 20000; see bench/heartbeat.lua)
 #   BENCH_SESSION_TTL  SESSION_TTL_SECONDS of the service under test (default 600; see README)
@@ -37,7 +38,7 @@ CONNECTIONS=${CONNECTIONS:-16}
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-5s}
 WRK_THREADS=${WRK_THREADS:-2}
-TARGETS=${TARGETS:-heartbeat floor}
+TARGETS=${TARGETS:-heartbeat tokens floor}
 LOG_LEVEL=${LOG_LEVEL:-INFO}
 BENCH_USERS=${BENCH_USERS:-20000}
 BENCH_SESSION_TTL=${BENCH_SESSION_TTL:-600}
@@ -127,10 +128,11 @@ free_port() {
   "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-# $1 wsgi app, $2 settings module, $3 log file
+# $1 wsgi app, $2 settings module, $3 log file; SERVER_ENV: extra VAR=value settings
+SERVER_ENV=()
 start_server() {
   PORT=$(free_port)
-  env HOST="$HOST" PORT="$PORT" LOG_LEVEL="$LOG_LEVEL" \
+  env "${SERVER_ENV[@]}" HOST="$HOST" PORT="$PORT" LOG_LEVEL="$LOG_LEVEL" \
     GUNICORN_WORKERS="$WORKERS" GUNICORN_WORKER_CLASS="$WORKER_CLASS" GUNICORN_THREADS="$THREADS" \
     REDIS_KEY_PREFIX="$PREFIX" SESSION_TTL_SECONDS="$BENCH_SESSION_TTL" DJANGO_SETTINGS_MODULE="$2" \
     "$GUNICORN" --config gunicorn.conf.py "$1" >"$3" 2>&1 &
@@ -141,7 +143,7 @@ start_server() {
     kill -0 "$SERVER_PID" 2>/dev/null || die "gunicorn exited; see $3"
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
       --data "$probe" "$URL" 2>/dev/null || true)
-    case "$code" in 200 | 400) return 0 ;; esac
+    case "$code" in 200 | 400 | 401) return 0 ;; esac
     sleep 0.1
   done
   die "gunicorn did not answer POST /heartbeat within 30 s (last status: ${code:-none}); see $3"
@@ -151,7 +153,7 @@ start_server() {
 run_wrk() {
   local mode=$1 duration=$2 out=$3
   shift 3
-  BENCH_MODE="$mode" BENCH_USERS="$BENCH_USERS" BENCH_THREADS="$WRK_THREADS" \
+  BENCH_MODE="$mode" BENCH_USERS="$BENCH_USERS" BENCH_THREADS="$WRK_THREADS" BENCH_TOKEN_FILE="$TOKEN_FILE" \
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d"$duration" -s bench/heartbeat.lua "$@" "$URL" >"$out"
 }
 
@@ -161,6 +163,7 @@ prefill() {
   local done_file="$OUT/prefill-done" wrk_pid started=$SECONDS
   rm -f "$done_file".*
   BENCH_MODE=prefill BENCH_USERS="$BENCH_USERS" BENCH_THREADS="$WRK_THREADS" BENCH_DONE_FILE="$done_file" \
+    BENCH_TOKEN_FILE="$TOKEN_FILE" \
     wrk -t"$WRK_THREADS" -c"$CONNECTIONS" -d600s -s bench/heartbeat.lua "$URL" >"$OUT/$name-prefill.txt" &
   wrk_pid=$!
   while kill -0 "$wrk_pid" 2>/dev/null; do
@@ -213,21 +216,33 @@ field() { sed -n "s/^BENCH.* $1=\([^ ]*\).*/\1/p" "$2"; }
 
 measure() { # $1 name: heartbeat or floor
   local name=$1 app settings
+  SERVER_ENV=()
+  TOKEN_FILE=""
   case "$name" in
     heartbeat) app=streamlimit.wsgi:application settings=streamlimit.settings ;;
+    tokens)
+      app=streamlimit.wsgi:application settings=streamlimit.settings
+      # A throw-away HS256 key for this run only, and one account token per simulated user.
+      local secret
+      secret=$("$PY" -c 'import secrets; print(secrets.token_hex(32))')
+      SERVER_ENV=("PLAYBACK_TOKEN_KEYS=bench=$secret")
+      TOKEN_FILE="$OUT/token-list.txt"
+      BENCH_SECRET="$secret" "$PY" bench/make_tokens.py "$BENCH_USERS" >"$TOKEN_FILE" ||
+        die "could not make the tokens"
+      ;;
     floor) app=bench.floor.wsgi:application settings=bench.floor.settings ;;
-    *) die "unknown target $name (heartbeat or floor)" ;;
+    *) die "unknown target $name (heartbeat, tokens or floor)" ;;
   esac
   say "$name: gunicorn $WORKER_CLASS, $WORKERS workers x $THREADS threads ($app); wrk -t$WRK_THREADS -c$CONNECTIONS"
   start_server "$app" "$settings" "$OUT/$name-server.log"
-  if [ "$name" = heartbeat ] && [ "$PREFILL" = 1 ]; then
+  if [ "$name" != floor ] && [ "$PREFILL" = 1 ]; then
     say "$name: prefill, every session once ($BENCH_USERS users)"
     prefill
   fi
   say "$name: warm-up $WARMUP"
   run_wrk steady "$WARMUP" "$OUT/$name-warmup.txt"
   local seconds=${DURATION%s}
-  if [ "$PROFILE" = 1 ] && [ "$name" = heartbeat ]; then
+  if [ "$PROFILE" = 1 ] && [ "$name" != floor ]; then
     local pyspy
     pyspy=$(command -v .venv/bin/py-spy py-spy | head -1 || true)
     [ -n "$pyspy" ] || die "PROFILE=1 needs py-spy (.venv/bin/pip install py-spy)"
@@ -296,6 +311,10 @@ done
   done
   if [ -f "$OUT/heartbeat.txt" ] && [ -f "$OUT/floor.txt" ]; then
     echo "heartbeat/floor = $(awk -v h="$(field rps "$OUT/heartbeat.txt")" -v f="$(field rps "$OUT/floor.txt")" \
+      'BEGIN { printf "%.2f", h / f }')"
+  fi
+  if [ -f "$OUT/tokens.txt" ] && [ -f "$OUT/floor.txt" ]; then
+    echo "tokens/floor = $(awk -v h="$(field rps "$OUT/tokens.txt")" -v f="$(field rps "$OUT/floor.txt")" \
       'BEGIN { printf "%.2f", h / f }')"
   fi
   [ "$PROFILE" != 1 ] || echo "(profiled with py-spy: the heartbeat numbers are lower than without it)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import structlog
@@ -26,6 +27,14 @@ from heartbeat.services import get_stream_manager
 logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
+SEARCH_RESULTS = 50
+# What each refusal code means, for support reading an account's refusals.
+REFUSAL_LABELS = {
+    "limit_reached": "concurrency_limit_reached: the account was already playing on all its screens",
+    "evicted": "session_evicted: support had evicted this screen (cool-down)",
+    "stopped": "session_stopped: stopped from another of the account's screens",
+    "replaced": "session_replaced: a newer screen took its place",
+}
 RECENT_MINUTES = 5
 # The overview's optional auto-refresh: each reload costs Redis a few small reads.
 OVERVIEW_REFRESH_SECONDS = 10
@@ -153,16 +162,62 @@ def user_detail(request: HttpRequest) -> HttpResponse:
     user_id = form.cleaned_data["id"]
     manager = get_stream_manager()
     limit = manager.get_limit(user_id)
+    sessions = manager.sessions(user_id)
     context = {
         "title": f"User {user_id}",
         "user_id": user_id,
-        "sessions": manager.sessions(user_id),
+        "sessions": sessions,
+        # "Not watching now" and "never seen" are different answers for a caller.
+        "last_heard": None if sessions else manager.last_heard(user_id),
+        "refusals": manager.recent_refusals(user_id),
+        "cooldowns": manager.cooldowns(user_id),
+        "refusal_messages": REFUSAL_LABELS,
         "limit": limit,
         "limit_form": LimitForm(initial={"id": user_id, "limit": limit.override}),
         "audit": AuditRecord.objects.filter(stream_user_id=user_id)[:50],
         "cooldown": manager.eviction_cooldown_seconds,
     }
     return page(request, "dashboard/user.html", context)
+
+
+@require_GET
+@support_page(VIEW_SESSIONS)
+def find_users(request: HttpRequest) -> HttpResponse:
+    """Accounts heard in the last day whose id starts with what was typed."""
+    form = UserIdForm(request.GET)
+    if not form.is_valid():
+        return page(request, "dashboard/search_error.html", {"title": "Find a user", "form": form}, status=400)
+    prefix = form.cleaned_data["id"]
+    found = get_stream_manager().find_users(prefix, count=SEARCH_RESULTS + 1)
+    context = {
+        "title": "Find a user",
+        "form": form,
+        "prefix": prefix,
+        "rows": [(user, user_url(user.user_id)) for user in found[:SEARCH_RESULTS]],
+        "more": len(found) > SEARCH_RESULTS,
+        "limit": SEARCH_RESULTS,
+    }
+    return page(request, "dashboard/find.html", context)
+
+
+@require_GET
+@support_page(VIEW_SESSIONS)
+def sharing(request: HttpRequest) -> HttpResponse:
+    """Accounts refused most often, and with the most distinct sessions, today and yesterday (UTC)."""
+    manager = get_stream_manager()
+    today = int(timezone.now().timestamp() // 86_400)
+    days = []
+    for day, label in ((today, "Today"), (today - 1, "Yesterday")):
+        refused, distinct = manager.sharing_signals(day)
+        days.append(
+            {
+                "label": label,
+                "date": datetime.fromtimestamp(day * 86_400, tz=UTC),
+                "refused": [(row, user_url(row.user_id)) for row in refused],
+                "distinct": [(row, user_url(row.user_id)) for row in distinct],
+            }
+        )
+    return page(request, "dashboard/sharing.html", {"title": "Account-sharing signals", "days": days})
 
 
 @require_http_methods(["GET", "POST"])

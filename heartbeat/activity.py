@@ -30,6 +30,21 @@ class Flushable(Protocol):
         """Write what is pending to Redis."""
 
 
+# Refusals kept per account for the dashboard (a batch keeps no more either).
+REFUSALS_KEPT = 20
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused heartbeat, as support sees it on the account's page."""
+
+    at_ms: int
+    session_id: str
+    stream_id: str
+    device_name: str
+    code: str
+
+
 @dataclass
 class ActivityBatch:
     """Heartbeats noted since the last flush."""
@@ -38,11 +53,15 @@ class ActivityBatch:
     sessions: dict[str, tuple[str, int]] = field(default_factory=dict)
     # user id -> (time of its latest heartbeat, ms; whether that heartbeat found the account at its limit)
     users: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    # user id -> sessions admitted for the first time (for the distinct-sessions-per-day signal)
+    new_sessions: dict[str, list[str]] = field(default_factory=dict)
+    # user id -> its latest refusals, oldest first, at most REFUSALS_KEPT
+    refusals: dict[str, list[Refusal]] = field(default_factory=dict)
     # epoch minute -> [heartbeats, refused]
     counts: dict[int, list[int]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sessions or self.counts or self.users)
+        return bool(self.sessions or self.counts or self.users or self.new_sessions or self.refusals)
 
 
 class ActivityBuffer:
@@ -52,26 +71,43 @@ class ActivityBuffer:
         self._lock = threading.Lock()
         self._batch = ActivityBatch()
 
-    def note(self, user_id: str, member: str, heard_at_ms: int, minute: int, *, allowed: bool, at_limit: bool) -> None:
-        """Count one heartbeat; an allowed one also marks its session live at ``heard_at_ms``.
+    def note(
+        self,
+        user_id: str,
+        session_id: str,
+        heard_at_ms: int,
+        *,
+        at_limit: bool,
+        new_session: bool = False,
+        refusal: Refusal | None = None,
+    ) -> None:
+        """Count one heartbeat; an allowed one (``refusal`` None) marks its session live at ``heard_at_ms``.
 
         ``at_limit``: whether the account was full after this heartbeat (its
         live sessions at least its limit); the latest heartbeat of each
         account decides, so "users at their limit" is kept here, not
         recounted over every live session by each dashboard view.
         """
+        minute = heard_at_ms // 60_000
         with self._lock:
-            counts = self._batch.counts.get(minute)
+            batch = self._batch
+            counts = batch.counts.get(minute)
             if counts is None:
-                counts = self._batch.counts[minute] = [0, 0]
+                counts = batch.counts[minute] = [0, 0]
             counts[0] += 1
-            if allowed:
-                self._batch.sessions[member] = (user_id, heard_at_ms)
+            if refusal is None:
+                batch.sessions[f"{user_id}\x00{session_id}"] = (user_id, heard_at_ms)
+                if new_session:
+                    batch.new_sessions.setdefault(user_id, []).append(session_id)
             else:
                 counts[1] += 1
-            latest = self._batch.users.get(user_id)
+                kept = batch.refusals.setdefault(user_id, [])
+                kept.append(refusal)
+                if len(kept) > REFUSALS_KEPT:
+                    del kept[0]
+            latest = batch.users.get(user_id)
             if latest is None or latest[0] <= heard_at_ms:
-                self._batch.users[user_id] = (heard_at_ms, at_limit)
+                batch.users[user_id] = (heard_at_ms, at_limit)
 
     def discard(self, members: Iterable[str]) -> None:
         """Drop pending sessions that have just ended (stopped or evicted) in this process."""

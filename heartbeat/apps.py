@@ -7,4 +7,4 @@ class HeartbeatConfig(AppConfig):
     name = "heartbeat"
 
     def ready(self) -> None:
-        from heartbeat import logging_context, services  # noqa: F401  (signal receivers)
+        from heartbeat import checks, logging_context, services, tokens  # noqa: F401  (checks, signal receivers)

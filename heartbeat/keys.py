@@ -12,9 +12,12 @@ tag ``{<prefix>:global}``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+_UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
+_ESCAPED = re.compile("%25|%7B|%7D")
 
 
 def escape_tag(value: str) -> str:
@@ -22,18 +25,27 @@ def escape_tag(value: str) -> str:
     return value.translate(_ESCAPES)
 
 
+def unescape_tag(value: str) -> str:
+    """The inverse of ``escape_tag``."""
+    return _ESCAPED.sub(lambda found: _UNESCAPES[found.group(0)], value)
+
+
 @dataclass(frozen=True)
 class UserKeys:
     """All keys of one user, in the order the Lua scripts take them as KEYS."""
 
     sessions: str  # ZSET session id -> last heartbeat (ms, Redis clock)
-    details: str  # HASH "s:<session>" -> stream id, "t:<session>" -> started (ms)
+    # HASH "s:<session>" -> stream id, "t:<session>" -> started (ms), "d:<session>" -> device
+    # name; "limit", "limitSource" -> what the latest allowed heartbeat asked for
+    details: str
     limit: str  # STRING per-user limit override (no expiry: it is configuration)
     evicted: str  # ZSET session id -> end of its eviction cool-down (ms)
+    stopped: str  # ZSET session id -> end of its block (ms): stopped from another screen
+    replaced: str  # ZSET session id -> end of its block (ms): replaced by a newer session
 
     def as_list(self) -> list[str]:
-        """KEYS for the per-user scripts."""
-        return [self.sessions, self.details, self.limit, self.evicted]
+        """KEYS for the admit script."""
+        return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced]
 
 
 @dataclass(frozen=True)
@@ -45,12 +57,26 @@ class KeyLayout:
     def user(self, user_id: str) -> UserKeys:
         """The keys of ``user_id``."""
         base = f"{self.prefix}:u:{{{escape_tag(user_id)}}}:"
-        return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
+        return UserKeys(
+            base + "sessions",
+            base + "details",
+            base + "limit",
+            base + "evicted",
+            base + "stopped",
+            base + "replaced",
+        )
 
     def probe(self, name: str) -> UserKeys:
         """Keys of the readiness canary ``name`` (one process); apart from every user's."""
         base = f"{self.prefix}:probe:{{{escape_tag(name)}}}:"
-        return UserKeys(base + "sessions", base + "details", base + "limit", base + "evicted")
+        return UserKeys(
+            base + "sessions",
+            base + "details",
+            base + "limit",
+            base + "evicted",
+            base + "stopped",
+            base + "replaced",
+        )
 
     @property
     def _global(self) -> str:
@@ -77,6 +103,32 @@ class KeyLayout:
         return self._global + "at-limit"
 
     @property
+    def seen_users(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of every account heard in the last day."""
+        return self._global + "seen"
+
+    @property
+    def seen_users_by_name(self) -> str:
+        """ZSET of the same user ids, all scored 0, so ZRANGEBYLEX finds them by prefix."""
+        return self._global + "seen-lex"
+
+    def refusals(self, user_id: str) -> str:
+        """LIST of an account's latest refusals (JSON), newest first, kept a day."""
+        return f"{self._global}refusals:{user_id}"
+
+    def refused_on(self, day: int) -> str:
+        """ZSET user id -> refusals on one UTC day (days since the epoch)."""
+        return f"{self._global}refused-day:{day}"
+
+    def distinct_sessions_on(self, day: int) -> str:
+        """ZSET user id -> distinct sessions on one UTC day (HyperLogLog estimates)."""
+        return f"{self._global}distinct-day:{day}"
+
+    def sessions_seen_on(self, day: int, user_id: str) -> str:
+        """HyperLogLog of one account's session ids on one UTC day."""
+        return f"{self._global}sessions-hll:{day}:{user_id}"
+
+    @property
     def limit_overrides(self) -> str:
         """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
         return self._global + "overrides"
@@ -88,4 +140,25 @@ class KeyLayout:
     @property
     def pattern(self) -> str:
         """A SCAN pattern that matches every key of this layout."""
-        return self.prefix.replace("*", r"\*").replace("?", r"\?").replace("[", r"\[") + ":*"
+        return self._escaped_prefix + ":*"
+
+    @property
+    def limit_pattern(self) -> str:
+        """A SCAN pattern that matches every user's limit override key (and perhaps a few others)."""
+        return self._escaped_prefix + ":u:{*}:limit"
+
+    def user_of_limit_key(self, key: str) -> str | None:
+        """The user id whose limit override ``key`` is, or None when it is no such key of this layout."""
+        head, tail = f"{self.prefix}:u:{{", "}:limit"
+        if not (key.startswith(head) and key.endswith(tail)):
+            return None
+        tag = key[len(head) : -len(tail)]
+        # An escaped id has no braces: anything else is another layout's key.
+        if "{" in tag or "}" in tag:
+            return None
+        user_id = unescape_tag(tag)
+        return user_id if self.user(user_id).limit == key else None
+
+    @property
+    def _escaped_prefix(self) -> str:
+        return self.prefix.replace("*", r"\*").replace("?", r"\?").replace("[", r"\[")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
@@ -29,6 +30,18 @@ HEARTBEAT_SECONDS = Histogram(
 )
 REDIS_ERRORS = Counter("streamlimit_redis_errors", "Redis errors met while answering requests.", ["operation"])
 EVICTIONS = Counter("streamlimit_evictions", "Sessions evicted by staff or operators.")
+TOKEN_FAILURES = Counter(
+    "streamlimit_token_failures",
+    "Player requests refused for their playback token, by reason "
+    "(missing, malformed, unknown_kid, algorithm, signature, expired, claims, mismatch).",
+    ["reason"],
+)
+LIMIT_SOURCES = Counter(
+    "streamlimit_heartbeat_limit_source",
+    "Heartbeats answered, by where their limit came from (override, token, plan, default).",
+    ["source"],
+)
+UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
 # Per worker process: livesum adds up the workers whose breaker is not closed.
 REDIS_BREAKER_OPEN = Gauge(
     "streamlimit_redis_breaker_open",
@@ -44,8 +57,10 @@ REDIS_BREAKER_TRANSITIONS = Counter(
 # Looked up once: ``labels()`` takes a lock and a dict lookup on every call.
 # Every outcome is exported from the start, at 0.
 HEARTBEATS_BY_OUTCOME = {
-    outcome: HEARTBEATS.labels(outcome) for outcome in ("allowed", "limit_reached", "evicted", "invalid", "error")
+    outcome: HEARTBEATS.labels(outcome)
+    for outcome in ("allowed", "limit_reached", "evicted", "stopped", "replaced", "invalid", "unauthorized", "error")
 }
+LIMIT_SOURCES_BY_NAME = {source: LIMIT_SOURCES.labels(source) for source in ("override", "token", "plan", "default")}
 
 
 class LiveStateCollector(Collector):
@@ -83,8 +98,21 @@ class LiveStateCollector(Collector):
         yield from (users, sessions, up)
 
 
+class BuildInfoCollector(Collector):
+    """``streamlimit_build_info{version=...} 1``: which version each scraped replica runs.
+
+    Outside the multiprocess registry, so it appears once per scrape, not once per worker.
+    """
+
+    def collect(self) -> Iterator[InfoMetricFamily]:
+        yield InfoMetricFamily(
+            "streamlimit_build", "The StreamLimit version this process runs.", {"version": settings.STREAMLIMIT_VERSION}
+        )
+
+
 _LIVE_STATE = CollectorRegistry(auto_describe=True)
 _LIVE_STATE.register(LiveStateCollector())
+_LIVE_STATE.register(BuildInfoCollector())
 
 
 def render_metrics() -> bytes:

@@ -18,6 +18,7 @@ from django_structlog.middlewares import RequestMiddleware
 
 from heartbeat.errors import invalid_host
 from heartbeat.logging_context import CORRELATION_HEADER, correlation_id_for
+from heartbeat.ops_views import metrics_allowed
 from heartbeat.paths import is_player_api_path
 
 logger = structlog.get_logger("django_structlog.middlewares.request")
@@ -48,8 +49,14 @@ class RequestLogMiddleware(RequestMiddleware):
                 # header: DJANGO_ALLOWED_HOSTS holds on player paths too.
                 request.get_host()
             except DisallowedHost:
-                logger.warning("disallowed host", host=request.META.get("HTTP_HOST", "")[:160])
-                response = invalid_host()
+                if request.path_info == "/metrics" and metrics_allowed(request):
+                    # Prometheus scrapes each replica by its address, and cannot
+                    # set Host; the network or token decides, and /metrics builds
+                    # no URL from the Host header.
+                    response = self.get_response(request)
+                else:
+                    logger.warning("disallowed host", host=request.META.get("HTTP_HOST", "")[:160])
+                    response = invalid_host()
             else:
                 response = self.get_response(request)
             logger.log(

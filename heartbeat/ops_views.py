@@ -33,8 +33,8 @@ def json_safe_methods(view: Callable[[HttpRequest], HttpResponse]) -> Callable[[
 
 @json_safe_methods
 def healthz(request: HttpRequest) -> JsonResponse:
-    """The process is up and answering; touches nothing else (no Redis call)."""
-    return JsonResponse({"status": "ok"})
+    """The process is up and answering, and which version it runs; touches nothing else (no Redis call)."""
+    return JsonResponse({"status": "ok", "version": settings.STREAMLIMIT_VERSION})
 
 
 @json_safe_methods

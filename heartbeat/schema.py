@@ -11,7 +11,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 
-from heartbeat.validation import MAX_ID_LENGTH
+from heartbeat.validation import MAX_DEVICE_NAME_LENGTH, MAX_ID_LENGTH
 
 # The same rule as heartbeat.validation, in a form JSON Schema can state.
 _NO_CONTROL_CHARACTERS = RegexValidator(r"^[^\u0000-\u001F\u007F-\u009F]*$")
@@ -26,9 +26,52 @@ _ID = {
 class HeartbeatRequestSerializer(serializers.Serializer):
     """A player's heartbeat."""
 
-    userId = serializers.CharField(help_text="The account.", **_ID)  # noqa: N815
+    userId = serializers.CharField(  # noqa: N815
+        help_text="The account. With playback tokens on it may be left out; when given it must be the token's sub.",
+        **_ID,
+    )
     streamId = serializers.CharField(help_text="The video now playing; may change within a session.", **_ID)  # noqa: N815
-    sessionId = serializers.CharField(help_text="One player instance; a session holds one slot.", **_ID)  # noqa: N815
+    sessionId = serializers.CharField(  # noqa: N815
+        help_text="One player instance; a session holds one slot. Must be the token's sid when it has one.", **_ID
+    )
+    deviceName = serializers.CharField(  # noqa: N815
+        required=False,
+        help_text="A name the viewer knows this screen by (shown in session lists).",
+        **{**_ID, "max_length": MAX_DEVICE_NAME_LENGTH},
+    )
+
+
+class StopRequestSerializer(serializers.Serializer):
+    """A player (or another screen of the account) stops a session."""
+
+    userId = serializers.CharField(help_text="The account; may be left out with a token.", **_ID)  # noqa: N815
+    sessionId = serializers.CharField(  # noqa: N815
+        help_text="The session to stop: the token's sid, or any session of the account with an account token.",
+        **_ID,
+    )
+    streamId = serializers.CharField(required=False, help_text="Ignored.", **_ID)  # noqa: N815
+    token = serializers.CharField(
+        required=False,
+        help_text="The playback token, for navigator.sendBeacon, which cannot send the Authorization header.",
+    )
+
+
+class SessionSerializer(serializers.Serializer):
+    """One live session of the account."""
+
+    sessionId = serializers.CharField()  # noqa: N815
+    streamId = serializers.CharField()  # noqa: N815
+    deviceName = serializers.CharField(allow_null=True)  # noqa: N815
+    startedAt = serializers.DateTimeField(help_text="ISO 8601, UTC.")  # noqa: N815
+    lastHeartbeatAt = serializers.DateTimeField(help_text="ISO 8601, UTC.")  # noqa: N815
+
+
+class SessionsSerializer(serializers.Serializer):
+    """200 from /sessions: the account's limit and live sessions."""
+
+    limit = serializers.IntegerField()
+    limitSource = serializers.ChoiceField(choices=["override", "token", "plan", "default"])  # noqa: N815
+    sessions = SessionSerializer(many=True)
 
 
 class AllowedSerializer(serializers.Serializer):
@@ -37,6 +80,9 @@ class AllowedSerializer(serializers.Serializer):
     allowed = serializers.BooleanField()
     activeSessions = serializers.IntegerField(allow_null=True, help_text="Null only when degraded.")  # noqa: N815
     limit = serializers.IntegerField()
+    limitSource = serializers.ChoiceField(  # noqa: N815
+        choices=["override", "token", "plan", "default"], help_text="Where the limit comes from."
+    )
     heartbeatInterval = serializers.IntegerField(help_text="Seconds until the next heartbeat.")  # noqa: N815
     degraded = serializers.BooleanField(
         required=False, help_text="Present and true when Redis is down and the service fails open."
@@ -44,12 +90,26 @@ class AllowedSerializer(serializers.Serializer):
 
 
 class HeartbeatBadRequestSerializer(serializers.Serializer):
-    """400 from /heartbeat: stop playing (limit reached, or evicted), or fix the body (invalid_request)."""
+    """400 from /heartbeat: stop playing (limit reached, evicted, stopped, replaced), or fix the body."""
 
-    code = serializers.ChoiceField(choices=["concurrency_limit_reached", "session_evicted", "invalid_request"])
+    code = serializers.ChoiceField(
+        choices=[
+            "concurrency_limit_reached",
+            "session_evicted",
+            "session_stopped",
+            "session_replaced",
+            "invalid_request",
+        ]
+    )
     allowed = serializers.BooleanField(required=False, help_text="false when the player must stop.")
     activeSessions = serializers.IntegerField(required=False)  # noqa: N815
     limit = serializers.IntegerField(required=False)
+    limitSource = serializers.ChoiceField(choices=["override", "token", "plan", "default"], required=False)  # noqa: N815
+    sessions = SessionSerializer(
+        many=True,
+        required=False,
+        help_text="concurrency_limit_reached with a valid token only: the account's live sessions.",
+    )
     heartbeatInterval = serializers.IntegerField(required=False)  # noqa: N815
     message = serializers.CharField(required=False, help_text="Plain words a player can show.")
     errors = serializers.DictField(
@@ -70,6 +130,15 @@ class ErrorSerializer(serializers.Serializer):
     """405, 413 and 415."""
 
     code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class TokenErrorSerializer(serializers.Serializer):
+    """401 (no usable token) and 403 (token and body disagree)."""
+
+    code = serializers.ChoiceField(
+        choices=["token_required", "invalid_token", "token_expired", "token_mismatch", "tokens_disabled"]
+    )
     message = serializers.CharField()
 
 
@@ -97,6 +166,18 @@ _INVALID = OpenApiResponse(
         )
     ],
 )
+# Tokens are optional for the service (off unless keys are configured): "{}" says so.
+PLAYBACK_TOKEN_AUTH = [{"playbackToken": []}, {}]
+_TOKEN_ERRORS = {
+    401: OpenApiResponse(
+        TokenErrorSerializer,
+        description="Tokens on, and the token is missing (token_required), invalid (invalid_token) or "
+        "expired (token_expired). Sent with WWW-Authenticate: Bearer.",
+    ),
+    403: OpenApiResponse(
+        TokenErrorSerializer, description="token_mismatch: the body's userId or sessionId is not the token's."
+    ),
+}
 _COMMON = {
     405: OpenApiResponse(ErrorSerializer, description="Method not allowed"),
     413: OpenApiResponse(ErrorSerializer, description="Body larger than 16 KiB"),
@@ -122,6 +203,7 @@ HEARTBEAT = {
     "(the account's limit is reached, or support evicted this session). 400 `invalid_request`: fix the body.",
     "request": HeartbeatRequestSerializer,
     "examples": [_REQUEST_EXAMPLE],
+    "auth": PLAYBACK_TOKEN_AUTH,
     "responses": {
         200: OpenApiResponse(
             AllowedSerializer,
@@ -129,7 +211,13 @@ HEARTBEAT = {
             examples=[
                 OpenApiExample(
                     "Allowed",
-                    value={"allowed": True, "activeSessions": 2, "limit": 3, "heartbeatInterval": 20},
+                    value={
+                        "allowed": True,
+                        "activeSessions": 2,
+                        "limit": 3,
+                        "limitSource": "default",
+                        "heartbeatInterval": 20,
+                    },
                     response_only=True,
                     status_codes=["200"],
                 )
@@ -146,6 +234,7 @@ HEARTBEAT = {
                         "code": "concurrency_limit_reached",
                         "activeSessions": 3,
                         "limit": 3,
+                        "limitSource": "default",
                         "heartbeatInterval": 20,
                         "message": "This account is already playing on 3 screens, the most its plan allows. "
                         "Stop a video on another screen to watch here.",
@@ -161,6 +250,7 @@ HEARTBEAT = {
                 ),
             ],
         ),
+        **_TOKEN_ERRORS,
         **_COMMON,
     },
 }
@@ -169,8 +259,29 @@ STOP = {
     "operation_id": "heartbeat_stop",
     "summary": "Stop a session",
     "description": "The player stopped: its slot is freed at once. Idempotent: 204 for an unknown "
-    "session too. Accepts the JSON body as `text/plain`, as `navigator.sendBeacon` sends it.",
-    "request": {"application/json": HeartbeatRequestSerializer, "text/plain": HeartbeatRequestSerializer},
+    "session too. Accepts the JSON body as `text/plain`, as `navigator.sendBeacon` sends it; the token "
+    "may then be the body's `token` field. With an account token (no `sid`), any session of the account "
+    "may be stopped; that session is then refused (`session_stopped`) for a session TTL.",
+    "request": {"application/json": StopRequestSerializer, "text/plain": StopRequestSerializer},
     "examples": [_REQUEST_EXAMPLE],
-    "responses": {204: OpenApiResponse(description="Slot freed"), 400: _INVALID, **_COMMON},
+    "auth": PLAYBACK_TOKEN_AUTH,
+    "responses": {204: OpenApiResponse(description="Slot freed"), 400: _INVALID, **_TOKEN_ERRORS, **_COMMON},
+}
+
+SESSIONS = {
+    "operation_id": "sessions",
+    "summary": "List the account's live sessions",
+    "description": "For a player's devices screen: the account's limit, where it comes from, and its live "
+    "sessions, oldest first. Needs a playback token (the account is its sub); 401 `tokens_disabled` when "
+    "the service runs without tokens.",
+    "auth": [{"playbackToken": []}],
+    "responses": {
+        200: OpenApiResponse(SessionsSerializer, description="The account's sessions"),
+        401: OpenApiResponse(
+            TokenErrorSerializer,
+            description="token_required, invalid_token or token_expired; tokens_disabled when the service "
+            "runs without tokens (no token can be valid then).",
+        ),
+        500: _COMMON[500],
+    },
 }

@@ -42,6 +42,8 @@ def get_stream_manager() -> StreamManager:
         session_ttl_seconds=settings.SESSION_TTL_SECONDS,
         eviction_cooldown_seconds=settings.EVICTION_COOLDOWN_SECONDS,
         activity_flush_seconds=settings.ACTIVITY_FLUSH_SECONDS,
+        plan_limits=settings.PLAN_LIMITS,
+        limit_policy=settings.LIMIT_POLICY,
         breaker=build_breaker(),
     )
 
@@ -52,6 +54,8 @@ _MANAGER_SETTINGS = {
     "SESSION_TTL_SECONDS",
     "EVICTION_COOLDOWN_SECONDS",
     "ACTIVITY_FLUSH_SECONDS",
+    "PLAN_LIMITS",
+    "LIMIT_POLICY",
     "REDIS_BREAKER_FAILURES",
     "REDIS_BREAKER_SECONDS",
     "CACHES",

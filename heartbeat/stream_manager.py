@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 import socket
@@ -13,17 +14,18 @@ from datetime import UTC, datetime
 from itertools import zip_longest
 from typing import Any
 
+import orjson
 import structlog
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heartbeat.activity import FLUSHER, ActivityBatch, ActivityBuffer
+from heartbeat.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
 from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
-from heartbeat.validation import require_id
+from heartbeat.validation import id_error, require_device_name, require_id
 
 logger = structlog.get_logger(__name__)
 
@@ -31,8 +33,14 @@ logger = structlog.get_logger(__name__)
 MINUTE_KEY_TTL_SECONDS = 2 * 3600
 MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
-# Sessions per record_activity call: bounds how long one call holds Redis.
+LIMIT_POLICIES = ("reject_new", "replace_oldest")
+# Sessions (or accounts) per record_activity (record_accounts) call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
+# Support's memory of accounts: "seen in the last day" and the prefix search,
+# refusals kept a day, the daily sharing signals kept two days.
+SEEN_MS = 86_400_000
+REFUSALS_TTL_SECONDS = 86_400
+DAY_KEY_TTL_SECONDS = 2 * 86_400
 # The readiness canary: a session on a probe key of the process's own, gone
 # soon after the probes stop; a limit no number of processes reaches.
 PROBE_TTL_MS = 10_000
@@ -40,10 +48,11 @@ PROBE_LIMIT = 1_000_000
 
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
+RECORD_ACCOUNTS = LuaScript.load("record_accounts")
 END_SESSIONS = LuaScript.load("end_sessions")
 STOP = LuaScript.load("stop")
 EVICT = LuaScript.load("evict")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, END_SESSIONS, STOP, EVICT]
+ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, END_SESSIONS, STOP, EVICT]
 
 
 class Outcome(enum.Enum):
@@ -52,9 +61,18 @@ class Outcome(enum.Enum):
     ALLOWED = "allowed"
     LIMIT_REACHED = "limit_reached"
     EVICTED = "evicted"
+    STOPPED = "stopped"
+    REPLACED = "replaced"
 
 
-_OUTCOMES = {0: Outcome.ALLOWED, 1: Outcome.ALLOWED, 2: Outcome.LIMIT_REACHED, 3: Outcome.EVICTED}
+_OUTCOMES = {
+    0: Outcome.ALLOWED,
+    1: Outcome.ALLOWED,
+    2: Outcome.LIMIT_REACHED,
+    3: Outcome.EVICTED,
+    4: Outcome.STOPPED,
+    5: Outcome.REPLACED,
+}
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,8 @@ class HeartbeatResult:
     limit: int
     new_session: bool
     pruned: int
+    limit_source: str = "default"
+    replaced: tuple[str, ...] = ()
 
     @property
     def allowed(self) -> bool:
@@ -82,15 +102,21 @@ class SessionInfo:
     started_at: datetime
     last_heartbeat_at: datetime
     expires_in_seconds: float
+    device_name: str | None = None
 
 
 @dataclass(frozen=True)
 class UserLimit:
-    """A user's limit: the override when one is set, else the default."""
+    """A user's limit and where it comes from (``source``: override, token, plan or default).
+
+    Without an override, the limit is what the user's latest allowed heartbeat
+    asked for (its token's maxStreams or plan), while a session is live.
+    """
 
     limit: int
     override: int | None
     default: int
+    source: str = "default"
 
 
 @dataclass(frozen=True)
@@ -132,6 +158,34 @@ class Readiness:
     scripts_reloaded: bool = False
 
 
+@dataclass(frozen=True)
+class FoundUser:
+    """An account found by its id's prefix among those heard in the last day."""
+
+    user_id: str
+    last_heartbeat_at: datetime
+    watching: bool
+
+
+@dataclass(frozen=True)
+class RecentRefusal:
+    """A refused heartbeat of an account, newest first on its page."""
+
+    at: datetime
+    session_id: str
+    stream_id: str
+    device_name: str
+    code: str
+
+
+@dataclass(frozen=True)
+class AccountSignal:
+    """An account and its count on a sharing signal (refusals, or distinct sessions, in a day)."""
+
+    user_id: str
+    count: int
+
+
 class LimitOutOfRangeError(ValueError):
     """Raised when a limit override is outside 1..50."""
 
@@ -166,6 +220,8 @@ class StreamManager:
         session_ttl_seconds: int,
         eviction_cooldown_seconds: int,
         activity_flush_seconds: float = 1.0,
+        plan_limits: dict[str, int] | None = None,
+        limit_policy: str = "reject_new",
         breaker: CircuitBreaker | None = None,
     ) -> None:
         self.client = client
@@ -182,30 +238,90 @@ class StreamManager:
         self.session_ttl_ms = session_ttl_seconds * 1000
         self.eviction_cooldown_seconds = eviction_cooldown_seconds
         self.activity_flush_seconds = activity_flush_seconds
+        self.plan_limits = dict(plan_limits or {})
+        if limit_policy not in LIMIT_POLICIES:
+            raise ValueError(f"limit_policy must be one of {LIMIT_POLICIES}, got {limit_policy!r}")
+        self.replace_oldest = limit_policy == "replace_oldest"
+        self._warned_plans: set[str] = set()
         self.pending_activity = ActivityBuffer()
         self._flush_lock = threading.Lock()
         self._flusher_pid = 0
 
     # --- The player's side ---------------------------------------------------
 
-    def admit(self, user_id: str, stream_id: str, session_id: str) -> HeartbeatResult:
+    def asked_limit(self, max_streams: int | None = None, plan: str | None = None) -> tuple[int, str]:
+        """The limit a heartbeat asks for, and its source, before any staff override.
+
+        The token's ``maxStreams``, else the plan's limit (``PLAN_LIMITS``), else
+        the default. An unknown plan falls back to the default, with a metric
+        and one warning line per plan and process (plans come from signed
+        tokens, so the set of names stays small).
+        """
+        if max_streams is not None:
+            return max_streams, "token"
+        if plan is not None:
+            if plan in self.plan_limits:
+                return self.plan_limits[plan], "plan"
+            # Imported here: heartbeat.metrics reads the StreamManager at import.
+            from heartbeat.metrics import UNKNOWN_PLANS
+
+            UNKNOWN_PLANS.inc()
+            if plan not in self._warned_plans and len(self._warned_plans) < 100:
+                self._warned_plans.add(plan)
+                logger.warning("unknown plan, default limit used", plan=plan, limit=self.default_limit)
+        return self.default_limit, "default"
+
+    def admit(
+        self,
+        user_id: str,
+        stream_id: str,
+        session_id: str,
+        *,
+        device_name: str | None = None,
+        max_streams: int | None = None,
+        plan: str | None = None,
+    ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
-        One round trip, allowed or refused: the admit script. What the
-        heartbeat did is noted for the next activity flush.
+        One round trip, allowed or refused: the admit script, which also
+        applies the staff override and, with ``replace_oldest``, replaces the
+        account's oldest session. What the heartbeat did is noted for the next
+        activity flush.
         """
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
+        if device_name is not None:
+            require_device_name(device_name)
+        asked, asked_source = self.asked_limit(max_streams, plan)
         reply = self._run_guarded(
             ADMIT,
             self.keys.user(user_id).as_list(),
-            [session_id, stream_id, self.default_limit, self.session_ttl_ms],
+            [
+                session_id,
+                stream_id,
+                asked,
+                asked_source,
+                self.session_ttl_ms,
+                device_name or "",
+                int(self.replace_oldest),
+            ],
         )
-        code, active, limit, pruned, now_ms = (int(v) for v in reply)
-        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned)
+        code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
+        replaced = tuple(_text(s) for s in reply[6:])
+        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned, _text(reply[5]), replaced)
+        if replaced:
+            self._forget(user_id, list(replaced), user_has_sessions=True)
+            logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
         self.pending_activity.note(
-            user_id, f"{user_id}\x00{session_id}", now_ms, now_ms // 60_000, allowed=code < 2, at_limit=active >= limit
+            user_id,
+            session_id,
+            now_ms,
+            at_limit=active >= limit,
+            new_session=result.new_session,
+            refusal=None
+            if result.allowed
+            else Refusal(now_ms, session_id, stream_id, device_name or "", result.outcome.value),
         )
         if self._flusher_pid != os.getpid():
             FLUSHER.register(self, self.activity_flush_seconds)
@@ -224,6 +340,7 @@ class StreamManager:
                 newSession=result.new_session,
                 activeSessions=active,
                 limit=limit,
+                limitSource=result.limit_source,
             )
         else:
             logger.warning(
@@ -237,15 +354,38 @@ class StreamManager:
             )
         return result
 
-    def stop(self, user_id: str, session_id: str) -> bool:
-        """Free a session's slot at once; True if it was live. Idempotent."""
+    def stop(self, user_id: str, session_id: str, *, from_other_screen: bool = False) -> bool:
+        """Free a session's slot at once; True if it was live. Idempotent.
+
+        ``from_other_screen``: the account stopped it from another player, so
+        its next heartbeat is refused (``Outcome.STOPPED``) for a session TTL.
+        A session that was not live changes nothing in Redis: no shared key
+        grows with stops of made-up sessions.
+        """
         require_id(user_id, "userId")
         require_id(session_id, "sessionId")
         user = self.keys.user(user_id)
-        removed, left = (int(v) for v in self._run_guarded(STOP, [user.sessions, user.details], [session_id]))
-        self._forget(user_id, [session_id], user_has_sessions=left > 0)
-        logger.info("stop stream request", userId=user_id, sessionId=session_id, wasLive=bool(removed))
-        return bool(removed)
+        was_live, left = (
+            int(v)
+            for v in self._run_guarded(
+                STOP,
+                [user.sessions, user.details, user.stopped],
+                [session_id, self.session_ttl_ms, int(from_other_screen)],
+            )
+        )
+        member = f"{user_id}\x00{session_id}"
+        if was_live:
+            self._forget(user_id, [session_id], user_has_sessions=left > 0)
+        else:
+            self.pending_activity.discard([member])
+        logger.info(
+            "stop stream request",
+            userId=user_id,
+            sessionId=session_id,
+            wasLive=bool(was_live),
+            fromOtherScreen=from_other_screen,
+        )
+        return bool(was_live)
 
     # --- Support staff and operators -----------------------------------------
 
@@ -258,7 +398,18 @@ class StreamManager:
         pipe.zrange(user.sessions, 0, -1, withscores=True)
         pipe.hgetall(user.details)
         (sec, usec), members, details = pipe.execute()
-        now = sec * 1000 + usec // 1000
+        return self._live_sessions(sec * 1000 + usec // 1000, members, details)
+
+    def limit_for(self, user_id: str, max_streams: int | None = None, plan: str | None = None) -> UserLimit:
+        """The user's limit for a token with these claims, and its source (override first)."""
+        require_id(user_id, "userId")
+        raw = self.client.get(self.keys.user(user_id).limit)
+        asked, source = self.asked_limit(max_streams, plan)
+        if raw is not None:
+            return UserLimit(int(raw), int(raw), self.default_limit, "override")
+        return UserLimit(asked, None, self.default_limit, source)
+
+    def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
         details = {_text(k): _text(v) for k, v in details.items()}
         found = []
         for raw_sid, last in members:
@@ -273,17 +424,25 @@ class StreamManager:
                     started_at=_ms_to_datetime(started),
                     last_heartbeat_at=_ms_to_datetime(last),
                     expires_in_seconds=max(0.0, (last + self.session_ttl_ms - now) / 1000),
+                    device_name=details.get(f"d:{sid}"),
                 )
             )
         found.sort(key=lambda s: s.started_at)
         return found
 
     def get_limit(self, user_id: str) -> UserLimit:
-        """The user's limit and where it comes from."""
+        """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""
         require_id(user_id, "userId")
-        raw = self.client.get(self.keys.user(user_id).limit)
-        override = int(raw) if raw is not None else None
-        return UserLimit(override if override is not None else self.default_limit, override, self.default_limit)
+        user = self.keys.user(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(user.limit)
+        pipe.hmget(user.details, "limit", "limitSource")
+        raw, (asked, source) = pipe.execute()
+        if raw is not None:
+            return UserLimit(int(raw), int(raw), self.default_limit, "override")
+        if asked is not None and source is not None:
+            return UserLimit(int(asked), None, self.default_limit, _text(source))
+        return UserLimit(self.default_limit, None, self.default_limit, "default")
 
     def set_limit_override(self, user_id: str, limit: int | None) -> UserLimit:
         """Set (1..50) or, with None, clear the user's limit override.
@@ -306,6 +465,29 @@ class StreamManager:
         pipe.execute()
         logger.info("limit override set", userId=user_id, override=limit)
         return self.get_limit(user_id)
+
+    def limit_overrides(self) -> Iterator[tuple[str, int]]:
+        """Every user's limit override, as (user id, limit), in no particular order.
+
+        Read from the per-user keys the admission script reads (not the
+        dashboard's mirror), with SCAN: O(keys under the prefix), for backups.
+        """
+        for batch in self._batched(self.client.scan_iter(match=self.keys.limit_pattern, count=1000), 500):
+            found = [(key, self._user_of_limit_key(key)) for key in batch]
+            found = [(key, user_id) for key, user_id in found if user_id is not None]
+            pipe = self.client.pipeline(transaction=False)
+            for key, _ in found:
+                pipe.get(key)  # not MGET: the keys are in different cluster slots
+            for (_, user_id), raw in zip(found, pipe.execute() if found else [], strict=True):
+                if raw is not None:  # cleared between SCAN and GET
+                    yield user_id, int(raw)
+
+    def _user_of_limit_key(self, key: bytes) -> str | None:
+        try:
+            user_id = self.keys.user_of_limit_key(_text(key))
+        except UnicodeDecodeError:
+            return None
+        return user_id if user_id is not None and id_error(user_id) is None else None
 
     def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
         """Evict one live session (or, with None, all of the user's) and start its cool-down.
@@ -350,6 +532,71 @@ class StreamManager:
         return total, [
             LiveUser(_text(uid), _ms_to_datetime(last), n) for (uid, last), n in zip(rows, counts, strict=True)
         ]
+
+    def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
+        """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
+
+        One ZRANGEBYLEX on the prefix index (O(log n + count)), then two
+        ZSCOREs per account found.
+        """
+        raw = prefix.encode()
+        # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
+        ids = self.client.zrangebylex(self.keys.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
+        if not ids:
+            return []
+        since = self._now_ms() - self.session_ttl_ms
+        pipe = self.client.pipeline(transaction=False)
+        for uid in ids:
+            pipe.zscore(self.keys.seen_users, uid)
+            pipe.zscore(self.keys.live_users, uid)
+        scores = pipe.execute()
+        found = []
+        for n, uid in enumerate(ids):
+            seen, live = scores[2 * n], scores[2 * n + 1]
+            if seen is not None:
+                found.append(FoundUser(_text(uid), _ms_to_datetime(seen), live is not None and live > since))
+        return found
+
+    def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
+        """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""
+        require_id(user_id, "userId")
+        now = self._now_ms()
+        ending = self.client.zrangebyscore(self.keys.user(user_id).evicted, f"({now}", "+inf", withscores=True)
+        return [(_text(sid), (end - now) / 1000) for sid, end in ending]
+
+    def last_heard(self, user_id: str) -> datetime | None:
+        """When the account's latest heartbeat came, if it came in the last day."""
+        require_id(user_id, "userId")
+        seen = self.client.zscore(self.keys.seen_users, user_id)
+        return None if seen is None else _ms_to_datetime(seen)
+
+    def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
+        """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
+        require_id(user_id, "userId")
+        found = []
+        for raw in self.client.lrange(self.keys.refusals(user_id), 0, REFUSALS_KEPT - 1):
+            record = orjson.loads(raw)
+            found.append(
+                RecentRefusal(
+                    _ms_to_datetime(record["at_ms"]),
+                    record["session_id"],
+                    record["stream_id"],
+                    record["device_name"],
+                    record["code"],
+                )
+            )
+        return found
+
+    def sharing_signals(self, day: int, count: int = 20) -> tuple[list[AccountSignal], list[AccountSignal]]:
+        """The accounts refused most often, and with the most distinct sessions, on a UTC day (days since 1970)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrevrange(self.keys.refused_on(day), 0, count - 1, withscores=True)
+        pipe.zrevrange(self.keys.distinct_sessions_on(day), 0, count - 1, withscores=True)
+        refused, distinct = pipe.execute()
+        return (
+            [AccountSignal(_text(uid), int(n)) for uid, n in refused],
+            [AccountSignal(_text(uid), int(n)) for uid, n in distinct],
+        )
 
     def live_counts(self) -> tuple[int, int]:
         """Live users and live sessions across all users (two ZCOUNTs)."""
@@ -458,12 +705,42 @@ class StreamManager:
                         ],
                     )
                 )
+        activity_calls = len(calls)
+        calls += self._account_records(batch)
         try:
             written = self.activity_scripts.run(calls)
         except RedisError:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
-        return sum(int(n) for n in written)
+        return sum(int(n) for n in written[:activity_calls])
+
+    def _account_records(self, batch: ActivityBatch) -> list[ScriptCall]:
+        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; chunked by account."""
+        day = int(time.time() // 86_400)
+        shared = [
+            self.keys.seen_users,
+            self.keys.seen_users_by_name,
+            self.keys.refused_on(day),
+            self.keys.distinct_sessions_on(day),
+        ]
+        seen = list(batch.users.items())
+        refusals = list(batch.refusals.items())
+        new_sessions = list(batch.new_sessions.items())
+        calls = []
+        for start in range(0, max(len(seen), len(refusals), len(new_sessions)), ACTIVITY_CHUNK):
+            end = start + ACTIVITY_CHUNK
+            keys, args = list(shared), [SEEN_MS, DAY_KEY_TTL_SECONDS, REFUSALS_TTL_SECONDS, REFUSALS_KEPT]
+            args += [len(seen[start:end]), *(v for uid, (heard, _) in seen[start:end] for v in (uid, heard))]
+            args.append(len(refusals[start:end]))
+            for uid, kept in refusals[start:end]:
+                keys.append(self.keys.refusals(uid))
+                args += [uid, len(kept), *(orjson.dumps(dataclasses.asdict(r)).decode() for r in kept)]
+            args.append(len(new_sessions[start:end]))
+            for uid, sids in new_sessions[start:end]:
+                keys.append(self.keys.sessions_seen_on(day, uid))
+                args += [uid, len(sids), *sids]
+            calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
+        return calls
 
     def check_ready(self) -> Readiness:
         """Exercise the heartbeat's own write path, as readiness probes must.
@@ -480,7 +757,7 @@ class StreamManager:
             if reloaded:
                 self.load_scripts()
             probe = self.keys.probe(f"{socket.gethostname()}:{os.getpid()}")
-            self._run(ADMIT, probe.as_list(), ["canary", "canary", PROBE_LIMIT, PROBE_TTL_MS])
+            self._run(ADMIT, probe.as_list(), ["canary", "canary", PROBE_LIMIT, "default", PROBE_TTL_MS, "", 0])
         except ResponseError as exc:
             return Readiness(False, "redis_refuses_writes", f"Redis refuses the heartbeat's writes: {exc}")
         except RedisError as exc:

@@ -14,6 +14,7 @@ import re
 import unicodedata
 
 MAX_ID_LENGTH = 128
+MAX_DEVICE_NAME_LENGTH = 64
 ID_FIELDS = ("userId", "streamId", "sessionId")
 
 # Unicode general categories an id may not hold, and how the error names them.
@@ -76,4 +77,17 @@ def require_id(value: object, name: str) -> str:
     error = id_error(value)
     if error:
         raise InvalidIdError(f"{name}: {error}")
+    return value  # type: ignore[return-value]
+
+
+def device_name_error(value: object) -> str | None:
+    """Why ``value`` is not a valid ``deviceName`` (the id rule, at most 64 characters), or None."""
+    return id_error(value, MAX_DEVICE_NAME_LENGTH)
+
+
+def require_device_name(value: object) -> str:
+    """Return ``value`` if it is a valid device name, else raise ``InvalidIdError``."""
+    error = device_name_error(value)
+    if error:
+        raise InvalidIdError(f"deviceName: {error}")
     return value  # type: ignore[return-value]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -22,14 +23,18 @@ from heartbeat.errors import internal_error, invalid_request
 from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
 from heartbeat.request_body import MAX_BODY_BYTES
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import HeartbeatResult, Outcome
-from heartbeat.validation import ID_FIELDS, id_error
+from heartbeat.stream_manager import HeartbeatResult, Outcome, SessionInfo
+from heartbeat.tokens import PlaybackClaims, TokenError, get_verifier
+from heartbeat.validation import ID_FIELDS, device_name_error, id_error
 
 logger = structlog.get_logger(__name__)
 
 # Logged as ``reqBody``: only the fields the API reads, each cut short, so a
 # client cannot flood the logs through the body.
 _LOGGED_FIELD_LENGTH = 160
+# A JWT's first segment (base64url of its header) followed by a dot: what is
+# cut from logged bodies. A token cut before its first dot has no signature.
+_JWT_LIKE = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_.-]*")
 
 REFUSAL_MESSAGES = {
     Outcome.LIMIT_REACHED: (
@@ -42,6 +47,24 @@ REFUSAL_MESSAGES = {
         "Playback on this screen was stopped by support. Start it again in a few minutes, "
         "or contact support if this keeps happening.",
     ),
+    Outcome.STOPPED: (
+        "session_stopped",
+        "Playback on this screen was stopped from another screen of this account.",
+    ),
+    Outcome.REPLACED: (
+        "session_replaced",
+        "This account started playing on another screen, which took this screen's place.",
+    ),
+}
+
+# How a field of the body is checked; absent optional fields are fine.
+_FIELD_RULES = {
+    "userId": id_error,
+    "streamId": id_error,
+    "sessionId": id_error,
+    "deviceName": device_name_error,
+    # Checked for its type even with tokens off, so a client learns its mistake early.
+    "token": lambda value: None if isinstance(value, str) else "Must be a string.",
 }
 
 
@@ -54,19 +77,70 @@ def json_response(body: dict[str, Any], status: int = 200) -> HttpResponse:
     return HttpResponse(orjson.dumps(body), content_type="application/json", status=status)
 
 
-def read_ids(data: Any, fields: tuple[str, ...]) -> tuple[dict[str, str] | None, dict[str, list[str]]]:
-    """Pick and check ``fields`` from a parsed body: (the ids, {}) or (None, errors by field)."""
+def read_ids(
+    data: Any, fields: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> tuple[dict[str, str] | None, dict[str, list[str]]]:
+    """Pick and check ``fields`` (and ``optional``, when present) from a parsed body.
+
+    Returns (the ids, {}) or (None, errors by field).
+    """
     if not isinstance(data, dict):
         return None, {"body": ["Must be a JSON object."]}
     errors: dict[str, list[str]] = {}
-    for name in fields:
+    ids: dict[str, str] = {}
+    for name in (*fields, *optional):
         if name not in data:
-            errors[name] = ["This field is required."]
-        elif error := id_error(data[name]):
+            if name not in optional:
+                errors[name] = ["This field is required."]
+        elif error := _FIELD_RULES[name](data[name]):
             errors[name] = [error]
+        else:
+            ids[name] = data[name]
     if errors:
         return None, errors
-    return {name: data[name] for name in fields}, {}
+    return ids, {}
+
+
+def token_failure(code: str, reason: str, message: str) -> HttpResponse:
+    """401 for a missing or unusable token, with the ``WWW-Authenticate`` challenge of RFC 6750."""
+    metrics.TOKEN_FAILURES.labels(reason).inc()
+    metrics.HEARTBEATS_BY_OUTCOME["unauthorized"].inc()
+    challenge = 'Bearer realm="streamlimit"'
+    if code in ("invalid_token", "token_expired"):
+        challenge += ', error="invalid_token"'
+    response = json_response({"code": code, "message": message}, status=status.HTTP_401_UNAUTHORIZED)
+    response["WWW-Authenticate"] = challenge
+    return response
+
+
+def token_mismatch(message: str) -> HttpResponse:
+    """403: the token is valid, but for another account or session than the body names."""
+    metrics.TOKEN_FAILURES.labels("mismatch").inc()
+    metrics.HEARTBEATS_BY_OUTCOME["unauthorized"].inc()
+    return json_response({"code": "token_mismatch", "message": message}, status=status.HTTP_403_FORBIDDEN)
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; "" for another scheme; None when absent."""
+    header = request._request.META.get("HTTP_AUTHORIZATION")
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def session_list(sessions: list[SessionInfo]) -> list[dict[str, Any]]:
+    """An account's live sessions as players see them (times in ISO 8601, UTC)."""
+    return [
+        {
+            "sessionId": s.session_id,
+            "streamId": s.stream_id,
+            "deviceName": s.device_name,
+            "startedAt": s.started_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "lastHeartbeatAt": s.last_heartbeat_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        }
+        for s in sessions
+    ]
 
 
 def log_redis_failure(operation: str, exc: RedisError) -> None:
@@ -85,9 +159,14 @@ def log_redis_failure(operation: str, exc: RedisError) -> None:
 
 
 def _log_body(data: Any) -> Any:
+    """What the log line shows of a body: the ids only (never ``token``), or the start of a non-object body.
+
+    A body that is not a JSON object may still hold a token (a broken beacon
+    body): anything shaped like a JWT is cut out of it.
+    """
     if isinstance(data, dict):
         return {k: str(data[k])[:_LOGGED_FIELD_LENGTH] for k in ID_FIELDS if k in data}
-    return str(data)[:_LOGGED_FIELD_LENGTH]
+    return _JWT_LIKE.sub("[token removed]", str(data)[:_LOGGED_FIELD_LENGTH])
 
 
 class _PlayerAPIView(APIView):
@@ -102,6 +181,13 @@ class _PlayerAPIView(APIView):
     throttle_classes = ()
     renderer_classes = (ORJSONRenderer,)
     content_negotiation_class = JSONOnlyNegotiation
+    # The ids the body must carry (userId may be left out in token mode), and may carry.
+    required_fields: tuple[str, ...] = ID_FIELDS
+    optional_fields: tuple[str, ...] = ()
+    # /heartbeat/stop: navigator.sendBeacon cannot set headers, so the body may carry the token.
+    token_in_body = False
+    # The verified token of this request (None when tokens are off); a view instance serves one request.
+    claims: PlaybackClaims | None = None
 
     def perform_authentication(self, request: Request) -> None:
         """Skip DRF's eager authentication: players are not Django users.
@@ -139,38 +225,91 @@ class _PlayerAPIView(APIView):
             structlog.contextvars.bind_contextvars(reqBody=_log_body(getattr(error, "received", "")))
             raise
         structlog.contextvars.bind_contextvars(reqBody=_log_body(data))
-        ids, errors = read_ids(data, ID_FIELDS)
-        return ids, (invalid_request(errors) if errors else None)
+        return self.authorized_ids(request, data)
+
+    def authenticate_player(self, request: Request, data: Any = None) -> HttpResponse | None:
+        """Verify the playback token (when tokens are on) and keep its claims; or the 401 to send.
+
+        Runs before any id of the body is used and before Redis is touched.
+        """
+        verifier = get_verifier()
+        if not verifier.enabled:
+            return None
+        token = bearer_token(request)
+        if token is None and self.token_in_body and isinstance(data, dict):
+            token = data.get("token")
+        if token is None:
+            return token_failure("token_required", "missing", "Send the playback token: Authorization: Bearer <token>.")
+        try:
+            self.claims = verifier.verify(token)
+        except TokenError as error:
+            return token_failure(error.code, error.reason, error.message)
+        return None
+
+    def authorized_ids(self, request: Request, data: Any) -> tuple[dict[str, str] | None, HttpResponse | None]:
+        """The token checked, then the body's ids, then that they agree with the token."""
+        if failure := self.authenticate_player(request, data):
+            return None, failure
+        claims = self.claims
+        if claims is None:
+            ids, errors = read_ids(data, self.required_fields, self.optional_fields)
+            return ids, (invalid_request(errors) if errors else None)
+        # In token mode the account is the token's sub; the body may leave userId out.
+        required = tuple(f for f in self.required_fields if f != "userId")
+        ids, errors = read_ids(data, required, ("userId", *self.optional_fields))
+        if errors:
+            return None, invalid_request(errors)
+        if ids.setdefault("userId", claims.user_id) != claims.user_id:
+            return None, token_mismatch("The token is for another account than the body's userId.")
+        if claims.session_id is not None and ids["sessionId"] != claims.session_id:
+            return None, token_mismatch("The token is for another session than the body's sessionId.")
+        return ids, None
 
 
 class HeartbeatView(_PlayerAPIView):
-    """``POST /heartbeat``: 200 keep playing, 400 stop (limit reached or evicted)."""
+    """``POST /heartbeat``: 200 keep playing, 400 stop (limit reached, evicted, stopped or replaced)."""
 
     parser_classes = (ORJSONParser,)
+    optional_fields = ("deviceName",)
 
     @extend_schema(**schema.HEARTBEAT)
     def post(self, request: Request) -> Response:
         ids, error = self.parsed_ids(request)
         if error:
             return error
+        claims = self.claims
+        manager = get_stream_manager()
+        sessions = None
         try:
             with metrics.HEARTBEAT_SECONDS.time():
-                result = get_stream_manager().admit(ids["userId"], ids["streamId"], ids["sessionId"])
+                result = manager.admit(
+                    ids["userId"],
+                    ids["streamId"],
+                    ids["sessionId"],
+                    device_name=ids.get("deviceName"),
+                    max_streams=claims.max_streams if claims else None,
+                    plan=claims.plan if claims else None,
+                )
+            if claims is not None and result.outcome is Outcome.LIMIT_REACHED:
+                # Only a verified account may see who is watching on it.
+                sessions = session_list(manager.sessions(ids["userId"]))
         except RedisError as exc:
             log_redis_failure("heartbeat", exc)
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
             if settings.STREAMLIMIT_FAIL_OPEN:
-                return Response(self._degraded_body())
+                return Response(self._degraded_body(claims))
             return internal_error(request._request)
         metrics.HEARTBEATS_BY_OUTCOME[result.outcome.value].inc()
-        return self._answer(result)
+        metrics.LIMIT_SOURCES_BY_NAME[result.limit_source].inc()
+        return self._answer(result, sessions)
 
     @staticmethod
-    def _answer(result: HeartbeatResult) -> Response:
+    def _answer(result: HeartbeatResult, sessions: list[dict[str, Any]] | None) -> Response:
         body: dict[str, Any] = {
             "allowed": result.allowed,
             "activeSessions": result.active_sessions,
             "limit": result.limit,
+            "limitSource": result.limit_source,
             "heartbeatInterval": settings.HEARTBEAT_INTERVAL_SECONDS,
         }
         if result.allowed:
@@ -178,24 +317,37 @@ class HeartbeatView(_PlayerAPIView):
         code, message = REFUSAL_MESSAGES[result.outcome]
         body["code"] = code
         body["message"] = message.format(limit=result.limit)
+        if sessions is not None:
+            body["sessions"] = sessions
         return json_response(body, status=status.HTTP_400_BAD_REQUEST)
 
     @staticmethod
-    def _degraded_body() -> dict[str, Any]:
+    def _degraded_body(claims: PlaybackClaims | None) -> dict[str, Any]:
         # Fail-open: the operator chose never to interrupt a viewer while Redis is down.
+        limit, source = get_stream_manager().asked_limit(
+            claims.max_streams if claims else None, claims.plan if claims else None
+        )
         return {
             "allowed": True,
             "degraded": True,
             "activeSessions": None,
-            "limit": settings.MAX_CONCURRENT_STREAMS,
+            "limit": limit,
+            "limitSource": source,
             "heartbeatInterval": settings.HEARTBEAT_INTERVAL_SECONDS,
         }
 
 
 class StopView(_PlayerAPIView):
-    """``POST /heartbeat/stop``: the player stopped; free its slot now (204, idempotent)."""
+    """``POST /heartbeat/stop``: the player stopped; free its slot now (204, idempotent).
+
+    With an account token (no ``sid``) it stops any session of the account,
+    which is then refused (``session_stopped``) for a session TTL.
+    """
 
     parser_classes = (ORJSONParser, PlainTextJSONParser)
+    required_fields = ("userId", "sessionId")
+    optional_fields = ("streamId", "token")
+    token_in_body = True
 
     @extend_schema(**schema.STOP)
     def post(self, request: Request) -> Response:
@@ -203,8 +355,38 @@ class StopView(_PlayerAPIView):
         if error:
             return error
         try:
-            get_stream_manager().stop(ids["userId"], ids["sessionId"])
+            get_stream_manager().stop(
+                ids["userId"],
+                ids["sessionId"],
+                from_other_screen=self.claims is not None and self.claims.is_account_token,
+            )
         except RedisError as exc:
             log_redis_failure("stop", exc)
             return internal_error(request._request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SessionsView(_PlayerAPIView):
+    """``GET /sessions``: the account's limit and live sessions, for a player's "devices" screen.
+
+    Only with a valid token: without tokens, anyone could list who watches on any account.
+    """
+
+    @extend_schema(**schema.SESSIONS)
+    def get(self, request: Request) -> Response:
+        if not get_verifier().enabled:
+            return token_failure(
+                "tokens_disabled", "tokens_disabled", "Session lists need playback tokens, which are off here."
+            )
+        if failure := self.authenticate_player(request):
+            return failure
+        claims = self.claims
+        assert claims is not None  # authenticate_player answered 401 otherwise
+        manager = get_stream_manager()
+        try:
+            limit = manager.limit_for(claims.user_id, claims.max_streams, claims.plan)
+            sessions = manager.sessions(claims.user_id)
+        except RedisError as exc:
+            log_redis_failure("sessions", exc)
+            return internal_error(request._request)
+        return json_response({"limit": limit.limit, "limitSource": limit.source, "sessions": session_list(sessions)})

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
+
+T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -88,3 +92,22 @@ def env_networks(name: str, default: str) -> list[ipaddress.IPv4Network | ipaddr
         except ValueError:
             raise ImproperlyConfigured(f"{name} must list IP networks such as 10.0.0.0/8, got {item!r}") from None
     return networks
+
+
+def env_parsed(name: str, default: str, parse: Callable[[str], T]) -> T:
+    """Return ``parse(value)``; a ValueError from ``parse`` stops start-up naming the variable.
+
+    ``parse`` must never put a secret in its message: it ends up in the logs.
+    """
+    try:
+        return parse(os.environ.get(name, default).strip())
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name}: {error}") from None
+
+
+def env_lower_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """Return the variable (lower-cased) if it is one of ``choices``."""
+    value = os.environ.get(name, default).strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value

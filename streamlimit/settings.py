@@ -17,13 +17,30 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from streamlimit.env import env_bool, env_choice, env_float, env_int, env_list, env_networks, env_str
+from heartbeat.tokens import TokenVerifier, load_jwks, parse_hs256_keys, parse_plan_limits
+from streamlimit.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_lower_choice,
+    env_networks,
+    env_parsed,
+    env_str,
+)
 from streamlimit.logging import build_logging_config, configure_structlog
+from streamlimit.version import VERSION
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state of a development checkout (SQLite file, generated secret key, a
 # Redis started for development); git ignores it.
 VAR_DIR = Path(env_str("STREAMLIMIT_VAR_DIR", str(BASE_DIR / "var")))
+# Collected static files. The image sets it outside VAR_DIR, so the runtime user
+# can write its state without being able to change what the service serves.
+STATIC_ROOT = Path(env_str("STREAMLIMIT_STATIC_ROOT", str(VAR_DIR / "static")))
+# From pyproject.toml; shown by /healthz and the streamlimit_build_info metric.
+STREAMLIMIT_VERSION = VERSION
 
 # --- Service -----------------------------------------------------------------
 PORT = env_int("PORT", 8080, minimum=1, maximum=65535)
@@ -48,6 +65,22 @@ if ACTIVITY_FLUSH_SECONDS * 4 > SESSION_TTL_SECONDS:
         f"ACTIVITY_FLUSH_SECONDS ({ACTIVITY_FLUSH_SECONDS}) must be at most a quarter of "
         f"SESSION_TTL_SECONDS ({SESSION_TTL_SECONDS}), or live sessions would drop off the dashboard"
     )
+
+# --- Playback tokens, plans and the limit policy (see heartbeat/tokens.py) -----
+# HS256 secrets as kid=secret pairs, and/or a JWKS file of public keys; none: tokens off.
+PLAYBACK_TOKEN_KEYS = env_parsed("PLAYBACK_TOKEN_KEYS", "", parse_hs256_keys)
+PLAYBACK_TOKEN_JWKS_FILE = env_str("PLAYBACK_TOKEN_JWKS_FILE", "").strip()
+PLAYBACK_TOKEN_JWKS = env_parsed("PLAYBACK_TOKEN_JWKS_FILE", "", load_jwks)
+PLAYBACK_TOKEN_ISSUER = env_str("PLAYBACK_TOKEN_ISSUER", "").strip()
+PLAYBACK_TOKEN_AUDIENCE = env_str("PLAYBACK_TOKEN_AUDIENCE", "").strip()
+PLAYBACK_TOKEN_LEEWAY_SECONDS = env_int("PLAYBACK_TOKEN_LEEWAY_SECONDS", 30, minimum=0, maximum=600)
+try:
+    # Built once here too, so a kid given both as a secret and in the JWKS stops start-up.
+    TokenVerifier(PLAYBACK_TOKEN_KEYS, PLAYBACK_TOKEN_JWKS)
+except ValueError as _error:
+    raise ImproperlyConfigured(f"PLAYBACK_TOKEN_JWKS_FILE: {_error}") from None
+PLAN_LIMITS = env_parsed("PLAN_LIMITS", "", parse_plan_limits)
+LIMIT_POLICY = env_lower_choice("LIMIT_POLICY", "reject_new", ("reject_new", "replace_oldest"))
 
 # /metrics is answered to clients in these networks, or to any client that
 # sends "Authorization: Bearer <METRICS_BEARER_TOKEN>" when a token is set.
@@ -119,6 +152,11 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Old keys still accepted for signatures (staff sessions) while a new key is
+# rolled out: set the new DJANGO_SECRET_KEY, the old one here, remove it later.
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
+if any(len(key) < 32 for key in SECRET_KEY_FALLBACKS):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY_FALLBACKS must list keys of at least 32 characters")
 
 INSTALLED_APPS = [
     # Before the admin, so its admin/index.html (the dashboard link) wins.
@@ -156,7 +194,17 @@ MIDDLEWARE = [
 # The player endpoints and probes skip the staff pages' middleware (see
 # streamlimit/wsgi.py); the paths are exact, with and without the slash.
 PLAYER_API_PATHS = frozenset(
-    {"/heartbeat", "/heartbeat/", "/heartbeat/stop", "/heartbeat/stop/", "/healthz", "/readyz", "/metrics"}
+    {
+        "/heartbeat",
+        "/heartbeat/",
+        "/heartbeat/stop",
+        "/heartbeat/stop/",
+        "/sessions",
+        "/sessions/",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
 )
 PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.RequestLogMiddleware"]
 
@@ -241,7 +289,6 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
@@ -261,11 +308,21 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "StreamLimit API",
     "DESCRIPTION": "Concurrent-stream limiter: players send a heartbeat every few seconds "
     "and keep playing while the answer is 200.",
-    "VERSION": "1.0.0",
+    "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "playbackToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "The playback token the streaming company's back end issued (when tokens are on).",
+            }
+        }
+    },
 }
 
 # --- Logging -----------------------------------------------------------------

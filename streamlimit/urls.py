@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from heartbeat.ops_views import healthz, metrics, readyz
-from heartbeat.views import HeartbeatView, StopView
+from heartbeat.views import HeartbeatView, SessionsView, StopView
 
 urlpatterns = [
     # With or without a trailing slash, and no redirect: players POST. The
@@ -14,6 +14,8 @@ urlpatterns = [
     path("heartbeat/", HeartbeatView.as_view(schema=None)),
     path("heartbeat/stop", StopView.as_view(), name="heartbeat-stop"),
     path("heartbeat/stop/", StopView.as_view(schema=None)),
+    path("sessions", SessionsView.as_view(), name="sessions"),
+    path("sessions/", SessionsView.as_view(schema=None)),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
     path("metrics", metrics, name="metrics"),

@@ -228,6 +228,45 @@ def fast_password_hashing(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# --- Playback tokens -------------------------------------------------------------
+
+# Test-only secrets, 32 bytes and more; never used outside the suite.
+TOKEN_SECRETS = {"k1": "test-secret-one-0123456789abcdefghij", "k2": "test-secret-two-0123456789abcdefghij"}
+
+
+def make_token(
+    sub: str | None = "alice",
+    *,
+    kid: str | None = "k1",
+    secret: object = None,
+    algorithm: str = "HS256",
+    expires_in: float = 300,
+    **claims: object,
+) -> str:
+    """A playback token: HS256 with the test key ``kid`` unless told otherwise; extra claims as keywords."""
+    import jwt
+
+    payload: dict = {"exp": int(time.time() + expires_in), **claims}
+    if sub is not None:
+        payload["sub"] = sub
+    headers = {"kid": kid} if kid is not None else {}
+    key = secret if secret is not None else TOKEN_SECRETS.get(kid or "", "")
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+@pytest.fixture
+def token_keys(settings) -> dict[str, str]:
+    """Turn playback tokens on for this test, with the two HS256 test keys (k1, k2)."""
+    settings.PLAYBACK_TOKEN_KEYS = dict(TOKEN_SECRETS)
+    return settings.PLAYBACK_TOKEN_KEYS
+
+
+@pytest.fixture
+def token_env() -> dict[str, str]:
+    """Environment variables that turn tokens on in a subprocess (gunicorn, manage.py)."""
+    return {"PLAYBACK_TOKEN_KEYS": ",".join(f"{kid}={secret}" for kid, secret in TOKEN_SECRETS.items())}
+
+
 class OwnRedis:
     """A redis-server of one test's own, on a free loopback port, for what the shared one must never suffer.
 

@@ -139,8 +139,7 @@ def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(key_prefix: st
     manager = StreamManager(
         unreachable, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
     )
-    now = time.time()
-    manager.pending_activity.note("alice", "alice\x00s0", int(now * 1000), int(now // 60), allowed=True, at_limit=False)
+    manager.pending_activity.note("alice", "s0", int(time.time() * 1000), at_limit=False)
     assert manager.flush_activity() == 0
     [line] = [entry for entry in json_log_lines() if entry["message"] == "activity flush failed"]
     assert line["level"] == "warning" and line["sessions"] == 1 and "ConnectionError" in line["stack"]

@@ -95,6 +95,16 @@ def test_search_by_exact_user_id_shows_the_sessions(staff_client: Client) -> Non
     assert "2 of 3" in content
 
 
+def test_user_page_shows_device_names_and_where_the_limit_comes_from(staff_client: Client) -> None:
+    get_stream_manager().admit("alice", "movie", "tv", device_name="Living <room> TV", max_streams=2)
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert "Living &lt;room&gt; TV" in content
+    assert 'data-source="token"' in content and "2 at once" in content
+    get_stream_manager().set_limit_override("alice", 5)
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert 'data-source="override"' in content and "5 at once" in content
+
+
 def test_search_is_exact_not_a_prefix_match(staff_client: Client) -> None:
     play("alice", 2)
     content = staff_client.get("/dashboard/user/", {"id": "ali"}).content.decode()
@@ -333,3 +343,74 @@ def test_live_users_can_be_filtered_to_those_at_their_limit(staff_client: Client
     content = staff_client.get("/dashboard/users/", {"filter": "at-limit"}).content.decode()
     assert "2 live users at their limit" in content
     assert ">alice<" in content and ">carol<" in content and ">bob<" not in content
+
+
+def test_find_lists_accounts_by_the_start_of_their_id(staff_client: Client) -> None:
+    play("family-42", 1)
+    play("family-43", 1)
+    play("friends-1", 1)
+    get_stream_manager().stop("family-43", "s0")
+    content = staff_client.get("/dashboard/find/", {"id": "fam"}).content.decode()
+    rows = re.findall(r"<tr><td><a href=[^>]*><bdi[^>]*>([^<]*)</bdi></a></td><td>([a-z ]+)</td>", content)
+    assert rows == [("family-42", "watching"), ("family-43", "not watching")]
+
+
+def test_find_says_when_nobody_with_that_id_was_heard_in_a_day(staff_client: Client) -> None:
+    play("alice", 1)
+    content = staff_client.get("/dashboard/find/", {"id": "bob"}).content.decode()
+    assert 'id="not-found"' in content and "last 24 hours" in content
+
+
+def test_the_user_page_tells_not_watching_from_never_seen(staff_client: Client) -> None:
+    play("alice", 1)
+    get_stream_manager().stop("alice", "s0")
+    get_stream_manager().flush_activity()
+    assert "Not watching now; last heartbeat" in staff_client.get(user_page("alice")).content.decode()
+    assert (
+        "No heartbeat from this account in the last 24 hours" in staff_client.get(user_page("nobody")).content.decode()
+    )
+
+
+def test_the_user_page_lists_recent_refusals_newest_first(staff_client: Client) -> None:
+    play("alice", 3)
+    get_stream_manager().admit("alice", "film-a", "phone")
+    get_stream_manager().admit("alice", "film-b", "tablet")
+    get_stream_manager().flush_activity()
+    content = staff_client.get(user_page("alice")).content.decode()
+    refusals = content[content.index('id="refusals"') :]
+    assert refusals.index("tablet") < refusals.index("phone")
+    assert refusals.count("concurrency_limit_reached") == 2
+
+
+def test_the_sharing_page_ranks_refused_and_many_session_accounts(staff_client: Client) -> None:
+    play("busy", 3)
+    for n in range(5):
+        get_stream_manager().admit("busy", "movie", f"extra-{n}")  # refused
+    play("quiet", 1)
+    get_stream_manager().flush_activity()
+    content = staff_client.get("/dashboard/sharing/").content.decode()
+    today = content[: content.index("Yesterday")]
+    refused = today[today.index('class="refused-most"') : today.index('class="distinct-most"')]
+    assert re.search(r"busy</bdi></a></td><td>5<", refused) and "quiet" not in refused
+    distinct = today[today.index('class="distinct-most"') :]
+    assert distinct.index("busy") < distinct.index("quiet")
+    assert "never a reason for automatic" in content
+
+
+def test_the_user_page_shows_each_evicted_sessions_cool_down_left(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s1"})
+    content = staff_client.get(user_page("alice")).content.decode()
+    cooling = content[content.index('id="cooldowns"') :]
+    assert re.search(r'<bdi class="sl-id">s1</bdi></td><td>(299|300) s<', cooling)
+    assert re.search(r"<td>in (39|40) s</td>", content)
+
+
+def test_a_refusal_on_the_user_page_names_the_refused_device(staff_client: Client) -> None:
+    manager = get_stream_manager()
+    for i in range(3):
+        manager.admit("alice", "movie", f"s{i}")
+    assert not manager.admit("alice", "movie", "s3", device_name="Grandma's laptop").allowed
+    manager.flush_activity()
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert "Grandma&#x27;s laptop" in content and "concurrency_limit_reached" in content

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+import requests
 import yaml
 
 from tests.conftest import ROOT
@@ -35,7 +43,9 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 def test_dockerfile_runs_gunicorn_with_the_repo_config_and_checks_healthz() -> None:
     rows = dict(dockerfile_instructions())
     assert json.loads(rows["CMD"]) == ["gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]
-    assert "/healthz" in rows["HEALTHCHECK"]
+    healthcheck = json.loads(rows["HEALTHCHECK"].split("CMD", 1)[1])
+    assert healthcheck == ["python", "/app/deploy/healthcheck.py"]
+    assert "/healthz" in (ROOT / "deploy" / "healthcheck.py").read_text()
     entrypoint = json.loads(rows["ENTRYPOINT"])[0]
     assert (ROOT / entrypoint.removeprefix("/app/")).exists()
     assert "migrate" in (ROOT / entrypoint.removeprefix("/app/")).read_text()
@@ -53,3 +63,214 @@ def test_compose_runs_the_api_with_redis_migrations_and_replicas() -> None:
     assert "noeviction" in services["redis"]["command"]
     assert "${DJANGO_SECRET_KEY:?" in (ROOT / "compose.yaml").read_text()
     assert (ROOT / services["proxy"]["volumes"][0].split(":")[0]).exists()
+
+
+# --- compose, image and proxy (issue 9, part 7) -------------------------------------------
+
+REQUIRED_IN_DOTENV = {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD"}
+
+
+def readme_settings() -> list[str]:
+    """The variables of the README's configuration table."""
+    text = (ROOT / "README.md").read_text()
+    table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", table, re.MULTILINE)
+
+
+def dotenv_example() -> dict[str, str]:
+    """Variables named in .env.example, set or shown commented out, with their values."""
+    found = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = re.match(r"^#? ?([A-Z][A-Z0-9_]+)=(.*)$", line)
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def nginx_headers() -> dict[str, str]:
+    """proxy_set_header lines of deploy/nginx.conf: header -> value."""
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    return {name.lower(): value for name, value in re.findall(r"proxy_set_header\s+(\S+)\s+([^;]+);", text)}
+
+
+def test_env_example_lists_every_setting_of_the_readme_without_secrets() -> None:
+    settings = readme_settings()
+    assert len(settings) >= 25  # the table was found
+    listed = dotenv_example()
+    assert set(settings) - set(listed) == set()
+    for name in REQUIRED_IN_DOTENV:
+        assert listed[name] == "", f"{name} must be empty in .env.example"
+    # The compose-only variables are documented there too.
+    assert {"STREAMLIMIT_IMAGE", "METRICS_SUBNET", "PROXY_PORT"} <= set(listed)
+
+
+def test_nginx_passes_the_host_with_its_port_and_overwrites_forwarded_headers() -> None:
+    headers = nginx_headers()
+    assert headers["host"] == "$http_host"
+    assert headers["x-forwarded-proto"] == "$scheme"
+    # $remote_addr replaces what the client sent; $proxy_add_x_forwarded_for would append to it.
+    assert headers["x-forwarded-for"] == "$remote_addr"
+    assert headers["x-forwarded-host"] == '""' and headers["forwarded"] == '""'
+    assert "$proxy_add_x_forwarded_for" not in (ROOT / "deploy" / "nginx.conf").read_text()
+
+
+def test_compose_builds_one_image_for_migrate_and_api() -> None:
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    built = [name for name, service in services.items() if "build" in service]
+    assert built == ["migrate"]
+    assert services["api"]["image"] == services["migrate"]["image"]
+    assert services["api"]["env_file"] == services["migrate"]["env_file"] == [".env"]
+
+
+def test_compose_trusts_the_proxy_and_scrapes_metrics_on_a_network_nginx_is_not_on() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    env = services["api"]["environment"]
+    assert env["DJANGO_BEHIND_PROXY"] == "true"
+    assert env["METRICS_ALLOWED_NETWORKS"] == compose["networks"]["metrics"]["ipam"]["config"][0]["subnet"]
+    assert "metrics" in services["api"]["networks"] and "metrics" in services["prometheus"]["networks"]
+    assert "metrics" not in services["proxy"]["networks"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    prometheus = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    [dns] = prometheus["scrape_configs"][0]["dns_sd_configs"]
+    assert dns["names"] == ["api"] and dns["port"] == 8080
+
+
+def test_image_code_belongs_to_root_and_static_files_are_outside_var() -> None:
+    rows = dockerfile_instructions()
+    final_stage = rows[[i for i, (keyword, _) in enumerate(rows) if keyword == "FROM"][-1] :]
+    app_copies = [rest for keyword, rest in final_stage if keyword == "COPY" and "--from" not in rest]
+    assert app_copies == [". /app"]  # no --chown: the runtime user cannot change the code
+    env = " ".join(rest for keyword, rest in final_stage if keyword == "ENV")
+    static_root = re.search(r"STREAMLIMIT_STATIC_ROOT=(\S+)", env).group(1)
+    var_dir = re.search(r"STREAMLIMIT_VAR_DIR=(\S+)", env).group(1)
+    assert not static_root.startswith(var_dir)
+    run = " ".join(rest for keyword, rest in final_stage if keyword == "RUN")
+    assert "collectstatic" in run and f"chown streamlimit:streamlimit {var_dir}" in run
+    assert "chown -R" not in run
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether ``path`` (or a folder above it) is left out by .dockerignore ``patterns`` (no ! rules used)."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        for candidate in candidates:
+            if fnmatch.fnmatchcase(candidate, pattern):
+                return True
+            if pattern.startswith("**/") and fnmatch.fnmatchcase(candidate.rsplit("/", 1)[-1], pattern[3:]):
+                return True
+    return False
+
+
+def test_dockerignore_keeps_out_state_secrets_and_tests_and_keeps_what_the_image_runs() -> None:
+    patterns = [
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and line[0] != "#"
+    ]
+    assert not [p for p in patterns if p.startswith("!")]  # the matcher above does not handle exceptions
+    ignored = [".git/HEAD", ".venv/bin/python", "var/db.sqlite3", ".env", ".env.production", "tests/conftest.py"]
+    ignored += ["bench/run.sh", "heartbeat/__pycache__/views.cpython-311.pyc", ".pytest_cache/x", "README.md"]
+    for left_out in ignored:
+        assert dockerignored(left_out, patterns), left_out
+    needed = ["manage.py", "gunicorn.conf.py", "requirements.txt", "pyproject.toml", "deploy/docker-entrypoint.sh"]
+    needed += ["streamlimit/settings.py", "heartbeat/scripts/admit.lua", "dashboard/templates/dashboard/base.html"]
+    needed += ["dashboard/static/dashboard/dashboard.css", "LICENSE"]
+    for path in needed:
+        assert (ROOT / path).exists(), path
+        assert not dockerignored(path, patterns), path
+
+
+def test_env_is_ignored_by_git() -> None:
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+# --- the real tools, where installed (make test installs them from Debian's packages) ---------
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (v2 plugin) when it works, else Debian's `docker-compose`, else None."""
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else None
+
+
+def compose_project(tmp_path: Path, dotenv: str) -> Path:
+    """A copy of compose.yaml and deploy/ with ``dotenv`` as its .env."""
+    shutil.copy(ROOT / "compose.yaml", tmp_path / "compose.yaml")
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    (tmp_path / ".env").write_text(dotenv)
+    return tmp_path
+
+
+@pytest.fixture
+def compose() -> list[str]:
+    command = compose_command()
+    if command is None:
+        pytest.skip("neither `docker compose` nor `docker-compose` is installed (make test installs docker-compose)")
+    return command
+
+
+def test_compose_config_takes_every_setting_from_dotenv(compose: list[str], tmp_path: Path) -> None:
+    dotenv = (ROOT / ".env.example").read_text()
+    dotenv = dotenv.replace("DJANGO_SECRET_KEY=\n", "DJANGO_SECRET_KEY=test-only-" + "k" * 40 + "\n")
+    dotenv = dotenv.replace("POSTGRES_PASSWORD=\n", "POSTGRES_PASSWORD=test-only-pw\n")
+    dotenv = dotenv.replace("# MAX_CONCURRENT_STREAMS=3\n", "MAX_CONCURRENT_STREAMS=5\n")
+    dotenv = dotenv.replace("# HOST=0.0.0.0\n", "HOST=127.0.0.1\n")  # compose's own value must win
+    project = compose_project(tmp_path, dotenv)
+    result = subprocess.run([*compose, "config"], cwd=project, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    api, migrate = services["api"], services["migrate"]
+    assert api["environment"]["MAX_CONCURRENT_STREAMS"] == "5"
+    assert api["environment"]["HOST"] == "0.0.0.0"  # noqa: S104 (inside the container)
+    assert api["environment"]["DATABASE_URL"] == "postgres://streamlimit:test-only-pw@db:5432/streamlimit"
+    assert api["image"] == migrate["image"] == "streamlimit:local" and "build" not in api
+    listed = subprocess.run(
+        [*compose, "--profile", "monitoring", "config", "--services"], cwd=project, capture_output=True, text=True
+    )
+    assert "prometheus" in listed.stdout.split()
+
+
+def test_compose_config_refuses_a_dotenv_without_the_secret_key(compose: list[str], tmp_path: Path) -> None:
+    project = compose_project(tmp_path, (ROOT / ".env.example").read_text())
+    result = subprocess.run([*compose, "config"], cwd=project, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "set DJANGO_SECRET_KEY in .env" in result.stderr or "set POSTGRES_PASSWORD in .env" in result.stderr
+
+
+@pytest.fixture
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        pytest.skip("promtool is not installed (Debian's prometheus package; make test installs it)")
+    return found
+
+
+def test_alert_rules_are_valid_and_their_unit_tests_pass(promtool: str) -> None:
+    checked = subprocess.run([promtool, "check", "rules", "alerts.yml"], cwd=ROOT / "deploy", capture_output=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=ROOT / "deploy", capture_output=True)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_prometheus_scrape_config_is_valid(promtool: str) -> None:
+    result = subprocess.run(
+        [promtool, "check", "config", "--syntax-only", "prometheus.yml"], cwd=ROOT / "deploy", capture_output=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.live_server_gunicorn
+def test_the_image_healthcheck_names_an_allowed_host(live_gunicorn) -> None:
+    server = live_gunicorn(workers=1, DJANGO_ALLOWED_HOSTS=".limits.example.com,other.example.com")
+    env = {**os.environ, "PORT": str(server.port), "DJANGO_ALLOWED_HOSTS": ".limits.example.com,other.example.com"}
+    healthy = subprocess.run([sys.executable, "deploy/healthcheck.py"], cwd=ROOT, env=env, capture_output=True)
+    assert healthy.returncode == 0, healthy.stderr
+    # The old check's Host, 127.0.0.1, is refused by such a list.
+    refused = requests.get(f"{server.url}/healthz", timeout=10)
+    assert refused.status_code == 400
+    server.stop()
+    down = subprocess.run([sys.executable, "deploy/healthcheck.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert down.returncode == 1 and "healthz:" in down.stderr

@@ -31,7 +31,13 @@ def test_first_heartbeat_is_allowed_with_the_pace_to_follow(client: Client) -> N
     response = post(client, body())
     assert response.status_code == 200
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"allowed": True, "activeSessions": 1, "limit": 3, "heartbeatInterval": 20}
+    assert response.json() == {
+        "allowed": True,
+        "activeSessions": 1,
+        "limit": 3,
+        "limitSource": "default",
+        "heartbeatInterval": 20,
+    }
 
 
 def test_trailing_slash_works_without_a_redirect(client: Client) -> None:
@@ -136,13 +142,20 @@ def test_bad_input_gets_invalid_request_and_touches_no_key(
     client: Client, redis_client: Redis, key_prefix: str, name: str
 ) -> None:
     data, field = BAD_BODIES[name]
-    for url in (URL, STOP_URL):
+    # A stop names its session; the streamId it may carry is checked but not needed.
+    for url in (URL,) if name == "missing streamId" else (URL, STOP_URL):
         response = post(client, data, url=url)
         assert response.status_code == 400, response.content
         payload = response.json()
         assert payload["code"] == "invalid_request"
         assert field in payload["errors"], payload
     assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
+def test_stop_needs_no_stream_id(client: Client) -> None:
+    post(client, body())
+    assert post(client, {"userId": "alice", "sessionId": "s0"}, url=STOP_URL).status_code == 204
+    assert post(client, body(session="s1")).json()["activeSessions"] == 1
 
 
 def test_a_body_over_16_kib_gets_413_and_touches_no_key(client: Client, redis_client: Redis, key_prefix: str) -> None:

@@ -28,14 +28,27 @@ def test_schema_is_valid_openapi_3(client: Client) -> None:
 @pytest.mark.parametrize(
     ("path", "statuses"),
     [
-        ("/heartbeat", {"200", "400", "405", "413", "415", "500"}),
-        ("/heartbeat/stop", {"204", "400", "405", "413", "415", "500"}),
+        ("/heartbeat", {"200", "400", "401", "403", "405", "413", "415", "500"}),
+        ("/heartbeat/stop", {"204", "400", "401", "403", "405", "413", "415", "500"}),
     ],
 )
 def test_schema_lists_both_endpoints_with_every_status(client: Client, path: str, statuses: set[str]) -> None:
     operation = schema_document(client)["paths"][path]["post"]
     assert set(operation["responses"]) == statuses
-    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("HeartbeatRequest")
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("Request")
+    assert {"playbackToken": []} in operation["security"]
+
+
+def test_schema_describes_the_bearer_scheme_and_the_sessions_list(client: Client) -> None:
+    document = schema_document(client)
+    scheme = document["components"]["securitySchemes"]["playbackToken"]
+    assert (scheme["type"], scheme["scheme"], scheme["bearerFormat"]) == ("http", "bearer", "JWT")
+    sessions = document["paths"]["/sessions"]["get"]
+    assert set(sessions["responses"]) == {"200", "401", "500"}
+    assert sessions["security"] == [{"playbackToken": []}]
+    codes = str(document["components"]["schemas"])
+    for code in ("session_stopped", "session_replaced", "token_required", "token_expired", "token_mismatch"):
+        assert code in codes, code
 
 
 def test_schema_carries_examples(client: Client) -> None:

@@ -35,8 +35,56 @@ def test_live_users_lists_users_and_sessions() -> None:
     play("alice", 2)
     play("bob", 1)
     out = run("live_users")
-    assert "2 live users" in out and "\u2068alice\u2069  (2 of 3 sessions)" in out
+    assert "2 live users" in out and "\u2068alice\u2069  (2 of 3 sessions, limit from default)" in out
     assert "stream=\u2068movie-1\u2069" in out
+
+
+def test_live_users_shows_device_names_and_limit_sources(settings) -> None:
+    settings.PLAN_LIMITS = {"premium": 4}
+    get_stream_manager().admit("alice", "movie", "tv", device_name="Living room TV", plan="premium")
+    get_stream_manager().flush_activity()
+    data = json.loads(run("live_users", "--json"))
+    [alice] = data["users"]
+    assert (alice["limit"], alice["limitSource"]) == (4, "plan")
+    assert alice["sessions"][0]["deviceName"] == "Living room TV"
+    assert "device=\u2068Living room TV\u2069" in run("live_users") and "limit from plan" in run("live_users")
+
+
+def test_issue_token_prints_a_token_the_service_accepts(token_keys, settings) -> None:
+    from heartbeat.tokens import PlaybackClaims, get_verifier
+
+    token = run("issue_token", "alice", "--session", "tv", "--max-streams", "2", "--ttl", "60").strip()
+    assert get_verifier().verify(token) == PlaybackClaims("alice", "tv", 2, None)
+    token = run("issue_token", "alice", "--plan", "premium", "--kid", "k2").strip()
+    assert get_verifier().verify(token) == PlaybackClaims("alice", None, None, "premium")
+    import jwt
+
+    assert jwt.get_unverified_header(token)["kid"] == "k2"
+    settings.PLAYBACK_TOKEN_ISSUER = "https://auth.example"
+    settings.PLAYBACK_TOKEN_AUDIENCE = "streamlimit"
+    assert get_verifier().verify(run("issue_token", "alice").strip()).user_id == "alice"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("alice", "--kid", "nope"),
+        ("alice", "--max-streams", "0"),
+        ("alice", "--max-streams", "51"),
+        ("alice", "--ttl", "0"),
+        ("x" * 129,),
+        ("alice", "--session", ""),
+    ],
+)
+def test_issue_token_refuses_bad_input_with_a_message(token_keys, args: tuple[str, ...]) -> None:
+    with pytest.raises(CommandError):
+        call_command("issue_token", *args, stdout=io.StringIO())
+
+
+def test_issue_token_needs_hs256_keys(settings) -> None:
+    settings.PLAYBACK_TOKEN_KEYS = {}
+    with pytest.raises(CommandError, match="PLAYBACK_TOKEN_KEYS"):
+        call_command("issue_token", "alice", stdout=io.StringIO())
 
 
 def test_live_users_json_is_for_scripts() -> None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import re
 import time
+import tomllib
 
 import requests
 from django.test import Client
+
+from streamlimit.version import read_version
+from tests.conftest import ROOT
+from tests.test_wsgi import call
 
 
 def metric(text: str, name: str, labels: str = "") -> float:
@@ -21,7 +28,26 @@ def test_healthz_answers_without_redis(client: Client, settings) -> None:
     caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
     settings.CACHES = caches
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert response.status_code == 200 and response.json() == {"status": "ok", "version": project_version()}
+
+
+def project_version() -> str:
+    """The version pyproject.toml declares, read here independently of the service."""
+    with open(ROOT / "pyproject.toml", "rb") as handle:
+        return tomllib.load(handle)["project"]["version"]
+
+
+def test_version_is_read_from_pyproject(tmp_path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\nversion = "9.8.7"\n')
+    assert read_version(pyproject) == "9.8.7"
+    assert read_version() == project_version()
+
+
+def test_build_info_metric_names_the_version(client: Client) -> None:
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "streamlimit_build_info", f'{{version="{project_version()}"}}') == 1
+    assert "# TYPE streamlimit_build_info gauge" in text
 
 
 def test_readyz_is_ready_and_reloads_scripts_redis_forgot(client: Client, own_redis, use_redis) -> None:
@@ -99,6 +125,8 @@ def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
     assert metric(text, "streamlimit_heartbeats_total", '{outcome="invalid"}') == 7
     assert metric(text, "streamlimit_heartbeat_duration_seconds_count") == 40
     assert metric(text, "streamlimit_live_users") == 5 and metric(text, "streamlimit_live_sessions") == 15
+    # One build_info sample per replica, however many workers answered before.
+    assert text.count("streamlimit_build_info{") == 1
 
 
 def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own_redis) -> None:
@@ -121,3 +149,18 @@ def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own
     text = requests.get(f"{server.url}/metrics", timeout=10).text
     assert metric(text, "streamlimit_heartbeats_total", '{outcome="error"}') >= 1
     assert metric(text, "streamlimit_redis_errors_total", '{operation="readyz"}') >= 1
+
+
+def test_metrics_are_scraped_by_address_from_an_allowed_network(settings) -> None:
+    # Prometheus reaches each replica by its IP and sends that as Host.
+    settings.METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network("172.30.99.0/24")]
+    status, _, content = call("GET", "/metrics", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="172.30.99.9")
+    assert status == "200 OK" and b"streamlimit_build_info" in content
+
+
+def test_a_foreign_host_is_refused_to_other_clients_and_on_other_paths(settings) -> None:
+    settings.METRICS_ALLOWED_NETWORKS = [ipaddress.ip_network("172.30.99.0/24")]
+    status, _, content = call("GET", "/metrics", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="10.1.2.3")
+    assert status == "400 Bad Request" and json.loads(content)["code"] == "invalid_host"
+    status, _, _ = call("GET", "/healthz", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="172.30.99.9")
+    assert status == "400 Bad Request"

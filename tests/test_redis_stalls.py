@@ -25,6 +25,15 @@ def heartbeat(client: Client, session: str = "tv") -> object:
     return client.post("/heartbeat", {**BODY, "sessionId": session}, content_type="application/json")
 
 
+def heartbeats_while_paused(client: Client, redis, count: int) -> list:
+    """Send ``count`` heartbeats while the test's own Redis is frozen; it is resumed after, whatever happens."""
+    redis.pause()
+    try:
+        return [heartbeat(client) for _ in range(count)]
+    finally:
+        redis.resume()
+
+
 def test_a_stalled_redis_costs_a_heartbeat_one_socket_timeout_and_the_script_is_not_sent_twice(
     own_redis, key_prefix
 ) -> None:
@@ -83,11 +92,7 @@ def test_an_open_breaker_is_a_metric_and_a_log_line(
     use_redis(redis.url, SOCKET_TIMEOUT=0.3)
     settings.REDIS_BREAKER_FAILURES = 2
     settings.REDIS_BREAKER_SECONDS = 60
-    redis.pause()
-    try:
-        answers = [heartbeat(client) for _ in range(8)]
-    finally:
-        redis.resume()
+    answers = heartbeats_while_paused(client, redis, 8)
     assert {a.json()["code"] for a in answers} == {"internal_error"}
     # Redis is back, but the breaker stays open for its time: the answer is still at once, 500.
     assert heartbeat(client).status_code == 500
@@ -105,12 +110,8 @@ def test_after_the_open_time_one_trial_call_closes_the_breaker(
     use_redis(redis.url, SOCKET_TIMEOUT=0.3)
     settings.REDIS_BREAKER_FAILURES = 1
     settings.REDIS_BREAKER_SECONDS = 0.5
-    redis.pause()
-    try:
-        assert heartbeat(client).status_code == 500  # opens it
-        assert heartbeat(client).status_code == 500  # refused at once
-    finally:
-        redis.resume()
+    # The first opens it, the second is refused at once.
+    assert [a.status_code for a in heartbeats_while_paused(client, redis, 2)] == [500, 500]
     time.sleep(0.6)
     assert heartbeat(client).status_code == 200  # the trial
     assert heartbeat(client, "phone").status_code == 200
@@ -127,11 +128,7 @@ def test_with_fail_open_an_open_breaker_answers_degraded_at_once(
     settings.REDIS_BREAKER_FAILURES = 1
     settings.REDIS_BREAKER_SECONDS = 60
     settings.STREAMLIMIT_FAIL_OPEN = True
-    redis.pause()
-    try:
-        answers = [heartbeat(client) for _ in range(3)]
-    finally:
-        redis.resume()
+    answers = heartbeats_while_paused(client, redis, 3)
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert all(a.json()["degraded"] is True and a.json()["activeSessions"] is None for a in answers)
 

@@ -33,6 +33,7 @@ BAD_SETTINGS = [
     ("DJANGO_ALLOWED_HOSTS", " , ", "at least one host"),
     ("DJANGO_CSRF_TRUSTED_ORIGINS", "limits.example.com", "with their scheme"),
     ("DJANGO_SECURE_COOKIES", "2", "true or false"),
+    ("DJANGO_SECRET_KEY_FALLBACKS", "short", "at least 32 characters"),
     ("DATABASE_URL", "mongodb://admin:hunter2@db/x", "postgres://"),
     ("LOG_LEVEL", "loud", "one of DEBUG"),
     ("DJANGO_BEHIND_PROXY", "nginx", "true or false"),

@@ -142,10 +142,16 @@ def test_a_user_who_stops_watching_leaves_nothing_behind(make_manager, redis_cli
     time.sleep(1.2)
     leftover = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
     # The user's own keys are gone; the shared indexes no longer count the user
-    # and expire by themselves within two minutes of the last heartbeat.
+    # and expire by themselves within two minutes of the last heartbeat; what
+    # support may look up later (seen in the last day, the daily signals)
+    # expires within two days.
     assert [k for k in leftover if ":u:" in k] == []
-    assert all(0 < redis_client.pttl(k) <= 2 * 3600 * 1000 for k in leftover)
-    assert all(redis_client.pttl(k) <= 120_000 for k in leftover if ":minute:" not in k)
+    support = (":seen", ":refusals:", "-day:", ":sessions-hll:")
+    assert all(0 < redis_client.pttl(k) <= 2 * 86_400_000 for k in leftover)
+    assert all(redis_client.pttl(k) <= 2 * 3600 * 1000 for k in leftover if not any(s in k for s in support))
+    assert all(
+        redis_client.pttl(k) <= 120_000 for k in leftover if ":minute:" not in k and not any(s in k for s in support)
+    )
     assert manager.stats() == ServiceStats(live_users=0, live_sessions=0, users_at_limit=0)
     assert manager.live_users() == (0, [])
 
@@ -265,3 +271,115 @@ def test_activity_counts_heartbeats_refusals_and_evictions(manager: StreamManage
     assert sum(m.refused for m in minutes) == 1
     assert sum(m.evicted for m in minutes) == 1
     assert max(m.peak_sessions for m in minutes) == 3
+
+
+# --- Issue 8: limits asked by tokens and plans, device names, blocks, replace_oldest ---
+
+
+def test_the_asked_limit_is_token_then_plan_then_default(make_manager) -> None:
+    manager = make_manager(plan_limits={"basic": 1, "premium": 4})
+    assert manager.asked_limit(2, "premium") == (2, "token")
+    assert manager.asked_limit(None, "premium") == (4, "plan")
+    assert manager.asked_limit(None, "gold") == (3, "default")
+    assert manager.asked_limit() == (3, "default")
+
+
+def test_the_override_in_redis_wins_over_the_asked_limit(manager: StreamManager) -> None:
+    assert manager.admit("alice", "movie", "s0", max_streams=1).limit_source == "token"
+    manager.set_limit_override("alice", 2)
+    result = manager.admit("alice", "movie", "s1", max_streams=1)
+    assert (result.allowed, result.limit, result.limit_source) == (True, 2, "override")
+
+
+def test_get_limit_reports_the_source_the_latest_heartbeat_asked_for(make_manager) -> None:
+    manager = make_manager(plan_limits={"premium": 4})
+    assert manager.get_limit("alice").source == "default"
+    manager.admit("alice", "movie", "s0", plan="premium")
+    assert (manager.get_limit("alice").limit, manager.get_limit("alice").source) == (4, "plan")
+    manager.set_limit_override("alice", 1)
+    assert (manager.get_limit("alice").limit, manager.get_limit("alice").source) == (1, "override")
+
+
+def test_the_device_name_is_kept_and_forgotten_with_its_session(
+    manager: StreamManager, redis_client: Redis, key_prefix: str
+) -> None:
+    manager.admit("alice", "movie", "s0", device_name="TV")
+    manager.admit("alice", "movie", "s0")  # a heartbeat without the name keeps it
+    assert manager.sessions("alice")[0].device_name == "TV"
+    manager.stop("alice", "s0")
+    left = redis_client.hgetall(manager.keys.user("alice").details)
+    assert left == {b"limit": b"3", b"limitSource": b"default"}
+    with pytest.raises(InvalidIdError):
+        manager.admit("alice", "movie", "s1", device_name="x" * 65)
+
+
+def test_a_session_stopped_from_another_screen_is_refused_for_a_ttl(make_manager) -> None:
+    manager = make_manager(session_ttl_seconds=1)
+    manager.admit("alice", "movie", "s0")
+    assert manager.stop("alice", "s0", from_other_screen=True) is True
+    assert manager.admit("alice", "movie", "s0").outcome is Outcome.STOPPED
+    assert manager.admit("alice", "movie", "s1").allowed
+    time.sleep(1.1)
+    assert manager.admit("alice", "movie", "s0").allowed
+
+
+def test_stopping_a_session_that_is_not_live_blocks_nothing(manager: StreamManager, redis_client: Redis) -> None:
+    assert manager.stop("alice", "s0", from_other_screen=True) is False
+    assert not redis_client.exists(manager.keys.user("alice").stopped)
+    assert manager.admit("alice", "movie", "s0").allowed
+
+
+def test_replace_oldest_gives_a_new_session_the_slot_of_the_first_started(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest")
+    admit_sessions(manager, "alice", 3)
+    manager.admit("alice", "movie", "s0")  # the oldest stays the oldest by start, not by heartbeat
+    result = manager.admit("alice", "movie", "s3")
+    assert (result.outcome, result.active_sessions, result.replaced) == (Outcome.ALLOWED, 3, ("s0",))
+    assert [s.session_id for s in manager.sessions("alice")] == ["s1", "s2", "s3"]
+    assert manager.admit("alice", "movie", "s0").outcome is Outcome.REPLACED
+    assert [s.session_id for s in manager.sessions("alice")] == ["s1", "s2", "s3"]
+
+
+def test_replace_oldest_makes_room_under_a_lowered_limit(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest")
+    admit_sessions(manager, "alice", 3)
+    manager.set_limit_override("alice", 1)
+    result = manager.admit("alice", "movie", "new")
+    assert result.replaced == ("s0", "s1", "s2") and result.active_sessions == 1
+    assert [s.session_id for s in manager.sessions("alice")] == ["new"]
+
+
+def test_replaced_sessions_leave_the_live_counts_at_once(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest", default_limit=1)
+    manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
+    manager.admit("alice", "movie", "s1")
+    manager.flush_activity()
+    assert manager.live_counts() == (1, 1)
+
+
+def test_an_unknown_limit_policy_is_refused(make_manager) -> None:
+    with pytest.raises(ValueError):
+        make_manager(limit_policy="kick_everyone")
+
+
+def test_concurrent_new_sessions_under_replace_oldest_keep_exactly_the_limit(make_manager) -> None:
+    manager = make_manager(default_limit=3, limit_policy="replace_oldest")
+    barrier = threading.Barrier(50)
+    results: list = []
+
+    def player(i: int) -> None:
+        barrier.wait()
+        results.append(manager.admit("family", "movie", f"device-{i}"))
+
+    threads = [threading.Thread(target=player, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(r.allowed for r in results) and all(r.active_sessions <= 3 for r in results)
+    replaced = [sid for r in results for sid in r.replaced]
+    assert len(replaced) == len(set(replaced)) == 47
+    live = {s.session_id for s in manager.sessions("family")}
+    assert len(live) == 3 and not live & set(replaced)
+    assert all(manager.admit("family", "movie", sid).outcome is Outcome.REPLACED for sid in replaced)

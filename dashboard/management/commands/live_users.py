@@ -38,11 +38,13 @@ class Command(OperatorCommand):
                 {
                     "userId": user_id,
                     "limit": limit.limit,
+                    "limitSource": limit.source,
                     "limitOverride": limit.override,
                     "sessions": [
                         {
                             "sessionId": s.session_id,
                             "streamId": s.stream_id,
+                            "deviceName": s.device_name,
                             "startedAt": s.started_at.isoformat(),
                             "lastHeartbeatAt": s.last_heartbeat_at.isoformat(),
                             "expiresInSeconds": round(s.expires_in_seconds, 1),
@@ -57,9 +59,13 @@ class Command(OperatorCommand):
         if options["user"] is None:
             self.stdout.write(f"{total} live users; showing {len(users)}, most recent heartbeat first.")
         for user in users:
-            self.stdout.write(f"{isolate(user['userId'])}  ({len(user['sessions'])} of {user['limit']} sessions)")
+            self.stdout.write(
+                f"{isolate(user['userId'])}  ({len(user['sessions'])} of {user['limit']} sessions, "
+                f"limit from {user['limitSource']})"
+            )
             for s in user["sessions"]:
+                device = f"  device={isolate(s['deviceName'])}" if s["deviceName"] is not None else ""
                 self.stdout.write(
-                    f"  {isolate(s['sessionId'])}  stream={isolate(s['streamId'])}  started={s['startedAt']}  "
+                    f"  {isolate(s['sessionId'])}  stream={isolate(s['streamId'])}{device}  started={s['startedAt']}  "
                     f"last={s['lastHeartbeatAt']}  expires_in={s['expiresInSeconds']}s"
                 )

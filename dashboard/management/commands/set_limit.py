@@ -29,5 +29,4 @@ class Command(OperatorCommand):
         result = actions.set_limit(
             operator_name(options), options["user"], None if options["clear"] else options["limit"]
         )
-        source = "default" if result.override is None else "override"
-        return f"Limit of {isolate(options['user'])} is now {result.limit} ({source})."
+        return f"Limit of {isolate(options['user'])} is now {result.limit} ({result.source})."

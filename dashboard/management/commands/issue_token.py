@@ -1,0 +1,59 @@
+"""Print an HS256 playback token signed with a configured key (tests, demos, support)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from heartbeat.tokens import MAX_MAX_STREAMS, MIN_MAX_STREAMS, issue_token
+from heartbeat.validation import id_error
+
+MAX_TTL_SECONDS = 30 * 86400
+
+
+class Command(BaseCommand):
+    help = (
+        "Print a playback token for USER, signed with an HS256 key of PLAYBACK_TOKEN_KEYS (the first, or --kid). "
+        "Without --session it is an account token: it may stop any session of the account."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("user", help="the account (the token's sub)")
+        parser.add_argument("--session", help="bind the token to this sessionId (the sid claim)")
+        limit = parser.add_mutually_exclusive_group()
+        limit.add_argument("--plan", help="the plan claim (its limit comes from PLAN_LIMITS)")
+        limit.add_argument("--max-streams", type=int, help="the maxStreams claim (1 to 50)")
+        parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
+        parser.add_argument("--kid", help="which key of PLAYBACK_TOKEN_KEYS signs it (default: the first)")
+
+    def handle(self, *args: Any, **options: Any) -> str:
+        keys: dict[str, str] = settings.PLAYBACK_TOKEN_KEYS
+        if not keys:
+            raise CommandError("PLAYBACK_TOKEN_KEYS is empty: set kid=secret (a secret of 32 bytes or more) first.")
+        kid = options["kid"] or next(iter(keys))
+        if kid not in keys:
+            raise CommandError(f"No key {kid!r} in PLAYBACK_TOKEN_KEYS (there are: {', '.join(keys)}).")
+        for name, value in (("user", options["user"]), ("--session", options["session"])):
+            if value is not None and (error := id_error(value)):
+                raise CommandError(f"{name}: {error}")
+        if options["max_streams"] is not None and not MIN_MAX_STREAMS <= options["max_streams"] <= MAX_MAX_STREAMS:
+            raise CommandError(f"--max-streams must be between {MIN_MAX_STREAMS} and {MAX_MAX_STREAMS}.")
+        if options["plan"] is not None and (error := id_error(options["plan"])):
+            raise CommandError(f"--plan: {error}")
+        if not 1 <= options["ttl"] <= MAX_TTL_SECONDS:
+            raise CommandError(f"--ttl must be between 1 and {MAX_TTL_SECONDS} seconds.")
+        return issue_token(
+            kid,
+            keys[kid],
+            options["user"],
+            ttl_seconds=options["ttl"],
+            session_id=options["session"],
+            plan=options["plan"],
+            max_streams=options["max_streams"],
+            issuer=settings.PLAYBACK_TOKEN_ISSUER,
+            audience=settings.PLAYBACK_TOKEN_AUDIENCE,
+            now=time.time(),
+        )

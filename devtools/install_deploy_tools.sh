@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The deployment-file tests run the real tools on compose.yaml, deploy/nginx.conf
+# and the Prometheus files: docker-compose (its `config` validates compose.yaml;
+# no Docker daemon needed), nginx and promtool. `make test` runs this first: it
+# installs the missing ones from Debian's packages when this user may (root, or
+# password-less sudo); otherwise it says how, and only those tests skip.
+set -euo pipefail
+declare -A package_of=([docker-compose]=docker-compose [nginx]=nginx-light [promtool]=prometheus)
+missing=()
+for tool in docker-compose nginx promtool; do
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${package_of[$tool]}")
+done
+# Under systemd, Debian's nginx package would start a system-wide nginx on port 80: ask, don't do it.
+if [[ " ${missing[*]} " == *" nginx-light "* ]] && [ -d /run/systemd/system ]; then
+  echo "[deploy tools] the nginx proxy test needs nginx: 'sudo apt-get install nginx-light' (it starts a service)" >&2
+  missing=("${missing[@]/nginx-light/}")
+  read -r -a missing <<<"${missing[*]}"
+fi
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "[deploy tools] ${missing[*]} not installed and no apt-get here: their tests will be skipped" >&2
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if sudo -n true 2>/dev/null; then
+    SUDO="sudo -n"
+  else
+    echo "[deploy tools] run 'sudo apt-get install --no-install-recommends ${missing[*]}' to run their tests" >&2
+    exit 0
+  fi
+fi
+echo "[deploy tools] installing Debian's ${missing[*]} for the deployment tests (once, about a minute)" >&2
+$SUDO apt-get update -qq
+# No recommends: docker-compose would bring a whole Docker engine, prometheus a node exporter.
+# Services are not started by this install in a container; nginx is only run by the tests.
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,78 @@
+-- Write one process's batch of per-account records for support: who was seen
+-- (the prefix search), recent refusals, and the daily account-sharing signals.
+--
+-- Called with record_activity.lua in the same round trip, by the activity
+-- flush, never per heartbeat. Every key carries the shared hash tag.
+--
+-- KEYS[1] seen           ZSET user id -> last heartbeat (ms), kept a day
+-- KEYS[2] seen by name   ZSET user id, all scores 0: lexicographic, for prefix search
+-- KEYS[3] refused today  ZSET user id -> refusals this UTC day
+-- KEYS[4] distinct today ZSET user id -> distinct sessions this UTC day (HyperLogLog estimate)
+-- KEYS[5 ..]             per account, in the order of ARGV: the refusal LIST of each
+--                        account with refusals, then the HyperLogLog of each account with new sessions
+-- ARGV[1] how long "seen" lasts (ms)
+-- ARGV[2] TTL of the daily keys (s)
+-- ARGV[3] TTL of a refusal list (s)
+-- ARGV[4] how many refusals a list keeps
+-- ARGV[5] U, then U pairs: user id, time of its latest heartbeat (ms)
+-- then R, then for each account with refusals: user id, n, n refusals (JSON)
+-- then H, then for each account with new sessions: user id, n, n session ids
+--
+-- Returns the number of accounts seen.
+
+local seen_ms = tonumber(ARGV[1])
+local day_ttl = tonumber(ARGV[2])
+local refusals_ttl = tonumber(ARGV[3])
+local refusals_kept = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local i = 5
+local users = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, users do
+  redis.call('ZADD', KEYS[1], 'GT', tonumber(ARGV[i + 1]), ARGV[i])
+  redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[i])
+  i = i + 2
+end
+
+local key = 5
+local with_refusals = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, with_refusals do
+  local user_id, n = ARGV[i], tonumber(ARGV[i + 1])
+  for j = 1, n do
+    redis.call('LPUSH', KEYS[key], ARGV[i + 1 + j])
+  end
+  redis.call('LTRIM', KEYS[key], 0, refusals_kept - 1)
+  redis.call('EXPIRE', KEYS[key], refusals_ttl)
+  redis.call('ZINCRBY', KEYS[3], n, user_id)
+  key = key + 1
+  i = i + 2 + n
+end
+
+local with_new = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, with_new do
+  local user_id, n = ARGV[i], tonumber(ARGV[i + 1])
+  for j = 1, n do
+    redis.call('PFADD', KEYS[key], ARGV[i + 1 + j])
+  end
+  redis.call('EXPIRE', KEYS[key], day_ttl)
+  redis.call('ZADD', KEYS[4], redis.call('PFCOUNT', KEYS[key]), user_id)
+  key = key + 1
+  i = i + 2 + n
+end
+
+-- Forget accounts not seen for a day, a bounded number per batch.
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - seen_ms, 'LIMIT', 0, 1000)
+if #stale > 0 then
+  redis.call('ZREM', KEYS[1], unpack(stale))
+  redis.call('ZREM', KEYS[2], unpack(stale))
+end
+for k = 1, 4 do
+  if redis.call('EXISTS', KEYS[k]) == 1 then
+    redis.call('EXPIRE', KEYS[k], day_ttl)
+  end
+end
+return users

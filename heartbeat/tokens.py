@@ -1,0 +1,344 @@
+"""Playback tokens: JWTs the streaming company's back end signs, verified here.
+
+Keys are read at start-up only (``PLAYBACK_TOKEN_KEYS`` for HS256 secrets,
+``PLAYBACK_TOKEN_JWKS_FILE`` for public keys); answering a request never
+fetches anything. The header's ``kid`` picks one key, and only that key's own
+algorithm is allowed for it: an allow-list mixing HS256 with a public-key
+algorithm would let a token "signed" with the public key as an HMAC secret
+through (and PyJWT raises ``InvalidKeyError``, which is not an
+``InvalidTokenError``, for such tokens, so every ``PyJWTError`` is caught).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+import orjson
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from jwt import PyJWK, PyJWKSet
+from jwt.exceptions import (
+    DecodeError,
+    ExpiredSignatureError,
+    InvalidAlgorithmError,
+    InvalidKeyError,
+    InvalidSignatureError,
+    PyJWKError,
+    PyJWKSetError,
+    PyJWTError,
+)
+
+from heartbeat.validation import MAX_ID_LENGTH, id_error
+
+MIN_SECRET_BYTES = 32
+MIN_MAX_STREAMS = 1
+MAX_MAX_STREAMS = 50
+# The public-key algorithms a JWKS key may use (HS256 keys come from PLAYBACK_TOKEN_KEYS only).
+PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
+# Verified tokens remembered per process (a player sends the same token every heartbeat).
+# About 9 MB per process at 20,000 (a token, its claims and two times: ~450 bytes).
+VERIFIED_CACHE_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class PlaybackClaims:
+    """What a verified token says: the account, and optionally its session, limit and plan."""
+
+    user_id: str
+    session_id: str | None = None
+    max_streams: int | None = None
+    plan: str | None = None
+
+    @property
+    def is_account_token(self) -> bool:
+        """A token without ``sid`` speaks for the whole account (it may stop any of its sessions)."""
+        return self.session_id is None
+
+
+class TokenError(Exception):
+    """A token that cannot be used: ``code`` for the player, ``reason`` for the metric."""
+
+    def __init__(self, code: str, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+def parse_hs256_keys(raw: str) -> dict[str, str]:
+    """``kid=secret,kid2=secret2`` as a dict; each secret at least 32 bytes, kids unique.
+
+    Raises ValueError saying what is wrong (never echoing a secret).
+    """
+    keys: dict[str, str] = {}
+    for n, item in enumerate((part.strip() for part in raw.split(",")), start=1):
+        if not item:
+            continue
+        kid, sep, secret = item.partition("=")
+        kid = kid.strip()
+        if not sep or not kid:
+            raise ValueError(f"item {n} must be kid=secret")
+        if kid in keys:
+            raise ValueError(f"kid {kid!r} is given twice")
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"the secret of kid {kid!r} must be at least {MIN_SECRET_BYTES} bytes")
+        keys[kid] = secret
+    return keys
+
+
+def load_jwks(path: str) -> dict[str, Any] | None:
+    """The JWKS document in ``path`` (None for ""), checked: public keys with a kid and a known algorithm.
+
+    Raises ValueError saying what is wrong.
+    """
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+    except ValueError as error:
+        raise ValueError(f"{path} is not JSON: {error}") from None
+    _jwks_keys(document, path)
+    return document
+
+
+def _jwks_keys(document: Any, path: str) -> dict[str, PyJWK]:
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError(f'{path} must be a JWKS: {{"keys": [...]}}')
+    for n, entry in enumerate(document["keys"], start=1):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: key {n} is not a JSON object")
+        if "d" in entry or entry.get("kty") == "oct":
+            raise ValueError(f"{path}: key {n} is a private or secret key; the file holds public keys only")
+        if not isinstance(entry.get("kid"), str) or not entry["kid"]:
+            raise ValueError(f"{path}: key {n} has no kid")
+    try:
+        key_set = PyJWKSet.from_dict(document)
+    except (PyJWKSetError, PyJWKError, PyJWTError) as error:
+        raise ValueError(f"{path}: {error}") from None
+    if len(key_set.keys) != len(document["keys"]):
+        raise ValueError(f"{path}: some keys are unusable (unknown kty, crv or alg)")
+    keys: dict[str, PyJWK] = {}
+    for key in key_set.keys:
+        if key.algorithm_name not in PUBLIC_KEY_ALGORITHMS:
+            raise ValueError(f"{path}: kid {key.key_id!r} uses {key.algorithm_name}; allowed: RS256, ES256, EdDSA")
+        if key.key_id in keys:
+            raise ValueError(f"{path}: kid {key.key_id!r} is given twice")
+        keys[key.key_id] = key  # type: ignore[index]
+    return keys
+
+
+def parse_plan_limits(raw: str) -> dict[str, int]:
+    """``basic=1,premium=4`` as a dict of limits (1 to 50). Raises ValueError."""
+    plans: dict[str, int] = {}
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        plan, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not plan:
+            raise ValueError(f"{item!r} must be plan=limit")
+        try:
+            limit = int(value)
+        except ValueError:
+            raise ValueError(f"the limit of plan {plan!r} must be a whole number, got {value!r}") from None
+        if not MIN_MAX_STREAMS <= limit <= MAX_MAX_STREAMS:
+            raise ValueError(f"the limit of plan {plan!r} must be between 1 and 50, got {limit}")
+        plans[plan] = limit
+    return plans
+
+
+class TokenVerifier:
+    """Verifies playback tokens against the keys configured at start-up."""
+
+    def __init__(
+        self,
+        hs256_keys: Mapping[str, str],
+        jwks: dict[str, Any] | None = None,
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_seconds: int = 30,
+    ) -> None:
+        self._keys: dict[str, tuple[Any, list[str]]] = {
+            kid: (secret.encode(), ["HS256"]) for kid, secret in hs256_keys.items()
+        }
+        for kid, key in (_jwks_keys(jwks, "the JWKS") if jwks is not None else {}).items():
+            if kid in self._keys:
+                raise ValueError(f"kid {kid!r} is both an HS256 key and a JWKS key")
+            self._keys[kid] = (key, [key.algorithm_name])
+        self.issuer = issuer or None
+        self.audience = audience or None
+        self.leeway_seconds = leeway_seconds
+        # token -> (claims, exp, nbf): the signature of an identical string needs no second check;
+        # the times still do, at every use.
+        self._verified: dict[str, tuple[PlaybackClaims, float, float]] = {}
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any key is configured (else tokens are off and the API is open)."""
+        return bool(self._keys)
+
+    @property
+    def hs256_kids(self) -> list[str]:
+        """The kids of the HS256 keys, in configuration order (the first signs ``issue_token``'s tokens)."""
+        return [kid for kid, (_, algorithms) in self._keys.items() if algorithms == ["HS256"]]
+
+    def verify(self, token: object) -> PlaybackClaims:
+        """The claims of a valid token; raises TokenError otherwise (never another exception).
+
+        A token verified before (the same string, so the same signature) is
+        not verified again, but its ``exp`` and ``nbf`` are checked against
+        the clock every time.
+        """
+        if not isinstance(token, str) or not token:
+            raise TokenError("invalid_token", "malformed", "The token must be a non-empty string.")
+        known = self._verified.get(token)
+        if known is not None:
+            claims, expires, not_before = known
+            now = time.time()
+            if now < expires + self.leeway_seconds and now >= not_before - self.leeway_seconds:
+                return claims
+            self._verified.pop(token, None)
+        claims, payload = self._verify(token)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            # Cheaper than LRU bookkeeping on every request; refilled by the next heartbeats.
+            self._verified.clear()
+        not_before = payload.get("nbf")
+        self._verified[token] = (
+            claims,
+            float(payload["exp"]),
+            float(not_before) if isinstance(not_before, (int, float)) else float("-inf"),
+        )
+        return claims
+
+    def _verify(self, token: str) -> tuple[PlaybackClaims, dict[str, Any]]:
+        kid = _unverified_kid(token)
+        if not isinstance(kid, str) or kid not in self._keys:
+            raise TokenError("invalid_token", "unknown_kid", "The token's key id (kid) is not one of ours.")
+        key, algorithms = self._keys[kid]
+        try:
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=algorithms,
+                issuer=self.issuer,
+                audience=self.audience,
+                leeway=self.leeway_seconds,
+                options={"require": ["exp", "sub"]},
+            )
+        except ExpiredSignatureError:
+            raise TokenError("token_expired", "expired", "The token has expired: ask for a new one.") from None
+        except (InvalidAlgorithmError, InvalidKeyError):
+            raise TokenError("invalid_token", "algorithm", "The token's algorithm is not allowed.") from None
+        except InvalidSignatureError:
+            raise TokenError("invalid_token", "signature", "The token's signature is not valid.") from None
+        except DecodeError:
+            raise TokenError("invalid_token", "malformed", "The token is not a valid JWT.") from None
+        except PyJWTError as error:
+            raise TokenError("invalid_token", "claims", f"The token's claims are not valid: {error}") from None
+        return self._claims(payload), payload
+
+    @staticmethod
+    def _claims(payload: dict[str, Any]) -> PlaybackClaims:
+        def bad(message: str) -> TokenError:
+            return TokenError("invalid_token", "claims", message)
+
+        if error := id_error(payload["sub"]):
+            raise bad(f"The token's sub is not a valid userId: {error}")
+        sid = payload.get("sid")
+        if sid is not None and (error := id_error(sid)):
+            raise bad(f"The token's sid is not a valid sessionId: {error}")
+        max_streams = payload.get("maxStreams")
+        if max_streams is not None and (
+            isinstance(max_streams, bool)
+            or not isinstance(max_streams, int)
+            or not MIN_MAX_STREAMS <= max_streams <= MAX_MAX_STREAMS
+        ):
+            raise bad("The token's maxStreams must be a whole number from 1 to 50.")
+        plan = payload.get("plan")
+        if plan is not None and (not isinstance(plan, str) or not plan or len(plan) > MAX_ID_LENGTH):
+            raise bad("The token's plan must be a non-empty string.")
+        return PlaybackClaims(payload["sub"], sid, max_streams, plan)
+
+
+def _unverified_kid(token: str) -> object:
+    """The ``kid`` of the token's header, which only picks the key: PyJWT checks the whole header after.
+
+    Read here with orjson rather than ``jwt.get_unverified_header``, which
+    would decode the header a second time on every first verification.
+    """
+    segment = token.split(".", 1)[0]
+    try:
+        header = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, binascii.Error, orjson.JSONDecodeError):
+        raise TokenError("invalid_token", "malformed", "The token is not a JWT.") from None
+    if not isinstance(header, dict):
+        raise TokenError("invalid_token", "malformed", "The token is not a JWT.")
+    return header.get("kid")
+
+
+def issue_token(
+    kid: str,
+    secret: str,
+    user_id: str,
+    *,
+    ttl_seconds: int,
+    session_id: str | None = None,
+    plan: str | None = None,
+    max_streams: int | None = None,
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: float,
+) -> str:
+    """An HS256 playback token, as the back end would issue it (for ``issue_token``, tests and demos)."""
+    claims: dict[str, Any] = {"sub": user_id, "iat": int(now), "exp": int(now) + ttl_seconds}
+    if session_id is not None:
+        claims["sid"] = session_id
+    if plan is not None:
+        claims["plan"] = plan
+    if max_streams is not None:
+        claims["maxStreams"] = max_streams
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid})
+
+
+@functools.cache
+def get_verifier() -> TokenVerifier:
+    """The verifier of this process, from the settings checked at start-up."""
+    return TokenVerifier(
+        settings.PLAYBACK_TOKEN_KEYS,
+        settings.PLAYBACK_TOKEN_JWKS,
+        issuer=settings.PLAYBACK_TOKEN_ISSUER,
+        audience=settings.PLAYBACK_TOKEN_AUDIENCE,
+        leeway_seconds=settings.PLAYBACK_TOKEN_LEEWAY_SECONDS,
+    )
+
+
+_TOKEN_SETTINGS = {
+    "PLAYBACK_TOKEN_KEYS",
+    "PLAYBACK_TOKEN_JWKS",
+    "PLAYBACK_TOKEN_ISSUER",
+    "PLAYBACK_TOKEN_AUDIENCE",
+    "PLAYBACK_TOKEN_LEEWAY_SECONDS",
+}
+
+
+@receiver(setting_changed)
+def _rebuild_on_setting_change(setting: str, **_kwargs: object) -> None:
+    # Tests turn tokens on and off; the next request must see it.
+    if setting in _TOKEN_SETTINGS:
+        get_verifier.cache_clear()
