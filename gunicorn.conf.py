@@ -26,12 +26,15 @@ except ImproperlyConfigured as error:
     print(f"gunicorn: configuration error: {error}", file=sys.stderr, flush=True)
     sys.exit(EXIT_BAD_SETTING)
 
-# The master imports redis-py with the settings, and its asyncio module takes
-# names from ssl directly, so gevent warns when it patches ssl in each worker.
-# Nothing here uses redis.asyncio; any other module named in that warning
-# still shows it.
+# The master imports the settings, and with them redis-py's asyncio module and
+# PyJWT's JWKS client, which take names from ssl directly; so gevent warns when
+# it patches ssl in each worker. Neither is used here (Redis is reached by the
+# synchronous client, JWKS are read from a file). A warning naming any other
+# module still shows.
 warnings.filterwarnings(
-    "ignore", message=r"(?s)Monkey-patching ssl after ssl.*NOT patched\): \['redis\.asyncio\.connection \([^)]*\)'\]\."
+    "ignore",
+    message=r"(?s)Monkey-patching ssl after ssl.*NOT patched\): "
+    r"\[(?:'(?:redis\.asyncio\.connection|jwt\.jwks_client) \([^)]*\)'(?:, )?)+\]\.",
 )
 
 bind = SETTINGS.bind
