@@ -121,11 +121,9 @@ def live_users(request: HttpRequest) -> HttpResponse:
     manager = get_stream_manager()
     number = page_number(request.GET.get("page", "1"))
     at_limit = request.GET.get("filter") == "at-limit"
-    total, rows = manager.live_users(offset=0, count=0, at_limit=at_limit)
+    total, rows = manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     pages = max(1, -(-total // PAGE_SIZE))
     past_the_end = number > pages
-    if not past_the_end:
-        total, rows = manager.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     context = {
         "title": "Live users at their limit" if at_limit else "Live users",
         "at_limit": at_limit,

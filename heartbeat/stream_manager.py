@@ -519,12 +519,19 @@ class StreamManager:
 
     def live_users(self, offset: int = 0, count: int = 50, *, at_limit: bool = False) -> tuple[int, list[LiveUser]]:
         """A page of live users (``at_limit``: only those at their limit), most recent heartbeat first, and how many."""
+        if count < 1:
+            raise ValueError("count must be at least 1")
         since = self._now_ms() - self.session_ttl_ms
         index = self.keys.users_at_limit if at_limit else self.keys.live_users
         pipe = self.client.pipeline(transaction=False)
         pipe.zcount(index, f"({since}", "+inf")
-        pipe.zrevrangebyscore(index, "+inf", f"({since}", start=offset, num=count, withscores=True)
+        # By rank, not by score with LIMIT: Redis reaches rank r in O(log n), but
+        # skips an offset one entry at a time, so deep pages would cost O(offset).
+        # Entries older than the TTL (not trimmed yet) rank after every live one,
+        # so the page holds live entries only, once those are dropped.
+        pipe.zrevrange(index, offset, offset + count - 1, withscores=True)
         total, rows = pipe.execute()
+        rows = [(uid, last) for uid, last in rows if last > since]
         pipe = self.client.pipeline(transaction=False)
         for raw_uid, _ in rows:
             pipe.zcount(self.keys.user(_text(raw_uid)).sessions, f"({since}", "+inf")
