@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup lint format bench bench-dashboard clean
+.PHONY: run test setup lint format bench bench-dashboard bench-dashboard-cost clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@echo "[make] setting up .venv: installing the pinned Python packages (about 1-2 minutes the first time, then only when requirements change)" >&2
@@ -44,6 +44,10 @@ bench: setup
 
 bench-dashboard: setup
 	$(BIN)/python -m devtools.with_redis $(BIN)/python bench/dashboard_pages.py 100000
+
+# Starts a redis-server of its own (1,000,000 live sessions); the shared one is never touched.
+bench-dashboard-cost: setup
+	$(BIN)/python -m bench.dashboard_cost $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-output
