@@ -23,7 +23,15 @@ run: setup
 	@echo "[make run] migrating the database and collecting static files" >&2
 	@$(BIN)/python manage.py migrate --noinput --verbosity 0
 	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@$(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
+	@echo "[make run] the demo player is at http://localhost:$${PORT:-8080}/demo/ (STREAMLIMIT_DEMO=false turns it off)" >&2
+	@# Without keys of your own, the demo gets a development key (var/dev_token_key) and tokens are
+	@# optional: the demo's tokens show an account's screens, and requests without a token still work.
+	@export STREAMLIMIT_DEMO=$${STREAMLIMIT_DEMO:-true}; \
+	if [ "$$STREAMLIMIT_DEMO" = true ] && [ -z "$$PLAYBACK_TOKEN_KEYS$$PLAYBACK_TOKEN_JWKS_FILE" ]; then \
+	  export PLAYBACK_TOKEN_KEYS="$$($(BIN)/python -m devtools.dev_token_key)" PLAYBACK_TOKENS_REQUIRED=false; \
+	  echo "[make run] playback tokens: a development key for the demo, optional for other requests" >&2; \
+	fi; \
+	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
 test: setup
 	bash devtools/install_chromium.sh

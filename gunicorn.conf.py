@@ -105,6 +105,11 @@ def on_starting(server):
             "playback tokens are off (no PLAYBACK_TOKEN_KEYS or PLAYBACK_TOKEN_JWKS_FILE): "
             "anyone who knows an account id can lock that account out or stop its sessions"
         )
+    elif os.environ.get("PLAYBACK_TOKENS_REQUIRED", "").strip().lower() in ("0", "false", "no", "off"):
+        server.log.warning(
+            "playback tokens are optional (PLAYBACK_TOKENS_REQUIRED=false): requests without one are served, "
+            "so anyone who knows an account id can still lock that account out or stop its sessions"
+        )
 
 
 def child_exit(server, worker):

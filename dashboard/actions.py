@@ -6,6 +6,8 @@ limit change is audited the same way wherever it comes from.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.models import AuditRecord
@@ -51,6 +53,27 @@ def evict_all(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> 
     detail = f"{len(evicted)} sessions: {', '.join(evicted)}"[:500]
     _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=detail, reason=reason)
     return evicted
+
+
+def block_new_sessions(actor: AbstractBaseUser | str, user_id: str, minutes: int, reason: str = "") -> datetime:
+    """Refuse the account's new sessions for ``minutes``; returns when the block ends. Audited."""
+    until = get_stream_manager().block_new_sessions(user_id, minutes * 60)
+    _audit(
+        actor,
+        AuditRecord.Action.BLOCK_NEW,
+        user_id,
+        detail=f"for {minutes} min, until {until:%Y-%m-%d %H:%M} UTC",
+        reason=reason,
+    )
+    return until
+
+
+def unblock_new_sessions(actor: AbstractBaseUser | str, user_id: str) -> bool:
+    """Lift a block on the account's new sessions; True if there was one. Audited when there was."""
+    lifted = get_stream_manager().unblock_new_sessions(user_id)
+    if lifted:
+        _audit(actor, AuditRecord.Action.UNBLOCK_NEW, user_id)
+    return lifted
 
 
 def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) -> UserLimit:

@@ -45,10 +45,17 @@ class EvictSessionForm(SessionForm):
     reason = ReasonField()
 
 
+# How long evict-all may also block the account's new sessions, in minutes.
+BLOCK_CHOICES = [(0, "no block"), (15, "15 minutes"), (60, "1 hour"), (240, "4 hours"), (1440, "24 hours")]
+
+
 class EvictAllForm(UserIdForm):
-    """Evict every session of one account, with an optional reason."""
+    """Evict every session of one account, optionally block its new sessions, with an optional reason."""
 
     reason = ReasonField()
+    block_minutes = forms.TypedChoiceField(
+        choices=BLOCK_CHOICES, coerce=int, required=False, empty_value=0, label="Also block new sessions for"
+    )
 
 
 class LimitForm(UserIdForm):

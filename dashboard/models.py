@@ -14,6 +14,8 @@ class AuditRecord(models.Model):
         EVICT_ALL = "evict_all", "Evicted all sessions"
         SET_LIMIT = "set_limit", "Set a limit override"
         CLEAR_LIMIT = "clear_limit", "Cleared the limit override"
+        BLOCK_NEW = "block_new", "Blocked new sessions"
+        UNBLOCK_NEW = "unblock_new", "Lifted the block on new sessions"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The staff account, when the action came from the dashboard; kept as a

@@ -13,5 +13,6 @@ urlpatterns = [
     path("user/", views.user_detail, name="user"),
     path("user/evict/", views.evict, name="evict"),
     path("user/evict-all/", views.evict_all, name="evict-all"),
+    path("user/unblock/", views.unblock, name="unblock"),
     path("user/limit/", views.set_limit, name="set-limit"),
 ]

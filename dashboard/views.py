@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from dashboard import actions
 from dashboard.charts import hour_charts
-from dashboard.forms import EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
+from dashboard.forms import BLOCK_CHOICES, EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
 from dashboard.models import AuditRecord
 from heartbeat.services import get_stream_manager
 
@@ -34,6 +34,7 @@ REFUSAL_LABELS = {
     "evicted": "session_evicted: support had evicted this screen (cool-down)",
     "stopped": "session_stopped: stopped from another of the account's screens",
     "replaced": "session_replaced: a newer screen took its place",
+    "blocked": "account_blocked: support had blocked the account's new sessions",
 }
 RECENT_MINUTES = 5
 # The overview's optional auto-refresh: each reload costs Redis a few small reads.
@@ -169,6 +170,7 @@ def user_detail(request: HttpRequest) -> HttpResponse:
         "last_heard": None if sessions else manager.last_heard(user_id),
         "refusals": manager.recent_refusals(user_id),
         "cooldowns": manager.cooldowns(user_id),
+        "blocked_until": manager.blocked_until(user_id),
         "refusal_messages": REFUSAL_LABELS,
         "limit": limit,
         "limit_form": LimitForm(initial={"id": user_id, "limit": limit.override}),
@@ -253,10 +255,35 @@ def evict_all(request: HttpRequest) -> HttpResponse:
         return HttpResponseRedirect(reverse("dashboard:overview"))
     user_id = form.cleaned_data["id"]
     if request.method == "GET":
-        context = {"title": "Evict all sessions", "user_id": user_id, "session_id": None, "user_url": user_url(user_id)}
+        context = {
+            "title": "Evict all sessions",
+            "user_id": user_id,
+            "session_id": None,
+            "user_url": user_url(user_id),
+            "block_choices": BLOCK_CHOICES,
+        }
         return page(request, "dashboard/confirm_evict.html", context)
     evicted = actions.evict_all(request.user, user_id, form.cleaned_data["reason"])
     messages.success(request, f"Evicted {len(evicted)} session(s).")
+    if minutes := form.cleaned_data["block_minutes"]:
+        until = actions.block_new_sessions(request.user, user_id, minutes, form.cleaned_data["reason"])
+        messages.success(request, f"New sessions of this account are refused until {until:%H:%M} UTC.")
+    return HttpResponseRedirect(user_url(user_id))
+
+
+@require_POST
+@support_page(VIEW_SESSIONS, EVICT_SESSION)
+def unblock(request: HttpRequest) -> HttpResponse:
+    """Lift a block on an account's new sessions (audited)."""
+    form = UserIdForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "That user id is not valid.")
+        return HttpResponseRedirect(reverse("dashboard:overview"))
+    user_id = form.cleaned_data["id"]
+    if actions.unblock_new_sessions(request.user, user_id):
+        messages.success(request, "New sessions of this account may start again.")
+    else:
+        messages.warning(request, "This account's new sessions were not blocked.")
     return HttpResponseRedirect(user_url(user_id))
 
 

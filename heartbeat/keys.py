@@ -42,10 +42,11 @@ class UserKeys:
     evicted: str  # ZSET session id -> end of its eviction cool-down (ms)
     stopped: str  # ZSET session id -> end of its block (ms): stopped from another screen
     replaced: str  # ZSET session id -> end of its block (ms): replaced by a newer session
+    blocked: str  # STRING end of support's block on new sessions (ms), expiring with it
 
     def as_list(self) -> list[str]:
         """KEYS for the admit script."""
-        return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced]
+        return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced, self.blocked]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class KeyLayout:
             base + "evicted",
             base + "stopped",
             base + "replaced",
+            base + "blocked",
         )
 
     def probe(self, name: str) -> UserKeys:
@@ -76,6 +78,7 @@ class KeyLayout:
             base + "evicted",
             base + "stopped",
             base + "replaced",
+            base + "blocked",
         )
 
     @property

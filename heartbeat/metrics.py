@@ -58,7 +58,17 @@ REDIS_BREAKER_TRANSITIONS = Counter(
 # Every outcome is exported from the start, at 0.
 HEARTBEATS_BY_OUTCOME = {
     outcome: HEARTBEATS.labels(outcome)
-    for outcome in ("allowed", "limit_reached", "evicted", "stopped", "replaced", "invalid", "unauthorized", "error")
+    for outcome in (
+        "allowed",
+        "limit_reached",
+        "evicted",
+        "stopped",
+        "replaced",
+        "blocked",
+        "invalid",
+        "unauthorized",
+        "error",
+    )
 }
 LIMIT_SOURCES_BY_NAME = {source: LIMIT_SOURCES.labels(source) for source in ("override", "token", "plan", "default")}
 

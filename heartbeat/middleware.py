@@ -16,6 +16,7 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django_structlog.middlewares import RequestMiddleware
 
+from heartbeat import cors
 from heartbeat.errors import invalid_host
 from heartbeat.logging_context import CORRELATION_HEADER, correlation_id_for
 from heartbeat.ops_views import metrics_allowed
@@ -58,7 +59,8 @@ class RequestLogMiddleware(RequestMiddleware):
                     logger.warning("disallowed host", host=request.META.get("HTTP_HOST", "")[:160])
                     response = invalid_host()
             else:
-                response = self.get_response(request)
+                response = cors.preflight(request) or self.get_response(request)
+                cors.add_headers(request, response)
             logger.log(
                 _LEVELS.get(response.status_code // 100, logging.INFO),
                 "request_finished",

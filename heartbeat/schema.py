@@ -98,6 +98,7 @@ class HeartbeatBadRequestSerializer(serializers.Serializer):
             "session_evicted",
             "session_stopped",
             "session_replaced",
+            "account_blocked",
             "invalid_request",
         ]
     )

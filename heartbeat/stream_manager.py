@@ -34,6 +34,8 @@ MINUTE_KEY_TTL_SECONDS = 2 * 3600
 MIN_LIMIT_OVERRIDE = 1
 MAX_LIMIT_OVERRIDE = 50
 LIMIT_POLICIES = ("reject_new", "replace_oldest")
+# The longest block support may put on an account's new sessions.
+MAX_BLOCK_SECONDS = 7 * 86_400
 # Sessions (or accounts) per record_activity (record_accounts) call: bounds how long one call holds Redis.
 ACTIVITY_CHUNK = 1000
 # Support's memory of accounts: "seen in the last day" and the prefix search,
@@ -63,6 +65,7 @@ class Outcome(enum.Enum):
     EVICTED = "evicted"
     STOPPED = "stopped"
     REPLACED = "replaced"
+    BLOCKED = "blocked"
 
 
 _OUTCOMES = {
@@ -72,6 +75,7 @@ _OUTCOMES = {
     3: Outcome.EVICTED,
     4: Outcome.STOPPED,
     5: Outcome.REPLACED,
+    6: Outcome.BLOCKED,
 }
 
 
@@ -126,6 +130,7 @@ class LiveUser:
     user_id: str
     last_heartbeat_at: datetime
     active_sessions: int
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -534,11 +539,18 @@ class StreamManager:
         rows = [(uid, last) for uid, last in rows if last > since]
         pipe = self.client.pipeline(transaction=False)
         for raw_uid, _ in rows:
-            pipe.zcount(self.keys.user(_text(raw_uid)).sessions, f"({since}", "+inf")
-        counts = pipe.execute() if rows else []
-        return total, [
-            LiveUser(_text(uid), _ms_to_datetime(last), n) for (uid, last), n in zip(rows, counts, strict=True)
-        ]
+            user = self.keys.user(_text(raw_uid))
+            pipe.zcount(user.sessions, f"({since}", "+inf")
+            pipe.get(user.limit)
+            pipe.hget(user.details, "limit")
+        replies = pipe.execute() if rows else []
+        found = []
+        for n, (uid, last) in enumerate(rows):
+            count, override, asked = replies[3 * n : 3 * n + 3]
+            # As get_limit: the override, else what the latest heartbeat asked for.
+            limit = int(override) if override is not None else int(asked) if asked is not None else None
+            found.append(LiveUser(_text(uid), _ms_to_datetime(last), count, limit or self.default_limit))
+        return total, found
 
     def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
         """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
@@ -563,6 +575,33 @@ class StreamManager:
             if seen is not None:
                 found.append(FoundUser(_text(uid), _ms_to_datetime(seen), live is not None and live > since))
         return found
+
+    def block_new_sessions(self, user_id: str, seconds: int) -> datetime:
+        """Refuse every new session of the account for ``seconds`` (1 s to 7 days); returns when it ends.
+
+        Live sessions play on (evict them first to stop them); a new session
+        gets ``Outcome.BLOCKED``. A second block replaces the first.
+        """
+        require_id(user_id, "userId")
+        if not 1 <= seconds <= MAX_BLOCK_SECONDS:
+            raise ValueError(f"A block lasts 1 to {MAX_BLOCK_SECONDS} seconds.")
+        until = self._now_ms() + seconds * 1000
+        self.client.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
+        logger.info("new sessions blocked", userId=user_id, seconds=seconds)
+        return _ms_to_datetime(until)
+
+    def unblock_new_sessions(self, user_id: str) -> bool:
+        """Lift a block on the account's new sessions; True if there was one."""
+        require_id(user_id, "userId")
+        lifted = bool(self.client.delete(self.keys.user(user_id).blocked))
+        logger.info("new sessions unblocked", userId=user_id, wasBlocked=lifted)
+        return lifted
+
+    def blocked_until(self, user_id: str) -> datetime | None:
+        """When support's block on the account's new sessions ends, if there is one."""
+        require_id(user_id, "userId")
+        raw = self.client.get(self.keys.user(user_id).blocked)
+        return None if raw is None else _ms_to_datetime(int(raw))
 
     def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
         """The account's evicted sessions still cooling down, with the seconds left, soonest free first."""

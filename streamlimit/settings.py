@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from heartbeat.cors import parse_origins
 from heartbeat.tokens import TokenVerifier, load_jwks, parse_hs256_keys, parse_plan_limits
 from streamlimit.env import (
     env_bool,
@@ -51,6 +52,11 @@ SESSION_TTL_SECONDS = env_int("SESSION_TTL_SECONDS", 40, minimum=1, maximum=8640
 EVICTION_COOLDOWN_SECONDS = env_int("EVICTION_COOLDOWN_SECONDS", 300, minimum=0, maximum=86400 * 7)
 REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "streamlimit")
 STREAMLIMIT_FAIL_OPEN = env_bool("STREAMLIMIT_FAIL_OPEN", False)
+# The demo player at /demo/ and its token endpoint, which signs a token for any
+# account: for development only (`make run` turns it on), never in production.
+STREAMLIMIT_DEMO = env_bool("STREAMLIMIT_DEMO", False)
+# Sites whose pages may call the player paths from the browser (CORS); empty: same origin only.
+PLAYER_ALLOWED_ORIGINS = env_parsed("PLAYER_ALLOWED_ORIGINS", "", parse_origins)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01, maximum=60.0)
 # The player path's circuit breaker (heartbeat/breaker.py): after this many
 # Redis failures in a row, heartbeats fail at once for REDIS_BREAKER_SECONDS
@@ -74,6 +80,11 @@ PLAYBACK_TOKEN_JWKS = env_parsed("PLAYBACK_TOKEN_JWKS_FILE", "", load_jwks)
 PLAYBACK_TOKEN_ISSUER = env_str("PLAYBACK_TOKEN_ISSUER", "").strip()
 PLAYBACK_TOKEN_AUDIENCE = env_str("PLAYBACK_TOKEN_AUDIENCE", "").strip()
 PLAYBACK_TOKEN_LEEWAY_SECONDS = env_int("PLAYBACK_TOKEN_LEEWAY_SECONDS", 30, minimum=0, maximum=600)
+# With keys configured, whether a player request must carry a token. false is
+# for development and gradual roll-outs: a request without one is served as
+# with tokens off, a request with one is verified (and may see its account's
+# sessions). `make run` uses it for the demo; production keeps it true.
+PLAYBACK_TOKENS_REQUIRED = env_bool("PLAYBACK_TOKENS_REQUIRED", True)
 try:
     # Built once here too, so a kid given both as a secret and in the JWKS stops start-up.
     TokenVerifier(PLAYBACK_TOKEN_KEYS, PLAYBACK_TOKEN_JWKS)
@@ -161,6 +172,7 @@ if any(len(key) < 32 for key in SECRET_KEY_FALLBACKS):
 INSTALLED_APPS = [
     # Before the admin, so its admin/index.html (the dashboard link) wins.
     "dashboard",
+    "demo",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

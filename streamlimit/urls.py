@@ -22,6 +22,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("dashboard/", include("dashboard.urls")),
+    # 404 unless STREAMLIMIT_DEMO is on.
+    path("demo/", include("demo.urls")),
     path("admin/", admin.site.urls),
 ]
 

@@ -414,3 +414,34 @@ def test_a_refusal_on_the_user_page_names_the_refused_device(staff_client: Clien
     manager.flush_activity()
     content = staff_client.get(user_page("alice")).content.decode()
     assert "Grandma&#x27;s laptop" in content and "concurrency_limit_reached" in content
+
+
+def test_evict_all_can_block_new_sessions_for_a_while_and_the_block_can_be_lifted(staff_client: Client) -> None:
+    play("alice", 2)
+    confirm = staff_client.get("/dashboard/user/evict-all/", {"id": "alice"}).content.decode()
+    assert 'name="block_minutes"' in confirm
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice", "block_minutes": "60", "reason": "resale"})
+    refused = get_stream_manager().admit("alice", "movie", "new-screen")
+    assert refused.outcome.value == "blocked"
+    page = staff_client.get(user_page("alice")).content.decode()
+    assert 'id="blocked"' in page and 'id="unblock"' in page
+    assert [r.action for r in AuditRecord.objects.order_by("id")] == ["evict_all", "block_new"]
+    staff_client.post("/dashboard/user/unblock/", {"id": "alice"})
+    assert get_stream_manager().admit("alice", "movie", "new-screen").allowed
+    assert AuditRecord.objects.order_by("id").last().action == "unblock_new"
+
+
+def test_support_viewers_cannot_lift_a_block(viewer_client: Client) -> None:
+    get_stream_manager().block_new_sessions("alice", 600)
+    assert viewer_client.post("/dashboard/user/unblock/", {"id": "alice"}).status_code == 403
+    assert get_stream_manager().blocked_until("alice") is not None
+    assert 'id="unblock"' not in viewer_client.get(user_page("alice")).content.decode()
+
+
+def test_live_users_show_each_accounts_sessions_against_its_limit(staff_client: Client) -> None:
+    play("alice", 3)
+    play("bob", 1)
+    get_stream_manager().set_limit_override("bob", 5)
+    content = staff_client.get("/dashboard/users/").content.decode()
+    assert re.search(r">alice</bdi></a></td><td>3 of 3<", content)
+    assert re.search(r">bob</bdi></a></td><td>1 of 5<", content)

@@ -280,3 +280,15 @@ def test_an_unparseable_body_is_logged_as_it_was_sent(client: Client, json_log_l
     assert response.status_code == 400 and response.json()["code"] == "invalid_request"
     [finished] = [line for line in json_log_lines() if line["message"] == "request_finished"]
     assert finished["reqBody"] == '{"userId": "alice", oops' and finished["level"] == "warning"
+
+
+def test_a_blocked_account_refuses_new_sessions_with_its_own_code(client: Client) -> None:
+    from heartbeat.services import get_stream_manager
+
+    assert post(client, body(session="tv")).status_code == 200
+    get_stream_manager().block_new_sessions("alice", 600)
+    assert post(client, body(session="tv")).status_code == 200  # a live session plays on
+    response = post(client, body(session="phone"))
+    assert response.status_code == 400 and response.json()["code"] == "account_blocked"
+    get_stream_manager().unblock_new_sessions("alice")
+    assert post(client, body(session="phone")).status_code == 200

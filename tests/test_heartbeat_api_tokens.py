@@ -381,3 +381,53 @@ def test_a_stop_of_a_session_that_is_not_live_writes_nothing_in_redis(
     FLUSHER.flush_all()
     assert snapshot() == before
     assert not redis_client.exists(manager.keys.ended_sessions)
+
+
+# --- Tokens optional (PLAYBACK_TOKENS_REQUIRED=false: development, roll-outs) ----------
+
+
+@pytest.fixture
+def tokens_optional(token_keys, settings) -> None:
+    settings.PLAYBACK_TOKENS_REQUIRED = False
+
+
+@pytest.mark.usefixtures("tokens_optional")
+def test_with_tokens_optional_a_request_without_one_is_served_as_with_tokens_off(client: Client) -> None:
+    for i in range(3):
+        assert post(client, body(session=f"s{i}")).status_code == 200
+    refused = post(client, body(session="s3"))
+    assert refused.status_code == 400 and "sessions" not in refused.json()
+    assert post(client, body(session="s0"), url=STOP_URL).status_code == 204
+
+
+@pytest.mark.usefixtures("tokens_optional")
+def test_with_tokens_optional_a_token_sent_is_still_verified_and_shows_the_screens(client: Client) -> None:
+    assert post(client, body(session="s0"), token="not-a-token").status_code == 401
+    assert post(client, body(session="s0"), token=make_token("bob")).status_code == 403  # not alice's
+    for i in range(3):
+        post(client, body(session=f"s{i}"))
+    refused = post(client, body(session="s3"), token=make_token("alice"))
+    assert refused.status_code == 400 and len(refused.json()["sessions"]) == 3
+    assert get_sessions(client, None).status_code == 401
+    assert get_sessions(client, make_token("alice")).json()["limit"] == 3
+
+
+def test_tokens_optional_is_a_deploy_warning(settings, token_keys) -> None:
+    from heartbeat.checks import playback_tokens_configured
+
+    assert playback_tokens_configured() == []
+    settings.PLAYBACK_TOKENS_REQUIRED = False
+    [warning] = playback_tokens_configured()
+    assert warning.id == "streamlimit.W002"
+
+
+def test_the_development_key_is_made_once_and_kept_private(tmp_path) -> None:
+    import stat
+
+    from devtools.dev_token_key import dev_token_key
+    from heartbeat.tokens import parse_hs256_keys
+
+    first = dev_token_key(tmp_path)
+    assert dev_token_key(tmp_path) == first
+    assert list(parse_hs256_keys(first)) == ["demo"]
+    assert stat.S_IMODE((tmp_path / "dev_token_key").stat().st_mode) == 0o600

@@ -245,3 +245,13 @@ def test_evict_from_the_shell_keeps_the_reason() -> None:
     play("alice", 1)
     run("evict", "alice", "--session", "s0", "--reason", "fraud check")
     assert AuditRecord.objects.get().reason == "fraud check"
+
+
+def test_evict_all_from_the_shell_can_block_and_unblock_new_sessions() -> None:
+    play("alice", 1)
+    assert "new sessions refused until" in run("evict", "alice", "--all", "--block-minutes", "30")
+    assert get_stream_manager().blocked_until("alice") is not None
+    assert "may start again" in run("evict", "alice", "--unblock")
+    assert get_stream_manager().blocked_until("alice") is None
+    with pytest.raises(CommandError, match="goes with --all"):
+        run("evict", "alice", "--session", "s0", "--block-minutes", "5")

@@ -39,6 +39,8 @@ BAD_SETTINGS = [
     ("DJANGO_BEHIND_PROXY", "nginx", "true or false"),
     ("STAFF_LOGIN_FAILURE_LIMIT", "0", "at least 1"),
     ("STAFF_LOGIN_LOCKOUT_MINUTES", "soon", "whole number"),
+    ("STREAMLIMIT_DEMO", "maybe", "true or false"),
+    ("PLAYER_ALLOWED_ORIGINS", "*", "an origin such as https://www.example.com"),
     ("STREAMLIMIT_VAR_DIR", "/proc/streamlimit-cannot-be-here", "a folder this user can write"),
 ]
 

@@ -8,6 +8,7 @@
 -- KEYS[4] evicted  ZSET  session id -> end of its eviction cool-down (ms)
 -- KEYS[5] stopped  ZSET  session id -> end of its block (ms): stopped from another screen
 -- KEYS[6] replaced ZSET  session id -> end of its block (ms): replaced by a newer session
+-- KEYS[7] blocked  STRING set by support while the account may start no new session (expires with the block)
 -- ARGV[1] session id
 -- ARGV[2] stream id
 -- ARGV[3] the limit asked for: the token's maxStreams, else the plan's, else the default
@@ -19,7 +20,8 @@
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
 -- replaced session ids...} where outcome is 0 allowed (a live session), 1 allowed (newly
 -- admitted), 2 refused (limit reached), 3 refused (evicted, cooling down), 4 refused
--- (stopped from another screen), 5 refused (replaced by a newer session).
+-- (stopped from another screen), 5 refused (replaced by a newer session), 6 refused (a new
+-- session while support blocks the account's new sessions).
 -- "active sessions" counts this session when it was allowed. The override in KEYS[3]
 -- wins over ARGV[3], here, so that a staff change applies to the very next heartbeat.
 
@@ -72,6 +74,9 @@ end
 local outcome = 0
 local reply = {}
 if not redis.call('ZSCORE', KEYS[1], session_id) then
+  if redis.call('EXISTS', KEYS[7]) == 1 then
+    return {6, active, limit, pruned, now, source}
+  end
   if active >= limit then
     if not replace_oldest then
       -- A live session is never displaced: a newcomer waits for a free slot.

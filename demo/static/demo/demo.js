@@ -1,0 +1,190 @@
+// The demo player: StreamLimitSession driving a generated test pattern.
+import { StreamLimitSession, resetTabSessionId, tabSessionId } from "../streamlimit/player.js";
+
+const root = document.getElementById("demo");
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const MAX_ANSWERS_SHOWN = 50;
+
+$("account").value = params.get("account") || "demo-account";
+$("device").value = params.get("device") || defaultDeviceName();
+if (params.get("stream")) $("stream").value = params.get("stream");
+
+let session = null;
+let playing = false;
+let playedMs = 0;
+let lastFrame = null;
+
+function defaultDeviceName() {
+  const browser = /Firefox\//.test(navigator.userAgent) ? "Firefox" : /Edg\//.test(navigator.userAgent) ? "Edge" : "Chrome";
+  return `${browser} tab ${Math.floor(Math.random() * 900 + 100)}`;
+}
+
+// A session token (sid) for this tab's own heartbeats and stop, an account token
+// (no sid) for "stop this one": a stop with an account token blocks the stopped
+// session for a while, which must not happen to this tab when it reloads.
+async function demoToken(sessionId) {
+  const asked = { userId: $("account").value.trim() };
+  if (sessionId) asked.sessionId = sessionId;
+  const response = await fetch(root.dataset.tokenUrl, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(asked),
+  });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.message || `token endpoint answered ${response.status}`);
+  return body.token;
+}
+
+function setStatus(state, text, message = "") {
+  $("status").dataset.state = state;
+  $("status").textContent = text;
+  $("message").textContent = message;
+}
+
+function logAnswer({ status, body, at }) {
+  const item = document.createElement("li");
+  item.textContent = `${at.slice(11, 23)}  ${status}  ${JSON.stringify(body)}`;
+  $("answers").prepend(item);
+  while ($("answers").children.length > MAX_ANSWERS_SHOWN) $("answers").lastElementChild.remove();
+}
+
+function showScreens(sessions) {
+  const list = $("screen-list");
+  list.replaceChildren();
+  $("screens").hidden = !sessions;
+  for (const other of sessions || []) {
+    const item = document.createElement("li");
+    item.dataset.session = other.sessionId;
+    const label = document.createElement("span");
+    label.className = "screen-label";
+    label.textContent = `${other.deviceName || other.sessionId} — ${other.streamId}, since ${other.startedAt.slice(11, 19)} UTC`;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "stop-other";
+    button.textContent = "Stop this one";
+    button.addEventListener("click", () => stopOther(other.sessionId, button));
+    item.append(label, button);
+    list.append(item);
+  }
+}
+
+async function stopOther(sessionId, button) {
+  button.disabled = true;
+  try {
+    await session.stopOther(sessionId);
+    showScreens(null);
+    setStatus("starting", "asking for a slot…");
+    session.start();
+  } catch (error) {
+    button.disabled = false;
+    $("message").textContent = `Could not stop that screen: ${error.message}`;
+  }
+}
+
+function buttons(active) {
+  $("play").disabled = active;
+  $("stop").disabled = !active;
+  $("next").disabled = !active;
+}
+
+// Stopped from another screen or replaced: that session may not come back for a
+// while, so pressing Play again is a new play, with a new session id.
+const NEW_PLAY_AFTER = new Set(["session_stopped", "session_replaced"]);
+let lastStopCode = null;
+
+function play() {
+  if (session) session.stop();
+  if (NEW_PLAY_AFTER.has(lastStopCode)) resetTabSessionId();
+  lastStopCode = null;
+  const account = $("account").value.trim();
+  const device = $("device").value.trim();
+  session = new StreamLimitSession({
+    endpoint: location.origin,
+    userId: account,
+    streamId: $("stream").value,
+    deviceName: device || undefined,
+    // ?timer=main: the throttled main-thread timer, to compare in a hidden tab (see docs/background-tabs.md).
+    timer: params.get("timer") === "main" ? "main" : "worker",
+    ...(root.dataset.tokensMode === "hs256"
+      ? { getToken: () => demoToken(tabSessionId()), getAccountToken: () => demoToken(null) }
+      : {}),
+  });
+  window.streamlimitDemo = { session };
+  $("shown-account").textContent = account;
+  $("shown-device").textContent = device || "–";
+  $("session-id").textContent = session.sessionId;
+  session.on("answer", logAnswer);
+  session.on("allowed", (detail) => {
+    playing = true;
+    showScreens(null);
+    setStatus("playing", `playing (${detail.activeSessions ?? "?"} of ${detail.limit} screens)`,
+      detail.degraded ? "StreamLimit is degraded: playing without a check." : "");
+  });
+  session.on("refused", (detail) => {
+    playing = false;
+    setStatus("refused", "refused", detail.message);
+    showScreens(detail.sessions || null);
+    buttons(false);
+  });
+  session.on("stopped", (detail) => {
+    playing = false;
+    lastStopCode = detail.code;
+    setStatus("stopped", `stopped (${detail.code})`, detail.message);
+    buttons(false);
+  });
+  session.on("error", (detail) => {
+    setStatus("error", "playing; StreamLimit unreachable", `${detail.message} Retrying; playback goes on.`);
+  });
+  buttons(true);
+  setStatus("starting", "asking for a slot…");
+  session.start();
+}
+
+$("setup").addEventListener("submit", (event) => {
+  event.preventDefault();
+  play();
+});
+$("stop").addEventListener("click", () => session && session.stop());
+$("next").addEventListener("click", () => {
+  const select = $("stream");
+  select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
+  session.changeStream(select.value);
+  $("message").textContent = `Autoplay: now ${select.value}; the slot is kept.`;
+});
+
+// The "video": colour bars, a moving bar and the play time, drawn while the slot is ours.
+const canvas = $("screen");
+const ctx = canvas.getContext("2d");
+const BARS = ["#c0c0c0", "#c0c000", "#00c0c0", "#00c000", "#c000c0", "#c00000", "#0000c0"];
+
+function draw(now) {
+  if (playing && lastFrame !== null) playedMs += now - lastFrame;
+  lastFrame = now;
+  const { width, height } = canvas;
+  const barWidth = width / BARS.length;
+  BARS.forEach((color, i) => {
+    ctx.fillStyle = color;
+    ctx.fillRect(i * barWidth, 0, barWidth + 1, height * 0.7);
+  });
+  ctx.fillStyle = "#111";
+  ctx.fillRect(0, height * 0.7, width, height * 0.3);
+  const x = (playedMs / 8) % width;
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(x, height * 0.7, 6, height * 0.3);
+  const seconds = Math.floor(playedMs / 1000);
+  const clock = `${String(Math.floor(seconds / 60)).padStart(2, "0")}:${String(seconds % 60).padStart(2, "0")}`;
+  ctx.font = "bold 28px ui-monospace, monospace";
+  ctx.fillText(`${session ? session.streamId : "–"}  ${clock}`, 20, height * 0.9);
+  if (!playing) {
+    ctx.fillStyle = "rgba(0, 0, 0, 0.55)";
+    ctx.fillRect(0, 0, width, height);
+    ctx.fillStyle = "#fff";
+    ctx.font = "bold 40px system-ui, sans-serif";
+    ctx.fillText($("status").dataset.state === "idle" ? "▶ Play" : $("status").textContent.toUpperCase(), 24, 60);
+  }
+  requestAnimationFrame(draw);
+}
+requestAnimationFrame(draw);
+
+if (params.get("autoplay") === "1") play();

@@ -1,0 +1,335 @@
+"""The player library (static/streamlimit/player.js) in a real Chromium, against a live gunicorn.
+
+The page's clock is Playwright's (``page.clock``): timers run only when the test
+moves time on, so intervals, backoff and grace periods are checked exactly and
+without sleeping. The answers are the service's own, from a real gunicorn and a
+real Redis (a redis-server of the test's own where the test stops it).
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from heartbeat.services import get_stream_manager
+from tests.conftest import make_token, needs_chromium
+
+pytestmark = [pytest.mark.browser, needs_chromium]
+
+INTERVAL = 7  # seconds; not the default, so following the answer is visible
+SERVICE_ENV = {"HEARTBEAT_INTERVAL_SECONDS": str(INTERVAL), "SESSION_TTL_SECONDS": str(2 * INTERVAL)}
+
+# Loads the module into the page, records every fetch and event with the page's
+# (fake) clock, and starts a session. ``tokens``: what getToken returns, in turn.
+SETUP = """async (options) => {
+  const { StreamLimitSession } = await import('/static/streamlimit/player.js');
+  window.events = []; window.calls = []; window.tokenCalls = 0;
+  const realFetch = window.fetch.bind(window);
+  window.fetch = (url, init) => {
+    window.calls.push({ url: String(url), at: Date.now() });
+    return realFetch(url, init);
+  };
+  if (options.tokens) {
+    const tokens = options.tokens;
+    delete options.tokens;
+    options.getToken = async () => tokens[Math.min(window.tokenCalls++, tokens.length - 1)];
+  }
+  const jitter = options.jitter ?? 0;
+  delete options.jitter;
+  const session = new StreamLimitSession({ timer: 'main', random: () => jitter, ...options });
+  for (const type of ['allowed', 'refused', 'stopped', 'error', 'answer']) {
+    session.on(type, (detail) => window.events.push({ type, at: Date.now(), detail }));
+  }
+  window.session = session;
+  session.start();
+}"""
+
+
+class PagePlayer:
+    """A page of the service's origin running one StreamLimitSession under a fake clock."""
+
+    def __init__(self, browser, base_url: str, csp: str | None = None, **options: Any) -> None:
+        self.page = browser.new_page()
+        start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+        self.page.clock.install(time=start)
+        path = "/healthz"
+        if csp is not None:
+            # A page of the service's origin sent with this Content-Security-Policy (the player's page).
+            path = "/player-page-with-csp"
+            headers = {"Content-Type": "text/html", "Content-Security-Policy": csp}
+            self.page.route(f"{base_url}{path}", lambda route: route.fulfill(headers=headers, body="<!doctype html>"))
+        self.page.goto(f"{base_url}{path}")
+        # Installed, the fake clock still flows with real time: from here on, only the test moves it.
+        self.page.clock.pause_at(start + datetime.timedelta(minutes=1))
+        self.page.evaluate(SETUP, options)
+
+    def events(self, kind: str | None = None) -> list[dict]:
+        found = self.page.evaluate("window.events")
+        return [e for e in found if kind is None or e["type"] == kind]
+
+    def heartbeat_calls(self) -> list[int]:
+        """Fake-clock times (ms) of the heartbeat requests sent so far."""
+        return [c["at"] for c in self.page.evaluate("window.calls") if c["url"].endswith("/heartbeat")]
+
+    def wait_for(self, kind: str, count: int = 1, timeout: float = 15) -> dict:
+        """Wait (real time, bounded) until ``count`` events of ``kind`` happened; the last one."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.events(kind)
+            if len(found) >= count:
+                return found[count - 1]
+            time.sleep(0.05)
+        raise AssertionError(f"no {count} {kind!r} events after {timeout} s: {self.events()}")
+
+    def settle(self) -> None:
+        """Let requests in flight finish (real time), so that no answer is pending."""
+        time.sleep(0.3)
+
+    def run_for(self, ms: int) -> None:
+        self.page.clock.run_for(ms)
+
+
+def post_heartbeat(base_url: str, body: dict, token: str) -> requests.Response:
+    """A heartbeat from another screen of the account, outside the browser."""
+    return requests.post(f"{base_url}/heartbeat", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def gaps(times: list[int]) -> list[int]:
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_follows_the_heartbeat_interval_of_each_answer(chromium, live_gunicorn) -> None:
+    service = live_gunicorn(workers=2, **SERVICE_ENV)
+    player = PagePlayer(chromium, service.url, userId="acct", streamId="movie", deviceName="Kitchen")
+    first = player.wait_for("allowed")["detail"]
+    assert first["first"] is True and first["heartbeatInterval"] == INTERVAL
+    player.run_for(INTERVAL * 1000 - 100)
+    player.settle()
+    assert len(player.heartbeat_calls()) == 1  # not a moment early
+    for n in range(2, 7):
+        player.run_for(100 if n == 2 else INTERVAL * 1000)
+        assert player.wait_for("allowed", n)["detail"]["first"] is False
+    assert all(gap >= INTERVAL * 1000 for gap in gaps(player.heartbeat_calls()))
+    [session] = get_stream_manager().sessions("acct")
+    assert (session.session_id, session.device_name) == (player.page.evaluate("window.session.sessionId"), "Kitchen")
+    # Autoplay: the next heartbeat names the new stream, in the same slot; nothing is sent sooner.
+    player.page.evaluate("window.session.changeStream('movie-2')")
+    player.settle()
+    assert len(player.heartbeat_calls()) == 6
+    player.run_for(INTERVAL * 1000)
+    player.wait_for("allowed", 7)
+    [session] = get_stream_manager().sessions("acct")
+    assert (session.session_id, session.stream_id) == (player.page.evaluate("window.session.sessionId"), "movie-2")
+
+
+def test_refusal_stops_the_loop_and_lists_the_other_screens(chromium, live_gunicorn, token_env) -> None:
+    service = live_gunicorn(workers=2, **SERVICE_ENV, **token_env)
+    token = make_token("family")
+    for n in range(3):
+        body = {"streamId": f"ep-{n}", "sessionId": f"tv-{n}", "deviceName": f"TV {n}"}
+        answer = post_heartbeat(service.url, body, token)
+        assert answer.status_code == 200
+    player = PagePlayer(chromium, service.url, streamId="movie", sessionId="phone", tokens=[token])
+    refused = player.wait_for("refused")["detail"]
+    assert refused["code"] == "concurrency_limit_reached" and refused["limit"] == 3
+    assert sorted(s["deviceName"] for s in refused["sessions"]) == ["TV 0", "TV 1", "TV 2"]
+    assert player.page.evaluate("window.session.state") == "refused"
+    player.run_for(10 * 60 * 1000)
+    player.settle()
+    assert len(player.heartbeat_calls()) == 1  # a refused player does not knock again by itself
+
+
+def test_errors_keep_playing_back_off_with_jitter_report_after_the_grace_and_recover(
+    chromium, live_gunicorn, own_redis
+) -> None:
+    redis = own_redis()
+    # No circuit breaker: the recovery below must not wait for its real-time pause.
+    service = live_gunicorn(workers=1, REDIS_URL=redis.url, REDIS_BREAKER_SECONDS="0", **SERVICE_ENV)
+    # jitter 0.5: each retry waits its backoff plus 10% (RETRY_JITTER 0.2 x 0.5).
+    player = PagePlayer(chromium, service.url, userId="acct", streamId="movie", jitter=0.5, maxRetrySeconds=30)
+    player.wait_for("allowed")
+    redis.stop()
+    expected_waits = [INTERVAL * 1000, 7700, 15400, 30800, 33000, 33000]  # capped at 30 s (+10%)
+    answers = 1
+    for n, wait in enumerate(expected_waits):
+        player.run_for(wait - 1)
+        player.settle()
+        assert len(player.heartbeat_calls()) == n + 1, f"retry {n} came early"
+        player.run_for(1)
+        answers += 1
+        assert player.wait_for("answer", answers)["detail"]["status"] == 500
+        assert player.page.evaluate("window.session.state") == "playing"
+        errors = player.events("error")
+        # The grace is 2 x interval (the service's default TTL): the third failed heartbeat, 14.7 s on.
+        assert len(errors) == (0 if n < 1 else 1), (n, errors)
+    error = player.events("error")[0]["detail"]
+    assert error["code"] == "internal_error" and error["correlationId"]
+    assert gaps(player.heartbeat_calls()) == expected_waits
+    redis.start()
+    player.run_for(33000)
+    recovered = player.wait_for("allowed", 2)["detail"]
+    assert recovered["recovered"] is True and recovered["first"] is False
+    assert len(player.events("error")) == 1
+    assert min(gaps(player.heartbeat_calls())) >= INTERVAL * 1000
+
+
+def test_a_service_that_does_not_answer_is_a_time_out_and_playback_goes_on(chromium, live_gunicorn, own_redis) -> None:
+    redis = own_redis()
+    service = live_gunicorn(workers=1, REDIS_URL=redis.url, REDIS_SOCKET_TIMEOUT="25", **SERVICE_ENV)
+    player = PagePlayer(
+        chromium, service.url, userId="acct", streamId="movie", requestTimeoutSeconds=3, errorGraceSeconds=5
+    )
+    player.wait_for("allowed")
+    redis.pause()
+    try:
+        player.run_for(INTERVAL * 1000)
+        player.settle()
+        player.run_for(3000)  # the request's own time-out, on the page's clock
+        error = player.wait_for("error")["detail"]
+        assert error["code"] == "timeout" and error["failures"] == 1
+        assert player.page.evaluate("window.session.state") == "playing"
+    finally:
+        redis.resume()
+
+
+def test_network_errors_keep_playing_and_are_retried_at_the_interval(chromium, live_gunicorn) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV)
+    player = PagePlayer(chromium, service.url, userId="acct", streamId="movie")
+    player.wait_for("allowed")
+    service.stop()
+    # Each failure schedules the next try from when it failed: interval, interval, 2 x interval.
+    for step in (1, 1, 2):
+        player.run_for(step * INTERVAL * 1000)
+        player.settle()
+    assert gaps(player.heartbeat_calls()) == [INTERVAL * 1000, INTERVAL * 1000, 2 * INTERVAL * 1000]
+    assert player.events("error")[0]["detail"]["code"] == "network_error"
+    assert player.page.evaluate("window.session.state") == "playing"
+
+
+def test_an_expired_token_is_replaced_once_through_get_token(chromium, live_gunicorn, token_env) -> None:
+    service = live_gunicorn(workers=1, PLAYBACK_TOKEN_LEEWAY_SECONDS="0", **SERVICE_ENV, **token_env)
+    expired, fresh = make_token("acct", expires_in=-60), make_token("acct")
+    player = PagePlayer(chromium, service.url, streamId="movie", tokens=[expired, fresh])
+    player.wait_for("allowed")
+    assert player.page.evaluate("window.tokenCalls") == 2
+    assert [e["detail"]["status"] for e in player.events("answer")] == [401, 200]
+
+    again = PagePlayer(chromium, service.url, streamId="movie", sessionId="other", tokens=[expired, expired])
+    refused = again.wait_for("refused")["detail"]
+    assert refused["code"] == "token_expired" and refused["status"] == 401
+    again.run_for(5 * 60 * 1000)
+    again.settle()
+    assert again.page.evaluate("window.tokenCalls") == 2  # one refresh, not a loop
+    assert len(again.heartbeat_calls()) == 2
+
+
+def test_stop_frees_the_slot_and_stop_other_stops_another_screen(chromium, live_gunicorn, token_env) -> None:
+    service = live_gunicorn(workers=2, **SERVICE_ENV, **token_env)
+    token = make_token("family")
+    tv = {"streamId": "ep", "sessionId": "tv"}
+    assert post_heartbeat(service.url, tv, token).ok
+    player = PagePlayer(chromium, service.url, streamId="movie", sessionId="laptop", tokens=[token])
+    player.wait_for("allowed")
+    assert {s.session_id for s in get_stream_manager().sessions("family")} == {"tv", "laptop"}
+
+    listed = player.page.evaluate("window.session.listSessions()")
+    assert (listed["limit"], sorted(s["sessionId"] for s in listed["sessions"])) == (3, ["laptop", "tv"])
+    player.page.evaluate("window.session.stopOther('tv')")
+    assert [s.session_id for s in get_stream_manager().sessions("family")] == ["laptop"]
+    answer = post_heartbeat(service.url, tv, token)
+    assert (answer.status_code, answer.json()["code"]) == (400, "session_stopped")
+
+    player.page.evaluate("window.session.stop()")
+    stopped = player.wait_for("stopped")["detail"]
+    assert (stopped["code"], stopped["local"]) == ("stopped_locally", True)
+    assert get_stream_manager().sessions("family") == []
+    player.run_for(5 * 60 * 1000)
+    player.settle()
+    assert len(player.heartbeat_calls()) == 1
+
+
+def test_stop_other_with_a_session_token_is_refused_with_the_service_code(chromium, live_gunicorn, token_env) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV, **token_env)
+    player = PagePlayer(
+        chromium, service.url, streamId="movie", sessionId="laptop", tokens=[make_token("family", sid="laptop")]
+    )
+    player.wait_for("allowed")
+    error = player.page.evaluate(
+        "window.session.stopOther('tv').then(() => null, (e) => ({ name: e.name, code: e.code, status: e.status }))"
+    )
+    assert error == {"name": "StreamLimitError", "code": "token_mismatch", "status": 403}
+
+
+def test_a_page_that_forbids_workers_still_sends_its_heartbeats(chromium, live_gunicorn) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV)
+    # The page's scripts may run, but no Worker may be made from a blob: URL.
+    player = PagePlayer(
+        chromium, service.url, csp="script-src 'self' 'unsafe-inline'; worker-src 'none'",
+        userId="acct", streamId="movie", timer="worker",
+    )  # fmt: skip
+    player.wait_for("allowed")
+    deadline = time.monotonic() + 5
+    while player.page.evaluate("window.session.timer.kind") != "main" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert player.page.evaluate("window.session.timer.kind") == "main"
+    # The page's own timer, on the page's clock, keeps the interval.
+    for n in range(2, 4):
+        player.run_for(INTERVAL * 1000)
+        player.wait_for("allowed", n)
+    assert gaps(player.heartbeat_calls()) == [INTERVAL * 1000, INTERVAL * 1000]
+
+
+@pytest.fixture
+def player_site() -> Iterator[str]:
+    """A web site of the test's own on loopback (another origin than the service), serving a blank page."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<!doctype html><title>a player</title>")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://localhost:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+CROSS_ORIGIN_START = """async ([service, userId]) => {
+  const { StreamLimitSession } = await import(service + '/static/streamlimit/player.js');
+  const session = new StreamLimitSession({ endpoint: service, userId, streamId: 'movie', timer: 'main',
+                                           errorGraceSeconds: 0 });
+  return await new Promise((resolve) => {
+    session.on('allowed', (detail) => resolve({ type: 'allowed', limit: detail.limit }));
+    session.on('error', (detail) => resolve({ type: 'error', code: detail.code }));
+    session.start();
+  });
+}"""
+
+
+def test_a_player_on_another_site_needs_that_site_in_player_allowed_origins(
+    chromium, live_gunicorn, player_site
+) -> None:
+    allowing = live_gunicorn(workers=1, PLAYER_ALLOWED_ORIGINS=player_site, **SERVICE_ENV)
+    closed = live_gunicorn(workers=1, **SERVICE_ENV)
+    page = chromium.new_page()
+    page.goto(f"{player_site}/watch")
+    # The module loads from the service whatever the site (static files allow every origin) ...
+    assert page.evaluate(CROSS_ORIGIN_START, [allowing.url, "site-viewer"]) == {"type": "allowed", "limit": 3}
+    assert [s.session_id for s in get_stream_manager().sessions("site-viewer")] != []
+    # ... but only a service that lists the site lets its page call the API.
+    assert page.evaluate(CROSS_ORIGIN_START, [closed.url, "other-viewer"]) == {"type": "error", "code": "network_error"}
+    assert get_stream_manager().sessions("other-viewer") == []
