@@ -5,32 +5,72 @@ Each value can be changed by an environment variable; see the README.
 
 import os
 import shutil
+import sys
 import tempfile
+import warnings
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
+from streamlimit.gunicorn_settings import read_gunicorn_settings
 from streamlimit.logging import build_logging_config
-from streamlimit.startup import load_settings_or_exit
+from streamlimit.startup import EXIT_BAD_SETTING, load_settings_or_exit
 
 # A bad setting stops the master with one line, before any worker boots.
 load_settings_or_exit("gunicorn")
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8080')}"
-# The heartbeat is short: one Redis round trip, during which the worker waits.
-# One worker per core plus one keeps the cores busy through those waits; more
-# only add switching (bench/README.md: 3 workers beat 4 and 5 on 2 cores).
-workers = int(os.environ.get("GUNICORN_WORKERS", str((os.cpu_count() or 1) + 1)))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
-threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+try:
+    SETTINGS = read_gunicorn_settings()
+except ImproperlyConfigured as error:
+    # One line an operator can act on, not gunicorn's traceback of this file.
+    print(f"gunicorn: configuration error: {error}", file=sys.stderr, flush=True)
+    sys.exit(EXIT_BAD_SETTING)
+
+# The master imports the settings, and with them redis-py's asyncio module and
+# PyJWT's JWKS client, which take names from ssl directly; so gevent warns when
+# it patches ssl in each worker. Neither is used here (Redis is reached by the
+# synchronous client, JWKS are read from a file). A warning naming any other
+# module still shows.
+warnings.filterwarnings(
+    "ignore",
+    message=r"(?s)Monkey-patching ssl after ssl.*NOT patched\): "
+    r"\[(?:'(?:redis\.asyncio\.connection|jwt\.jwks_client) \([^)]*\)'(?:, )?)+\]\.",
+)
+
+bind = SETTINGS.bind
+# gevent: each connection is a greenlet, so a client that sends its request a
+# byte a second (or a thousand of them) holds no worker, and a request waiting
+# on Redis does not hold up /healthz. Sync workers are one request at a time:
+# three slow clients stopped an instance (bench/README.md, "Worker model").
+worker_class = SETTINGS.worker_class
+# One worker per CPU the container may use (cgroup quota, affinity) plus one.
+workers = SETTINGS.workers
+threads = SETTINGS.threads
+# Connections at once per gevent worker, slow ones included; past this the
+# worker stops accepting until one closes.
+worker_connections = SETTINGS.worker_connections
+timeout = SETTINGS.timeout
 graceful_timeout = 20
+# Idle keep-alive connections close after this; under gevent it also bounds
+# the time a client may take to send its request line and headers.
 keepalive = 5
 # Recycle workers now and then so a slow leak can never grow without bound.
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "100000"))
+max_requests = SETTINGS.max_requests
 max_requests_jitter = max_requests // 10
+# Request line and headers, set on purpose (README, "Slow clients, workers and
+# request limits"). A longer line gets 414, more or longer header fields 431,
+# from gunicorn itself. The longest legitimate line is a staff login redirect
+# carrying a 128-character user id encoded twice (about 2,000 bytes); players
+# send about 30.
+limit_request_line = 4094
+# Browsers send about 20 fields, a proxy adds a few (X-Forwarded-*).
+limit_request_fields = 50
+# A staff cookie or a bearer token fits; the same as nginx's 8 KB header buffers.
+limit_request_field_size = 8190
 # The application logs one JSON line per request; gunicorn's own lines are JSON too.
 accesslog = None
 logger_class = "streamlimit.gunicorn_logger.AppLogsRequests"
-logconfig_dict = build_logging_config(os.environ.get("LOG_LEVEL", "INFO").upper())
+logconfig_dict = build_logging_config(SETTINGS.log_level)
 # gunicorn attaches its own plain-text handlers to these; replace them.
 logconfig_dict["loggers"].update(
     {

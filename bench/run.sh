@@ -7,7 +7,7 @@
 #
 # Knobs (environment):
 #   WORKERS       gunicorn workers           (default: $GUNICORN_WORKERS, else cores + 1, as gunicorn.conf.py)
-#   WORKER_CLASS  gunicorn worker class      (default: $GUNICORN_WORKER_CLASS, else sync)
+#   WORKER_CLASS  gunicorn worker class      (default: $GUNICORN_WORKER_CLASS, else gevent, as gunicorn.conf.py)
 #   THREADS       threads per gthread worker (default: $GUNICORN_THREADS, else 1)
 #   CONNECTIONS   wrk connections            (default 16)
 #   DURATION      measured wrk run           (default 20s)
@@ -32,7 +32,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 WORKERS=${WORKERS:-${GUNICORN_WORKERS:-$(($(nproc) + 1))}}
-WORKER_CLASS=${WORKER_CLASS:-${GUNICORN_WORKER_CLASS:-sync}}
+WORKER_CLASS=${WORKER_CLASS:-${GUNICORN_WORKER_CLASS:-gevent}}
 THREADS=${THREADS:-${GUNICORN_THREADS:-1}}
 CONNECTIONS=${CONNECTIONS:-16}
 DURATION=${DURATION:-20s}

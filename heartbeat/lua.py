@@ -40,33 +40,84 @@ class ScriptCall:
     args: list[Any]
 
 
+class ScriptConnections:
+    """This process's Redis connections for scripts: idle ones are reused, last used first.
+
+    At most ``size`` are in use at once: under gevent one process serves
+    hundreds of requests at a time, and a Redis stall must not turn into
+    hundreds of connections per process. A request that finds them all busy
+    waits for one, at most the connections' socket timeout
+    (``REDIS_SOCKET_TIMEOUT``), then fails with a ``ConnectionError``; in
+    normal operation a connection is busy for one round trip, well under a
+    millisecond, so nobody waits. Taking one and giving it back is a list pop and
+    append, with no fork check, liveness poll or deprecated-arguments check
+    (which redis-py's pools do on every checkout, for more Python work than the
+    heartbeat's own round trip). A thread-local connection would do too under
+    sync and gthread workers, but under gevent ``threading.local`` is
+    greenlet-local: every request would open a new connection.
+    """
+
+    def __init__(self, pool: ConnectionPool, size: int = 64) -> None:
+        self._pool = pool
+        self.size = size
+        self._wait = pool.connection_kwargs.get("socket_timeout") or 1.0
+        self._reset()
+
+    def _reset(self) -> None:
+        # A forked child must not share its parent's sockets, nor its counts.
+        self._pid = os.getpid()
+        self._idle: list[AbstractConnection] = []
+        self._free = threading.BoundedSemaphore(self.size)
+        self.opened = 0  # connections made by this process (tests, capacity notes)
+
+    def take(self) -> AbstractConnection:
+        """An idle connection, or a new one (connected on first use); raises when ``size`` are busy."""
+        if self._pid != os.getpid():
+            self._reset()
+        if not self._free.acquire(timeout=self._wait):
+            raise RedisConnectionError(f"all {self.size} Redis connections of this process stayed busy")
+        try:
+            return self._idle.pop()
+        except IndexError:
+            # Built like the pool's own (same class and settings), outside its count.
+            self.opened += 1
+            return self._pool.connection_class(**self._pool.connection_kwargs)
+
+    def give_back(self, connection: AbstractConnection) -> None:
+        """Return a connection taken from here (disconnected ones reconnect on their next use)."""
+        if self._pid != os.getpid():
+            return  # taken before a fork: the child starts afresh
+        self._idle.append(connection)
+        self._free.release()
+
+    @property
+    def idle(self) -> int:
+        """How many connections wait for reuse (they stay open)."""
+        return len(self._idle)
+
+
 class ScriptRunner:
-    """Sends EVALSHA calls in one write (one round trip) on a connection of the calling thread's own.
+    """Sends EVALSHA calls in one write (one round trip) on a connection of ``ScriptConnections``.
 
     This is a pipeline without redis-py's Pipeline object, whose bookkeeping
     (and, for registered scripts, a SCRIPT EXISTS round trip on every execute)
-    costs more than the call on the heartbeat path. The connection is made
-    from the pool's settings and kept by the thread (a sync gunicorn worker
-    has one request thread, plus the activity flusher): checking one out of
-    redis-py's pool and back costs a deprecated-arguments check, two fork
-    checks and a poll for stray data, more than this round trip's own Python
-    work. A connection that fails mid-call is dropped, so no stray reply is
-    ever read by the next call, and the calls are sent once more on a fresh
-    one, but only when the connection had served calls before and the failure
-    was not a time-out. A kept connection that Redis closed (a restart, a
-    failover, an idle time-out) fails at once, and the fresh one then works; a
-    time-out is a Redis that stalls, and sending again would make the caller
-    wait twice as long for the same answer (and re-run a script that may
-    already have run: harmless for the limit, as the admit script is
-    idempotent for a session, but no help). So a call waits at most one
-    socket time-out. A Redis that restarted or failed over has lost its
-    script cache: the calls it answered NOSCRIPT are loaded and sent again,
-    once, and only those.
+    costs more than the call on the heartbeat path. A connection that fails
+    mid-call is dropped, so no stray reply is ever read by the next call, and
+    the calls are sent once more on a fresh one, but only when the connection
+    had served calls before and the failure was not a time-out. A kept
+    connection that Redis closed (a restart, a failover, an idle time-out)
+    fails at once, and the fresh one then works; a time-out is a Redis that
+    stalls, and sending again would make the caller wait twice as long for the
+    same answer (and re-run a script that may already have run: harmless for
+    the limit, as the admit script is idempotent for a session, but no help).
+    So a call waits at most one socket time-out on Redis (plus, only when all
+    of the process's script connections are busy, at most one more for a free
+    one). A Redis that restarted or failed over has lost its script cache: the
+    calls it answered NOSCRIPT are loaded and sent again, once, and only those.
     """
 
     def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
-        self._local = threading.local()
+        self.connections = ScriptConnections(pool)
 
     def run(self, calls: list[ScriptCall]) -> list[Any]:
         """Run ``calls`` and return their replies; raises the first script error."""
@@ -85,21 +136,12 @@ class ScriptRunner:
                 raise reply
         return replies
 
-    def _connection(self) -> AbstractConnection:
-        # A forked child must not share its parent's socket.
-        pid = os.getpid()
-        if getattr(self._local, "pid", None) != pid:
-            # Built like the pool's own (same class and settings), outside its count.
-            self._local.connection = self._pool.connection_class(**self._pool.connection_kwargs)
-            self._local.pid = pid
-            self._local.used = False
-        return self._local.connection
-
     def _round_trip(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Write ``commands`` at once and read every reply (errors as values)."""
         while True:
-            connection = self._connection()
-            kept = self._local.used and connection._sock is not None
+            connection = self.connections.take()
+            # Connected means it served calls before: every failure disconnects it.
+            kept = connection._sock is not None
             try:
                 connection.send_packed_command(connection.pack_commands(commands))
                 replies: list[Any] = []
@@ -108,7 +150,6 @@ class ScriptRunner:
                         replies.append(connection.read_response())
                     except ResponseError as error:
                         replies.append(error)
-                self._local.used = True
                 return replies
             except RedisTimeoutError:
                 # Redis stalls: one wait is all a caller gets (see above).
@@ -116,7 +157,6 @@ class ScriptRunner:
                 raise
             except RedisConnectionError:
                 connection.disconnect()
-                self._local.used = False
                 if not kept:
                     raise
                 # A kept connection that Redis closed: once more on a fresh one.
@@ -124,6 +164,8 @@ class ScriptRunner:
                 # Replies may be left unread on the socket: never reuse it.
                 connection.disconnect()
                 raise
+            finally:
+                self.connections.give_back(connection)
 
 
 def scripts_loaded(client: Redis, scripts: list[LuaScript]) -> bool:

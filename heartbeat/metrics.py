@@ -76,12 +76,25 @@ LIMIT_SOURCES_BY_NAME = {source: LIMIT_SOURCES.labels(source) for source in ("ov
 class LiveStateCollector(Collector):
     """Gauges of live users and sessions, read from Redis when scraped."""
 
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("streamlimit_live_users", "Users with at least one live session."),
+            GaugeMetricFamily("streamlimit_live_sessions", "Live sessions across all users."),
+            GaugeMetricFamily("streamlimit_redis_up", "1 if Redis answered this scrape, else 0."),
+        )
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        # Without it, registering calls collect(), i.e. Redis, while this
+        # module is imported: a stalled Redis would then hold the import lock
+        # of the URLconf, and every first request of a worker, /healthz
+        # included, would wait for it.
+        yield from self._families()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from heartbeat.services import get_stream_manager
 
-        users = GaugeMetricFamily("streamlimit_live_users", "Users with at least one live session.")
-        sessions = GaugeMetricFamily("streamlimit_live_sessions", "Live sessions across all users.")
-        up = GaugeMetricFamily("streamlimit_redis_up", "1 if Redis answered this scrape, else 0.")
+        users, sessions, up = self._families()
         try:
             live_users, live_sessions = get_stream_manager().reads.live_counts()
         except RedisError:

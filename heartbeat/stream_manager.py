@@ -153,6 +153,10 @@ class StreamManager:
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
         self.breaker = breaker
         self.scripts = ScriptRunner(client.connection_pool)
+        # The activity flusher has connections of its own: a flush waiting on a
+        # stalled Redis must not take the connection a heartbeat would reuse,
+        # leaving it a new one whose handshake times out before its script is sent.
+        self.activity_scripts = ScriptRunner(client.connection_pool)
         self.keys = KeyLayout(key_prefix)
         self.default_limit = default_limit
         self.session_ttl_seconds = session_ttl_seconds
@@ -447,7 +451,7 @@ class StreamManager:
         activity_calls = len(calls)
         calls += self._account_records(batch)
         try:
-            written = self.scripts.run(calls)
+            written = self.activity_scripts.run(calls)
         except RedisError:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
