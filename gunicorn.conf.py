@@ -7,17 +7,17 @@ import os
 import shutil
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
 from streamlimit.gunicorn_settings import read_gunicorn_settings
 from streamlimit.logging import build_logging_config
-from streamlimit.startup import EXIT_BAD_SETTING, load_settings_or_exit
+from streamlimit.startup import EXIT_BAD_SETTING, check_settings_in_a_child
 
-# A bad setting stops the master with one line, before any worker boots.
-load_settings_or_exit("gunicorn")
+# A bad setting stops the master with one line, before any worker boots; the
+# check runs in a child, so that this master never imports Django (see there).
+check_settings_in_a_child("gunicorn")
 
 try:
     SETTINGS = read_gunicorn_settings()
@@ -25,17 +25,6 @@ except ImproperlyConfigured as error:
     # One line an operator can act on, not gunicorn's traceback of this file.
     print(f"gunicorn: configuration error: {error}", file=sys.stderr, flush=True)
     sys.exit(EXIT_BAD_SETTING)
-
-# The master imports the settings, and with them redis-py's asyncio module and
-# PyJWT's JWKS client, which take names from ssl directly; so gevent warns when
-# it patches ssl in each worker. Neither is used here (Redis is reached by the
-# synchronous client, JWKS are read from a file). A warning naming any other
-# module still shows.
-warnings.filterwarnings(
-    "ignore",
-    message=r"(?s)Monkey-patching ssl after ssl.*NOT patched\): "
-    r"\[(?:'(?:redis\.asyncio\.connection|jwt\.jwks_client) \([^)]*\)'(?:, )?)+\]\.",
-)
 
 bind = SETTINGS.bind
 # gevent: each connection is a greenlet, so a client that sends its request a

@@ -9,7 +9,9 @@ the usual status for a usage error.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -26,3 +28,19 @@ def load_settings_or_exit(program: str = "streamlimit") -> None:
     except ImproperlyConfigured as exc:
         print(f"{program}: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_SETTING)
+
+
+def check_settings_in_a_child(program: str) -> None:
+    """``load_settings_or_exit`` in a child process: for gunicorn's master, which must not import Django.
+
+    Importing the settings imports ``django.db``, whose per-thread connection
+    store would be made before gevent patches each worker, and so be shared
+    by every greenlet of a worker ("DatabaseWrapper objects created in a
+    thread can only be used in that same thread"). The child prints the same
+    one line and this process exits with its status.
+    """
+    code = f"from streamlimit.startup import load_settings_or_exit; load_settings_or_exit({program!r})"
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)  # noqa: S603
+    if result.returncode:
+        sys.exit(result.returncode)
