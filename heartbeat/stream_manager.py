@@ -372,9 +372,12 @@ class StreamManager:
         if evicted:
             left = self.client.zcount(user.sessions, f"({redis_now_ms(self.client) - self.session_ttl_ms}", "+inf")
             self._forget(user_id, evicted, user_has_sessions=left > 0, evicted=len(evicted))
-        logger.info(
-            "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
-        )
+        if evicted:
+            logger.info(
+                "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
+            )
+        else:
+            logger.info("no live session to evict", userId=user_id, sessionId=session_id)
         return evicted
 
     def block_new_sessions(self, user_id: str, seconds: int) -> datetime:

@@ -85,6 +85,8 @@ def test_fourth_tab_is_refused_lists_the_others_and_stop_this_one_lets_it_play(
     fourth.locator(f'#screen-list li[data-session="{second_session}"] button.stop-other').click()
     fourth.wait_for_selector("#status[data-state=playing]")
     assert fourth.locator("#screens").is_hidden()
+    # It plays like any screen: Stop works, Play is not offered twice.
+    assert fourth.is_enabled("#stop") and fourth.is_disabled("#play")
     # The stopped screen hears it on its next heartbeat.
     screens[1].wait_for_selector("#status[data-state=stopped]", timeout=3 * INTERVAL * 1000)
     assert "session_stopped" in screens[1].inner_text("#status")

@@ -74,6 +74,7 @@ async function stopOther(sessionId, button) {
   try {
     await session.stopOther(sessionId);
     showScreens(null);
+    buttons(true);
     setStatus("starting", "asking for a slot…");
     session.start();
   } catch (error) {
