@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 import requests
 
 from heartbeat.services import get_stream_manager
-from tests.conftest import make_staff
+from tests.conftest import CHROMIUM, make_staff
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
 
 pytestmark = [
@@ -19,29 +17,11 @@ pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package: apt-get install chromium"),
 ]
 
-# As root in a sandbox, with no network but loopback (see the README).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own
-    # database calls are still plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+def browser(chromium):
+    """Debian's headless Chromium (conftest's ``chromium``)."""
+    return chromium
 
 
 def send_heartbeat(base_url: str, user: str, session: str, stream: str) -> int:
