@@ -74,7 +74,7 @@ class LiveUser:
     user_id: str
     last_heartbeat_at: datetime
     active_sessions: int
-    limit: int | None = None
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -185,9 +185,13 @@ class LiveStateReader:
         pipe = self.client.pipeline(transaction=False)
         pipe.get(user.limit)
         pipe.hmget(user.details, "limit", "limitSource")
-        raw, (asked, source) = pipe.execute()
-        if raw is not None:
-            return UserLimit(int(raw), int(raw), self.default_limit, "override")
+        override, (asked, source) = pipe.execute()
+        return self._user_limit(override, asked, source)
+
+    def _user_limit(self, override: bytes | None, asked: bytes | None, source: bytes | None) -> UserLimit:
+        """The override, else what the latest heartbeat asked for (kept in the details hash), else the default."""
+        if override is not None:
+            return UserLimit(int(override), int(override), self.default_limit, "override")
         if asked is not None and source is not None:
             return UserLimit(int(asked), None, self.default_limit, as_text(source))
         return UserLimit(self.default_limit, None, self.default_limit, "default")
@@ -235,14 +239,13 @@ class LiveStateReader:
             user = self.keys.user(as_text(raw_uid))
             pipe.zcount(user.sessions, f"({since}", "+inf")
             pipe.get(user.limit)
-            pipe.hget(user.details, "limit")
+            pipe.hmget(user.details, "limit", "limitSource")
         replies = pipe.execute() if rows else []
         found = []
         for n, (uid, last) in enumerate(rows):
-            count, override, asked = replies[3 * n : 3 * n + 3]
-            # As get_limit: the override, else what the latest heartbeat asked for.
-            limit = int(override) if override is not None else int(asked) if asked is not None else None
-            found.append(LiveUser(as_text(uid), ms_to_datetime(last), count, limit or self.default_limit))
+            count, override, (asked, source) = replies[3 * n : 3 * n + 3]
+            limit = self._user_limit(override, asked, source).limit
+            found.append(LiveUser(as_text(uid), ms_to_datetime(last), count, limit))
         return total, found
 
     def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
