@@ -62,8 +62,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_redis(binary: str, port: int | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
-    """Start a throw-away redis-server (on a free port unless given); wait until it answers."""
+def start_redis(binary: str, port: int | None = None, *extra_args: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start a throw-away redis-server (on a free port unless given, with ``extra_args``); wait until it answers."""
     port = port or free_port()
     workdir = Path(tempfile.mkdtemp(prefix="streamlimit-redis-"))
     process = subprocess.Popen(
@@ -76,6 +76,7 @@ def start_redis(binary: str, port: int | None = None) -> tuple[subprocess.Popen[
             "--dir", str(workdir),
             # A limiter must never lose live sessions to eviction.
             "--maxmemory-policy", "noeviction",
+            *extra_args,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ import pytest
 from django_redis import get_redis_connection
 from redis import Redis
 
-from devtools.with_redis import find_redis_server
+from devtools.with_redis import find_redis_server, start_redis
 from heartbeat.activity import FLUSHER
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
@@ -286,22 +285,8 @@ class OwnRedis:
 
     def start(self) -> None:
         """Start (or start again) the server and wait until it answers."""
-        workdir = Path(tempfile.mkdtemp(prefix="streamlimit-test-redis-"))
+        self.process, _, workdir = start_redis(self.binary, self.port, *self.extra_args)
         self._dirs.append(workdir)
-        self.process = subprocess.Popen(
-            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), "--maxmemory-policy", "noeviction", *self.extra_args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.client().ping():
-                    return
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def client(self, **options: object) -> Redis:
         """A new redis-py client to this server (1 s time-outs unless told)."""
