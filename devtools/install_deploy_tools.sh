@@ -16,22 +16,6 @@ if [[ " ${missing[*]} " == *" nginx-light "* ]] && [ -d /run/systemd/system ]; t
   missing=("${missing[@]/nginx-light/}")
   read -r -a missing <<<"${missing[*]}"
 fi
-[ ${#missing[@]} -eq 0 ] && exit 0
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "[deploy tools] ${missing[*]} not installed and no apt-get here: their tests will be skipped" >&2
-  exit 0
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if sudo -n true 2>/dev/null; then
-    SUDO="sudo -n"
-  else
-    echo "[deploy tools] run 'sudo apt-get install --no-install-recommends ${missing[*]}' to run their tests" >&2
-    exit 0
-  fi
-fi
-echo "[deploy tools] installing Debian's ${missing[*]} for the deployment tests (once, about a minute)" >&2
-$SUDO apt-get update -qq
 # No recommends: docker-compose would bring a whole Docker engine, prometheus a node exporter.
 # Services are not started by this install in a container; nginx is only run by the tests.
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+exec bash "$(dirname "$0")/apt_install.sh" "deploy tools" --no-install-recommends "${missing[@]}"
