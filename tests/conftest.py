@@ -26,6 +26,8 @@ from heartbeat.activity import FLUSHER
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
 
+pytest_plugins = ["tests.topology_fixtures"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -1,0 +1,84 @@
+"""Fixtures with real Redis topologies (devtools/redis_topology.py): a Sentinel set and a Cluster on loopback.
+
+``sentinel_set`` and ``redis_cluster`` start once per test session, on first
+use, and are shared: they refuse kill_primary, restart_killed and reshard, and
+tests keep to keys of their own. A test that kills or reshards starts a
+topology of its own with ``own_sentinel_set(...)`` or ``own_redis_cluster(...)``
+(keyword arguments as SentinelSet's and ClusterSet's: password, username,
+sentinel_password...); those are stopped after the test.
+
+Registered by ``pytest_plugins`` in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from devtools.redis_topology import ClusterSet, SentinelSet, TopologyError
+
+
+def _started(topology: SentinelSet | ClusterSet) -> None:
+    try:
+        topology.start()
+    except TopologyError:
+        topology.stop()
+        raise
+
+
+def _build(kind: type[SentinelSet] | type[ClusterSet], **options: object) -> SentinelSet | ClusterSet:
+    try:
+        return kind(**options)
+    except TopologyError as error:  # no redis-server or redis-cli binary: say how to get one
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A Sentinel set shared by the session: one primary, one replica, three sentinels; master ``mymaster``."""
+    topology = _build(SentinelSet, allow_destructive=False)
+    _started(topology)
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[ClusterSet]:
+    """A Redis Cluster shared by the session: three primaries, three replicas."""
+    topology = _build(ClusterSet, allow_destructive=False)
+    _started(topology)
+    yield topology
+    topology.stop()
+
+
+@pytest.fixture
+def own_sentinel_set() -> Iterator[Callable[..., SentinelSet]]:
+    """Start Sentinel sets of this test's own (SentinelSet's keyword arguments); all stopped after."""
+    started: list[SentinelSet] = []
+
+    def start(**options: object) -> SentinelSet:
+        topology = _build(SentinelSet, **options)
+        started.append(topology)
+        _started(topology)
+        return topology
+
+    yield start
+    for topology in started:
+        topology.stop()
+
+
+@pytest.fixture
+def own_redis_cluster() -> Iterator[Callable[..., ClusterSet]]:
+    """Start Redis Clusters of this test's own (ClusterSet's keyword arguments); all stopped after."""
+    started: list[ClusterSet] = []
+
+    def start(**options: object) -> ClusterSet:
+        topology = _build(ClusterSet, **options)
+        started.append(topology)
+        _started(topology)
+        return topology
+
+    yield start
+    for topology in started:
+        topology.stop()
