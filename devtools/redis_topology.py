@@ -804,11 +804,20 @@ class ClusterSet(_Topology):
     def start(self, timeout: float = 60) -> None:
         """Start the nodes, make the cluster with redis-cli, wait until every node says cluster_state:ok."""
         deadline = time.monotonic() + timeout
+        self.start_nodes()
+        self.create(timeout=deadline - time.monotonic())
+
+    def start_nodes(self) -> None:
+        """Start the nodes only: cluster-enabled, each alone, no slots yet (``create`` makes the cluster)."""
         for index in range(self.primary_count * (1 + self.replicas_per_primary)):
             workdir = self.workdir / f"node-{index + 1}"
             process = RedisProcess(f"node-{index + 1}", workdir, self._node_command(workdir), with_bus=True)
             self.processes.append(process)
             process.start()
+
+    def create(self, timeout: float = 60) -> None:
+        """``redis-cli --cluster create`` on the started nodes; wait until the cluster is consistent."""
+        deadline = time.monotonic() + timeout
         create = [
             self.redis_cli, *self.cli_auth_args(),
             "--cluster", "create", *(process.address for process in self.processes),
