@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -14,8 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from redis import Redis
 
-from tests.conftest import ROOT
+from devtools.redis_topology import ClusterSet, RedisProcess
+from devtools.with_redis import find_redis_server
+from tests.conftest import ROOT, free_port, wait_for_port
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -212,13 +217,17 @@ def compose() -> list[str]:
     return command
 
 
-def test_compose_config_takes_every_setting_from_dotenv(compose: list[str], tmp_path: Path) -> None:
+def filled_dotenv() -> str:
+    """.env.example with the two required secrets set, MAX_CONCURRENT_STREAMS=5 and HOST=127.0.0.1."""
     dotenv = (ROOT / ".env.example").read_text()
     dotenv = dotenv.replace("DJANGO_SECRET_KEY=\n", "DJANGO_SECRET_KEY=test-only-" + "k" * 40 + "\n")
     dotenv = dotenv.replace("POSTGRES_PASSWORD=\n", "POSTGRES_PASSWORD=test-only-pw\n")
     dotenv = dotenv.replace("# MAX_CONCURRENT_STREAMS=3\n", "MAX_CONCURRENT_STREAMS=5\n")
-    dotenv = dotenv.replace("# HOST=0.0.0.0\n", "HOST=127.0.0.1\n")  # compose's own value must win
-    project = compose_project(tmp_path, dotenv)
+    return dotenv.replace("# HOST=0.0.0.0\n", "HOST=127.0.0.1\n")  # compose's own value must win
+
+
+def test_compose_config_takes_every_setting_from_dotenv(compose: list[str], tmp_path: Path) -> None:
+    project = compose_project(tmp_path, filled_dotenv())
     result = subprocess.run([*compose, "config"], cwd=project, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
@@ -274,3 +283,197 @@ def test_the_image_healthcheck_names_an_allowed_host(live_gunicorn) -> None:
     server.stop()
     down = subprocess.run([sys.executable, "deploy/healthcheck.py"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert down.returncode == 1 and "healthz:" in down.stderr
+
+
+# --- compose files for a Sentinel set and a Cluster (issue 11) --------------------------------
+
+SENTINEL_COMPOSE = ROOT / "deploy" / "compose.sentinel.yaml"
+CLUSTER_COMPOSE = ROOT / "deploy" / "compose.cluster.yaml"
+SENTINEL_SCRIPT = ROOT / "deploy" / "redis-sentinel-start.sh"
+
+
+def compose_services(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())["services"]
+
+
+def test_the_sentinel_compose_file_points_the_app_at_three_sentinels_watching_its_primary() -> None:
+    services = compose_services(SENTINEL_COMPOSE)
+    for app in ("api", "migrate"):
+        assert not {"REDIS_URL", "REDIS_CLUSTER_NODES"} & set(services[app]["environment"])
+    env = services["api"]["environment"]
+    master = env["REDIS_SENTINEL_MASTER"]
+    sentinels = env["REDIS_SENTINELS"].split(",")
+    assert len(sentinels) == 3
+    for entry in sentinels:
+        host, port = entry.split(":")
+        sentinel = services[host]
+        assert port == "26379"
+        assert sentinel["environment"]["SENTINEL_MASTER_NAME"] == master
+        assert sentinel["environment"]["SENTINEL_ANNOUNCE_HOSTNAME"] == host
+        assert sentinel["environment"]["REDIS_PRIMARY_HOST"] == "redis-primary"
+        assert f"get-master-addr-by-name {master} " in sentinel["healthcheck"]["test"][1]
+        mounted = {volume.split(":")[0] for volume in sentinel["volumes"]}
+        assert "./redis-sentinel-start.sh" in mounted and (SENTINEL_COMPOSE.parent / "redis-sentinel-start.sh").exists()
+        assert services["api"]["depends_on"][host]["condition"] == "service_healthy"
+    for node in ("redis-primary", "redis-replica"):
+        command = " ".join(services[node]["command"])
+        assert "--maxmemory-policy noeviction" in command and f"--replica-announce-ip {node}" in command
+    assert "--replicaof redis-primary 6379" in " ".join(services["redis-replica"]["command"])
+
+
+def test_the_cluster_compose_file_lists_six_nodes_announcing_their_names_and_creates_the_cluster_once() -> None:
+    compose = yaml.safe_load(CLUSTER_COMPOSE.read_text())
+    services = compose["services"]
+    for app in ("api", "migrate"):
+        assert not {"REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"} & set(services[app]["environment"])
+    nodes = services["api"]["environment"]["REDIS_CLUSTER_NODES"].split(",")
+    assert len(nodes) == 6
+    job = services["redis-cluster-create"]["command"][2]
+    created = re.search(r"--cluster create ((?:\S+:6379 )+)--cluster-replicas 1 --cluster-yes", job)
+    [network] = compose["networks"]["redis"]["ipam"]["config"]
+    fixed = []
+    for entry in nodes:
+        host, port = entry.split(":")
+        node = services[host]
+        assert port == "6379" and node["environment"]["NODE_HOSTNAME"] == host
+        command = node["command"][2]
+        assert '--cluster-announce-hostname "$$NODE_HOSTNAME"' in command
+        assert "--cluster-preferred-endpoint-type hostname" in command and "--maxmemory-policy noeviction" in command
+        address = node["networks"]["redis"]["ipv4_address"]
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(network["subnet"])
+        assert ipaddress.ip_address(address) not in ipaddress.ip_network(network["ip_range"])  # never handed out
+        fixed.append(f"{address}:6379")
+        assert services["redis-cluster-create"]["depends_on"][host]["condition"] == "service_healthy"
+    assert created and created.group(1).split() == fixed
+    assert "redis" in services["api"]["networks"]
+    assert services["api"]["depends_on"]["redis-cluster-create"]["condition"] == "service_completed_successfully"
+
+
+def volume_source(volume: str | dict) -> str:
+    """The host side of a volume in `compose config`'s output (v1: a string, v2: a mapping)."""
+    return volume["source"] if isinstance(volume, dict) else volume.split(":")[0]
+
+
+@pytest.mark.parametrize(
+    ("file", "variables"),
+    [
+        ("compose.sentinel.yaml", {"REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"}),
+        ("compose.cluster.yaml", {"REDIS_CLUSTER_NODES"}),
+    ],
+)
+def test_compose_config_accepts_the_topology_file_with_the_repository_dotenv(
+    compose: list[str], tmp_path: Path, file: str, variables: set[str]
+) -> None:
+    project = compose_project(tmp_path, filled_dotenv())
+    command = [*compose, "-f", f"deploy/{file}", "--env-file", ".env", "config"]
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    env = services["api"]["environment"]
+    assert variables <= set(env) and "REDIS_URL" not in env
+    assert env["MAX_CONCURRENT_STREAMS"] == "5" and env["HOST"] == "0.0.0.0"  # noqa: S104 (inside the container)
+    assert env["DATABASE_URL"] == "postgres://streamlimit:test-only-pw@db:5432/streamlimit"
+    # Paths are relative to deploy/: the image is built from the repository's root.
+    build = services["migrate"]["build"]
+    assert Path(build["context"] if isinstance(build, dict) else build) == project
+    assert Path(volume_source(services["proxy"]["volumes"][0])) == project / "deploy" / "nginx.conf"
+
+
+def test_the_sentinel_start_script_writes_a_config_once_and_runs_a_sentinel_on_it(own_redis, tmp_path: Path) -> None:
+    primary = own_redis()
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"
+    env = {
+        "PATH": os.environ["PATH"],
+        "SENTINEL_CONF": str(conf),
+        "SENTINEL_PORT": str(port),
+        "SENTINEL_BIND": "127.0.0.1",
+        "SENTINEL_MASTER_NAME": "streamlimit",
+        "SENTINEL_ANNOUNCE_HOSTNAME": "127.0.0.1",
+        "REDIS_PRIMARY_HOST": "127.0.0.1",
+        "REDIS_PRIMARY_PORT": str(primary.port),
+    }
+
+    def run_sentinel() -> tuple[list[str], str]:
+        """Start the script (redis-server in place of the image's entrypoint), ask the sentinel, stop it."""
+        log = tmp_path / "sentinel.log"
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                ["sh", str(SENTINEL_SCRIPT), find_redis_server()], env=env, cwd=tmp_path, stdout=out, stderr=out
+            )
+        try:
+            wait_for_port(port, process, timeout=10)
+            sentinel = Redis(port=port, socket_timeout=5, decode_responses=True)
+            reported = sentinel.execute_command("SENTINEL", "get-master-addr-by-name", "streamlimit")
+            [myid] = re.findall(r"^sentinel myid (\w+)$", conf.read_text(), re.MULTILINE)  # sentinel rewrote it
+            return reported, myid
+        except Exception:
+            print(log.read_text())
+            raise
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+    reported, first_id = run_sentinel()
+    assert reported == ["127.0.0.1", str(primary.port)]
+    assert "bind 127.0.0.1" in conf.read_text()
+    # Restarted, the sentinel keeps what it wrote (a fresh config would give it a new id).
+    reported, second_id = run_sentinel()
+    assert reported == ["127.0.0.1", str(primary.port)] and second_id == first_id
+
+
+def cluster_job_script(cluster_cli: str, addresses: list[str]) -> str:
+    """The create job's shell script, run here: the local redis-cli, loopback nodes in place of the fixed IPs."""
+    script = compose_services(CLUSTER_COMPOSE)["redis-cluster-create"]["command"][2].replace("$$", "$")
+    fixed = re.findall(r"(172\.30\.98\.\d+):6379", script)
+    first_host, first_port = addresses[0].split(":")
+    script = script.replace(f"-h {fixed[0]} ", f"-h {first_host} -p {first_port} ")
+    for ip, address in zip(dict.fromkeys(fixed), addresses, strict=True):
+        script = script.replace(f"{ip}:6379", address)
+    return script.replace("redis-cli ", f"{cluster_cli} ")
+
+
+def test_the_cluster_create_job_makes_the_cluster_and_leaves_a_made_one_alone() -> None:
+    topology = ClusterSet()
+    try:
+        topology.start_nodes()
+        script = cluster_job_script(topology.redis_cli, topology.nodes.split(","))
+        first = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert first.returncode == 0, first.stdout + first.stderr
+        topology.wait_until_consistent(timeout=30)
+        ids = {row.address: row.id for row in topology.cluster_nodes()}
+        assert len(topology.primaries()) == 3 and len(topology.replicas()) == 3
+        again = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "--cluster create" not in again.stdout and "hash slots allocation" not in again.stdout
+        assert {row.address: row.id for row in topology.cluster_nodes()} == ids
+    finally:
+        topology.stop()
+
+
+def redis_server_major_version(binary: str) -> int:
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"v=(\d+)\.", version).group(1))
+
+
+def test_a_cluster_node_command_line_is_one_redis_server_7_takes(tmp_path: Path) -> None:
+    binary = find_redis_server()
+    if redis_server_major_version(binary) < 7:
+        pytest.skip(f"cluster-announce-hostname needs redis-server 7 or later; {binary} is older")
+    command = compose_services(CLUSTER_COMPOSE)["redis-node-3"]["command"][2]
+    words = shlex.split(command.replace("$$NODE_HOSTNAME", "redis-node-3"))
+    assert words[:3] == ["exec", "docker-entrypoint.sh", "redis-server"]
+    node = RedisProcess(
+        "compose-node",
+        tmp_path,
+        lambda port: [binary, *words[3:], "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)],
+    )
+    try:
+        node.start(timeout=10)
+        client = Redis(port=node.port, socket_timeout=5, decode_responses=True)
+        assert client.config_get("cluster-announce-hostname") == {"cluster-announce-hostname": "redis-node-3"}
+        assert client.config_get("cluster-preferred-endpoint-type")["cluster-preferred-endpoint-type"] == "hostname"
+        assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        assert client.info("cluster")["cluster_enabled"] == 1
+    finally:
+        node.kill()
