@@ -19,8 +19,9 @@ of each process' log.
         cluster.wait_for_failover()
 
 Processes are killed by ``stop()`` (also on leaving a ``with`` block), at
-interpreter exit, and, on Linux, by the kernel when the process that started
-them dies, so that a killed test run leaks no redis-server.
+interpreter exit, and, on Linux, by the kernel when the thread that started
+them ends (start topologies from the main thread), so that a killed test run
+leaks no redis-server.
 
 Addresses are ``host:port`` strings throughout: the format of REDIS_SENTINELS
 and REDIS_CLUSTER_NODES.
@@ -406,9 +407,9 @@ class SentinelSet(_Topology):
         binary: str | None = None,
         allow_destructive: bool = True,
     ) -> None:
+        self.sentinel_password = _checked_secret(sentinel_password, "sentinel_password")
         super().__init__(password=password, username=username, binary=binary, allow_destructive=allow_destructive)
         self.master_name = master_name
-        self.sentinel_password = _checked_secret(sentinel_password, "sentinel_password")
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.data_nodes: list[RedisProcess] = []
@@ -799,6 +800,10 @@ class ClusterSet(_Topology):
                 return row.address
         raise TopologyError(f"no node serves slot {slot}")
 
+    def owner_of_key(self, key: str | bytes) -> str:
+        """The primary serving ``key``'s slot."""
+        return self.slot_owner(key_slot(key.encode() if isinstance(key, str) else key))
+
     # -- start and stop
 
     def start(self, timeout: float = 60) -> None:
@@ -850,7 +855,6 @@ class ClusterSet(_Topology):
     def wait_until_consistent(self, timeout: float = 30) -> None:
         """Wait until every running node says cluster_state:ok, they all agree on who serves each slot,
         all slots are served, and every replica has synced with its primary."""
-        wanted_primaries = self.primary_count
 
         def consistent() -> bool:
             views = []
@@ -862,8 +866,8 @@ class ClusterSet(_Topology):
                 views.append(sorted((row.address, row.role, tuple(sorted(row.slots))) for row in rows))
             if any(view != views[0] for view in views):
                 return False
-            serving = [row for row in views[0] if row[1] == "master" and row[2]]
-            if len(serving) != wanted_primaries or sum(len(row[2]) for row in serving) != CLUSTER_SLOTS:
+            served = [slot for row in views[0] if row[1] == "master" for slot in row[2]]
+            if len(served) != CLUSTER_SLOTS or len(set(served)) != CLUSTER_SLOTS:
                 return False
             replicas = [row[0] for row in views[0] if row[1] == "replica"]
             if not all(self.replica_linked(node) for node in replicas):

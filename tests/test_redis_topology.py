@@ -191,7 +191,8 @@ def test_keys_under_different_hash_tags_are_stored_on_their_own_primaries(
     assert len(cluster_keys) == 3
     for key in cluster_keys:
         assert client.set(key, f"value of {key}")
-    owners = {redis_cluster.slot_owner(client.keyslot(key)): key for key in cluster_keys}
+    owners = {redis_cluster.owner_of_key(key): key for key in cluster_keys}
+    assert all(owner == client.get_node_from_key(key).name for owner, key in owners.items())
     assert len(owners) == 3
     for owner, key in owners.items():
         assert client.get(key) == f"value of {key}"
