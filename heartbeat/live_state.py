@@ -150,12 +150,13 @@ class LiveStateReader:
         """The user's live sessions, oldest first."""
         require_id(user_id, "userId")
         user = self.keys.user(user_id)
+        # TIME apart: a cluster pipeline cannot carry it (it has no key to route by).
+        now = redis_now_ms(self.client)
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         pipe.zrange(user.sessions, 0, -1, withscores=True)
         pipe.hgetall(user.details)
-        (sec, usec), members, details = pipe.execute()
-        return self._live_sessions(sec * 1000 + usec // 1000, members, details)
+        members, details = pipe.execute()
+        return self._live_sessions(now, members, details)
 
     def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
         details = {as_text(k): as_text(v) for k, v in details.items()}

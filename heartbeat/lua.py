@@ -169,6 +169,10 @@ class ScriptRunner:
             # Connected means it served calls before: every failure disconnects it.
             kept = connection._sock is not None
             try:
+                if not kept:
+                    # connect() itself, not the implicit connect of a send: a Sentinel-managed
+                    # connection asks the sentinels for the primary's address there.
+                    connection.connect()
                 connection.send_packed_command(connection.pack_commands(commands))
                 replies: list[Any] = []
                 for _ in commands:
@@ -217,7 +221,9 @@ class ClusterScriptRunner:
     time-out is never resent, as with one server.
     """
 
-    MAX_REDIRECTS = 8
+    # Rounds of resends: MOVED and ASK take one each; TRYAGAIN pauses, so a
+    # slot has about half a second to finish migrating.
+    MAX_ROUNDS = 25
     TRYAGAIN_PAUSE_SECONDS = 0.02
     REFRESH_SECONDS = 0.25
 
@@ -243,7 +249,7 @@ class ClusterScriptRunner:
         followed = None
         pending = [(i, None) for i in range(len(calls))]  # (call, node to ASK) pairs
         connection_failures = 0
-        for _ in range(self.MAX_REDIRECTS):
+        for _ in range(self.MAX_ROUNDS):
             retry: list[tuple[int, ClusterNode | None]] = []
             pause = False
             for (node, asking), indexes in self._by_node(calls, pending).items():
