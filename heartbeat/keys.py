@@ -6,14 +6,23 @@ one user runs on one Redis Cluster node. The user id is percent-escaped for
 tag short (or empty it), and escaping keeps the mapping one-to-one, so one
 user's ids can never reach another user's keys.
 
-Keys shared by all users (the live-user index, per-minute activity) share the
-tag ``{<prefix>:global}``.
+The activity index (live users and sessions, accounts seen, refusals, the
+daily sharing signals) is split over ``ACTIVITY_SHARDS`` shards, each with
+its own tag ``{<prefix>:a<n>}``; an account's entries always go to the shard
+``crc32(user id) % shards``, so every script touches one slot and, on Redis
+Cluster, the index spreads over the nodes. The number of shards is fixed for
+a deployment: changing it moves every account to another shard (the live
+entries come back within a heartbeat interval, the day's history does not).
+Per-minute counters and the override mirror, written once a second or by
+staff, keep one tag ``{<prefix>:global}``.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass
+from functools import cached_property
 
 _ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
 _UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
@@ -49,11 +58,72 @@ class UserKeys:
         return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced, self.blocked]
 
 
+MAX_ACTIVITY_SHARDS = 1024
+
+
+@dataclass(frozen=True)
+class ActivityShard:
+    """The activity keys of one shard: one hash tag, so each batch call touches one slot."""
+
+    base: str
+
+    @property
+    def live_users(self) -> str:
+        """ZSET user id -> last heartbeat (ms): the index behind the dashboard's list."""
+        return self.base + "users"
+
+    @property
+    def live_sessions(self) -> str:
+        """ZSET "<user id>\\x00<session id>" -> last heartbeat (ms): live session count."""
+        return self.base + "sessions"
+
+    @property
+    def ended_sessions(self) -> str:
+        """ZSET "<user id>\\x00<session id>" -> when it was stopped or evicted (ms), kept one TTL."""
+        return self.base + "ended"
+
+    @property
+    def users_at_limit(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of accounts whose latest heartbeat found them full."""
+        return self.base + "at-limit"
+
+    @property
+    def seen_users(self) -> str:
+        """ZSET user id -> latest heartbeat (ms) of every account heard in the last day."""
+        return self.base + "seen"
+
+    @property
+    def seen_users_by_name(self) -> str:
+        """ZSET of the same user ids, all scored 0, so ZRANGEBYLEX finds them by prefix."""
+        return self.base + "seen-lex"
+
+    def refusals(self, user_id: str) -> str:
+        """LIST of an account's latest refusals (JSON), newest first, kept a day."""
+        return f"{self.base}refusals:{user_id}"
+
+    def refused_on(self, day: int) -> str:
+        """ZSET user id -> refusals on one UTC day (days since the epoch)."""
+        return f"{self.base}refused-day:{day}"
+
+    def distinct_sessions_on(self, day: int) -> str:
+        """ZSET user id -> distinct sessions on one UTC day (HyperLogLog estimates)."""
+        return f"{self.base}distinct-day:{day}"
+
+    def sessions_seen_on(self, day: int, user_id: str) -> str:
+        """HyperLogLog of one account's session ids on one UTC day."""
+        return f"{self.base}sessions-hll:{day}:{user_id}"
+
+
 @dataclass(frozen=True)
 class KeyLayout:
     """Builds every key under one prefix (``REDIS_KEY_PREFIX``, or a test's own)."""
 
     prefix: str
+    activity_shards: int = 16
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.activity_shards <= MAX_ACTIVITY_SHARDS:
+            raise ValueError(f"activity_shards must be 1 to {MAX_ACTIVITY_SHARDS}, got {self.activity_shards}")
 
     def user(self, user_id: str) -> UserKeys:
         """The keys of ``user_id``."""
@@ -85,51 +155,20 @@ class KeyLayout:
     def _global(self) -> str:
         return f"{self.prefix}:{{{escape_tag(self.prefix)}:global}}:"
 
-    @property
-    def live_users(self) -> str:
-        """ZSET user id -> last heartbeat (ms): the index behind the dashboard's list."""
-        return self._global + "users"
+    def shard_number(self, user_id: str) -> int:
+        """Which activity shard holds ``user_id``'s entries (CRC-32 of the id: the same in every process)."""
+        return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % self.activity_shards
 
-    @property
-    def live_sessions(self) -> str:
-        """ZSET "<user id>\\x00<session id>" -> last heartbeat (ms): live session count."""
-        return self._global + "sessions"
+    def shard_of(self, user_id: str) -> ActivityShard:
+        """The activity shard that holds ``user_id``'s entries."""
+        return self.shards[self.shard_number(user_id)]
 
-    @property
-    def ended_sessions(self) -> str:
-        """ZSET "<user id>\\x00<session id>" -> when it was stopped or evicted (ms), kept one TTL."""
-        return self._global + "ended"
-
-    @property
-    def users_at_limit(self) -> str:
-        """ZSET user id -> latest heartbeat (ms) of accounts whose latest heartbeat found them full."""
-        return self._global + "at-limit"
-
-    @property
-    def seen_users(self) -> str:
-        """ZSET user id -> latest heartbeat (ms) of every account heard in the last day."""
-        return self._global + "seen"
-
-    @property
-    def seen_users_by_name(self) -> str:
-        """ZSET of the same user ids, all scored 0, so ZRANGEBYLEX finds them by prefix."""
-        return self._global + "seen-lex"
-
-    def refusals(self, user_id: str) -> str:
-        """LIST of an account's latest refusals (JSON), newest first, kept a day."""
-        return f"{self._global}refusals:{user_id}"
-
-    def refused_on(self, day: int) -> str:
-        """ZSET user id -> refusals on one UTC day (days since the epoch)."""
-        return f"{self._global}refused-day:{day}"
-
-    def distinct_sessions_on(self, day: int) -> str:
-        """ZSET user id -> distinct sessions on one UTC day (HyperLogLog estimates)."""
-        return f"{self._global}distinct-day:{day}"
-
-    def sessions_seen_on(self, day: int, user_id: str) -> str:
-        """HyperLogLog of one account's session ids on one UTC day."""
-        return f"{self._global}sessions-hll:{day}:{user_id}"
+    @cached_property
+    def shards(self) -> tuple[ActivityShard, ...]:
+        """Every activity shard, in order (their keys are what the dashboard merges)."""
+        return tuple(
+            ActivityShard(f"{self.prefix}:{{{escape_tag(self.prefix)}:a{n}}}:") for n in range(self.activity_shards)
+        )
 
     @property
     def limit_overrides(self) -> str:

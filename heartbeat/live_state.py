@@ -150,12 +150,13 @@ class LiveStateReader:
         """The user's live sessions, oldest first."""
         require_id(user_id, "userId")
         user = self.keys.user(user_id)
+        # TIME apart: a cluster pipeline cannot carry it (it has no key to route by).
+        now = redis_now_ms(self.client)
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         pipe.zrange(user.sessions, 0, -1, withscores=True)
         pipe.hgetall(user.details)
-        (sec, usec), members, details = pipe.execute()
-        return self._live_sessions(sec * 1000 + usec // 1000, members, details)
+        members, details = pipe.execute()
+        return self._live_sessions(now, members, details)
 
     def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
         details = {as_text(k): as_text(v) for k, v in details.items()}
@@ -224,16 +225,8 @@ class LiveStateReader:
         if count < 1:
             raise ValueError("count must be at least 1")
         since = redis_now_ms(self.client) - self.session_ttl_ms
-        index = self.keys.users_at_limit if at_limit else self.keys.live_users
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(index, f"({since}", "+inf")
-        # By rank, not by score with LIMIT: Redis reaches rank r in O(log n), but
-        # skips an offset one entry at a time, so deep pages would cost O(offset).
-        # Entries older than the TTL (not trimmed yet) rank after every live one,
-        # so the page holds live entries only, once those are dropped.
-        pipe.zrevrange(index, offset, offset + count - 1, withscores=True)
-        total, rows = pipe.execute()
-        rows = [(uid, last) for uid, last in rows if last > since]
+        indexes = [s.users_at_limit if at_limit else s.live_users for s in self.keys.shards]
+        total, rows = self._page(indexes, since, offset, count)
         pipe = self.client.pipeline(transaction=False)
         for raw_uid, _ in rows:
             user = self.keys.user(as_text(raw_uid))
@@ -248,22 +241,84 @@ class LiveStateReader:
             found.append(LiveUser(as_text(uid), ms_to_datetime(last), count, limit))
         return total, found
 
+    def _page(self, indexes: list[str], since: int, offset: int, count: int) -> tuple[int, list[tuple[bytes, float]]]:
+        """Rows ``offset`` to ``offset + count`` of the union of the shards' ``indexes``, and the union's size.
+
+        The union is ordered by score (a heartbeat's time), newest first, ties
+        by member, descending. Only entries newer than ``since`` count. Rank
+        ``offset`` is found without reading the entries before it: a search
+        on the score, ``PROBES`` scores per round trip, each counted with a
+        ZCOUNT per shard (O(log n)), narrows the score of that rank to one
+        millisecond in a few round trips over the TTL window; then each shard
+        is read from that score on by rank (O(log n + page)). Deep pages cost
+        what the first one does, whatever the number of viewers.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for key in indexes:
+            pipe.zcount(key, f"({since}", "+inf")
+            if offset:
+                pipe.zrevrange(key, 0, 0, withscores=True)
+        replies = pipe.execute()
+        total = sum(replies[0 :: 2 if offset else 1])
+        if offset >= total:
+            return total, []
+        top, skip = "+inf", 0
+        if offset:
+            newest = max(int(first[0][1]) for first in replies[1::2] if first)
+            score = self._score_at_rank(indexes, since + 1, newest, offset)
+            pipe = self.client.pipeline(transaction=False)
+            for key in indexes:
+                pipe.zcount(key, f"({score}", "+inf")
+            top, skip = str(score), offset - sum(pipe.execute())
+        pipe = self.client.pipeline(transaction=False)
+        for key in indexes:
+            pipe.zrevrangebyscore(key, top, f"({since}", start=0, num=skip + count, withscores=True)
+        merged = sorted((row for rows in pipe.execute() for row in rows), key=lambda r: (r[1], r[0]), reverse=True)
+        return total, merged[skip : skip + count]
+
+    PROBES = 16
+
+    def _score_at_rank(self, indexes: list[str], low: int, high: int, rank: int) -> int:
+        """The score of the entry at ``rank`` (0: the newest) of the union.
+
+        That is the highest score t with more than ``rank`` entries at t or above.
+        """
+        while low < high:
+            step = max(1, (high - low) // self.PROBES)
+            probes = list(range(low + step, high + 1, step))[: self.PROBES]
+            pipe = self.client.pipeline(transaction=False)
+            for probe in probes:
+                for key in indexes:
+                    pipe.zcount(key, probe, "+inf")
+            counts = pipe.execute()
+            at_or_above = [sum(counts[n * len(indexes) : (n + 1) * len(indexes)]) for n in range(len(probes))]
+            above = [probe for probe, n in zip(probes, at_or_above, strict=True) if n > rank]
+            if above:
+                low = above[-1]
+            following = [probe for probe in probes if probe > low]
+            high = following[0] - 1 if following else high
+        return low
+
     def find_users(self, prefix: str, count: int = 50) -> list[FoundUser]:
         """Accounts heard in the last day whose id starts with ``prefix``, in id order (at most ``count``).
 
-        One ZRANGEBYLEX on the prefix index (O(log n + count)), then two
-        ZSCOREs per account found.
+        One ZRANGEBYLEX per shard on its prefix index (O(log n + count)),
+        merged, then two ZSCOREs per account found.
         """
         raw = prefix.encode()
-        # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
-        ids = self.client.zrangebylex(self.keys.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.keys.shards:
+            # 0xff never occurs in UTF-8, so it closes the range of every id with this prefix.
+            pipe.zrangebylex(shard.seen_users_by_name, b"[" + raw, b"[" + raw + b"\xff", 0, count)
+        ids = sorted(uid for found in pipe.execute() for uid in found)[:count]
         if not ids:
             return []
         since = redis_now_ms(self.client) - self.session_ttl_ms
         pipe = self.client.pipeline(transaction=False)
         for uid in ids:
-            pipe.zscore(self.keys.seen_users, uid)
-            pipe.zscore(self.keys.live_users, uid)
+            shard = self.keys.shard_of(as_text(uid))
+            pipe.zscore(shard.seen_users, uid)
+            pipe.zscore(shard.live_users, uid)
         scores = pipe.execute()
         found = []
         for n, uid in enumerate(ids):
@@ -288,14 +343,14 @@ class LiveStateReader:
     def last_heard(self, user_id: str) -> datetime | None:
         """When the account's latest heartbeat came, if it came in the last day."""
         require_id(user_id, "userId")
-        seen = self.client.zscore(self.keys.seen_users, user_id)
+        seen = self.client.zscore(self.keys.shard_of(user_id).seen_users, user_id)
         return None if seen is None else ms_to_datetime(seen)
 
     def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
         """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
         require_id(user_id, "userId")
         found = []
-        for raw in self.client.lrange(self.keys.refusals(user_id), 0, REFUSALS_KEPT - 1):
+        for raw in self.client.lrange(self.keys.shard_of(user_id).refusals(user_id), 0, REFUSALS_KEPT - 1):
             record = orjson.loads(raw)
             found.append(
                 RecentRefusal(
@@ -311,37 +366,40 @@ class LiveStateReader:
     def sharing_signals(self, day: int, count: int = 20) -> tuple[list[AccountSignal], list[AccountSignal]]:
         """The accounts refused most often, and with the most distinct sessions, on a UTC day (days since 1970)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.zrevrange(self.keys.refused_on(day), 0, count - 1, withscores=True)
-        pipe.zrevrange(self.keys.distinct_sessions_on(day), 0, count - 1, withscores=True)
-        refused, distinct = pipe.execute()
-        return (
-            [AccountSignal(as_text(uid), int(n)) for uid, n in refused],
-            [AccountSignal(as_text(uid), int(n)) for uid, n in distinct],
-        )
+        for shard in self.keys.shards:
+            pipe.zrevrange(shard.refused_on(day), 0, count - 1, withscores=True)
+            pipe.zrevrange(shard.distinct_sessions_on(day), 0, count - 1, withscores=True)
+        replies = pipe.execute()
 
-    def live_counts(self) -> tuple[int, int]:
-        """Live users and live sessions across all users (two ZCOUNTs)."""
+        def top(per_shard: list[list[tuple[bytes, float]]]) -> list[AccountSignal]:
+            merged = sorted((row for rows in per_shard for row in rows), key=lambda r: (r[1], r[0]), reverse=True)
+            return [AccountSignal(as_text(uid), int(n)) for uid, n in merged[:count]]
+
+        return top(replies[0::2]), top(replies[1::2])
+
+    def _live_totals(self, indexes: list[str]) -> list[int]:
+        """Entries newer than the session TTL in each of ``indexes``, summed over the shards (ZCOUNT each)."""
         since = redis_now_ms(self.client) - self.session_ttl_ms
         pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
-        users, sessions = pipe.execute()
+        for shard in self.keys.shards:
+            for index in indexes:
+                pipe.zcount(getattr(shard, index), f"({since}", "+inf")
+        counts = pipe.execute()
+        return [sum(counts[n :: len(indexes)]) for n in range(len(indexes))]
+
+    def live_counts(self) -> tuple[int, int]:
+        """Live users and live sessions across all users (two ZCOUNTs per shard)."""
+        users, sessions = self._live_totals(["live_users", "live_sessions"])
         return users, sessions
 
     def stats(self) -> ServiceStats:
         """Live users, live sessions and users at their limit, across all users.
 
-        Three ZCOUNTs, O(log n) each: users at their limit are kept by the
-        activity batches (the latest heartbeat of each account says whether
-        it was full), never recounted here.
+        Three ZCOUNTs per shard, O(log n) each: users at their limit are kept
+        by the activity batches (the latest heartbeat of each account says
+        whether it was full), never recounted here.
         """
-        since = redis_now_ms(self.client) - self.session_ttl_ms
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zcount(self.keys.live_users, f"({since}", "+inf")
-        pipe.zcount(self.keys.live_sessions, f"({since}", "+inf")
-        pipe.zcount(self.keys.users_at_limit, f"({since}", "+inf")
-        live_users, live_sessions, at_limit = pipe.execute()
-        return ServiceStats(live_users, live_sessions, at_limit)
+        return ServiceStats(*self._live_totals(["live_users", "live_sessions", "users_at_limit"]))
 
     def activity(self, minutes: int = 60) -> list[MinuteActivity]:
         """Per-minute counters of the last ``minutes`` minutes, oldest first."""

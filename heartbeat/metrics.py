@@ -42,6 +42,10 @@ LIMIT_SOURCES = Counter(
     ["source"],
 )
 UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
+WAIT_REPLICAS_SHORT = Counter(
+    "streamlimit_wait_replicas_short",
+    "New sessions admitted that fewer than REDIS_WAIT_REPLICAS replicas confirmed within REDIS_WAIT_TIMEOUT_MS.",
+)
 # Per worker process: livesum adds up the workers whose breaker is not closed.
 REDIS_BREAKER_OPEN = Gauge(
     "streamlimit_redis_breaker_open",

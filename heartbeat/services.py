@@ -7,9 +7,9 @@ import functools
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from django_redis import get_redis_connection
 
 from heartbeat.breaker import BreakerState, CircuitBreaker
+from heartbeat.redis_connection import redis_client
 from heartbeat.stream_manager import StreamManager
 
 
@@ -34,9 +34,9 @@ def build_breaker() -> CircuitBreaker | None:
 
 @functools.cache
 def get_stream_manager() -> StreamManager:
-    """The StreamManager of this process, on django-redis' connection pool."""
+    """The StreamManager of this process, on the configured topology's client (``redis_client``)."""
     return StreamManager(
-        get_redis_connection("default"),
+        redis_client(),
         key_prefix=settings.REDIS_KEY_PREFIX,
         default_limit=settings.MAX_CONCURRENT_STREAMS,
         session_ttl_seconds=settings.SESSION_TTL_SECONDS,
@@ -45,6 +45,9 @@ def get_stream_manager() -> StreamManager:
         plan_limits=settings.PLAN_LIMITS,
         limit_policy=settings.LIMIT_POLICY,
         breaker=build_breaker(),
+        activity_shards=settings.ACTIVITY_SHARDS,
+        wait_replicas=settings.REDIS_WAIT_REPLICAS,
+        wait_timeout_ms=settings.REDIS_WAIT_TIMEOUT_MS,
     )
 
 
@@ -59,6 +62,10 @@ _MANAGER_SETTINGS = {
     "REDIS_BREAKER_FAILURES",
     "REDIS_BREAKER_SECONDS",
     "CACHES",
+    "REDIS_TOPOLOGY",
+    "ACTIVITY_SHARDS",
+    "REDIS_WAIT_REPLICAS",
+    "REDIS_WAIT_TIMEOUT_MS",
 }
 
 

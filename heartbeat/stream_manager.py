@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import structlog
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -36,7 +37,7 @@ from heartbeat.live_state import (
     ms_to_datetime,
     redis_now_ms,
 )
-from heartbeat.lua import LuaScript, ScriptCall, ScriptRunner, load_scripts, scripts_loaded
+from heartbeat.lua import FollowUp, LuaScript, ScriptCall, load_scripts, script_runner_for, scripts_loaded
 from heartbeat.validation import require_device_name, require_id
 
 logger = structlog.get_logger(__name__)
@@ -63,10 +64,11 @@ PROBE_LIMIT = 1_000_000
 ADMIT = LuaScript.load("admit")
 RECORD_ACTIVITY = LuaScript.load("record_activity")
 RECORD_ACCOUNTS = LuaScript.load("record_accounts")
+RECORD_MINUTE = LuaScript.load("record_minute")
 END_SESSIONS = LuaScript.load("end_sessions")
 STOP = LuaScript.load("stop")
 EVICT = LuaScript.load("evict")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, END_SESSIONS, STOP, EVICT]
+ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, RECORD_MINUTE, END_SESSIONS, STOP, EVICT]
 
 
 class Outcome(enum.Enum):
@@ -138,7 +140,7 @@ class StreamManager:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         *,
         key_prefix: str,
         default_limit: int,
@@ -148,16 +150,22 @@ class StreamManager:
         plan_limits: dict[str, int] | None = None,
         limit_policy: str = "reject_new",
         breaker: CircuitBreaker | None = None,
+        activity_shards: int = 16,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 100,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
         self.breaker = breaker
-        self.scripts = ScriptRunner(client.connection_pool)
+        self.scripts = script_runner_for(client)
         # The activity flusher has connections of its own: a flush waiting on a
         # stalled Redis must not take the connection a heartbeat would reuse,
         # leaving it a new one whose handshake times out before its script is sent.
-        self.activity_scripts = ScriptRunner(client.connection_pool)
-        self.keys = KeyLayout(key_prefix)
+        self.activity_scripts = script_runner_for(client)
+        self.keys = KeyLayout(key_prefix, activity_shards)
+        # REDIS_WAIT_REPLICAS: a new admission waits for replicas (see admit).
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
         self.default_limit = default_limit
         self.session_ttl_seconds = session_ttl_seconds
         self.session_ttl_ms = session_ttl_seconds * 1000
@@ -223,7 +231,7 @@ class StreamManager:
         if device_name is not None:
             require_device_name(device_name)
         asked, asked_source = self.asked_limit(max_streams, plan)
-        reply = self._run_guarded(
+        reply, replicas = self._run_guarded(
             ADMIT,
             self.keys.user(user_id).as_list(),
             [
@@ -235,8 +243,11 @@ class StreamManager:
                 device_name or "",
                 int(self.replace_oldest),
             ],
+            follow_up=self._wait_for_replicas if self.wait_replicas else None,
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
+        if replicas is not None and int(replicas) < self.wait_replicas:
+            self._note_short_wait(user_id, session_id, int(replicas))
         replaced = tuple(as_text(s) for s in reply[6:])
         result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned, as_text(reply[5]), replaced)
         if replaced:
@@ -294,14 +305,12 @@ class StreamManager:
         require_id(user_id, "userId")
         require_id(session_id, "sessionId")
         user = self.keys.user(user_id)
-        was_live, left = (
-            int(v)
-            for v in self._run_guarded(
-                STOP,
-                [user.sessions, user.details, user.stopped],
-                [session_id, self.session_ttl_ms, int(from_other_screen)],
-            )
+        reply, _ = self._run_guarded(
+            STOP,
+            [user.sessions, user.details, user.stopped],
+            [session_id, self.session_ttl_ms, int(from_other_screen)],
         )
+        was_live, left = (int(v) for v in reply)
         member = f"{user_id}\x00{session_id}"
         if was_live:
             self._forget(user_id, [session_id], user_has_sessions=left > 0)
@@ -423,69 +432,93 @@ class StreamManager:
             return self._write_activity(batch) if batch else 0
 
     def _write_activity(self, batch: ActivityBatch) -> int:
-        shared = [self.keys.live_users, self.keys.live_sessions, self.keys.ended_sessions]
-        minutes = sorted(batch.counts)
-        sessions = [value for member, (uid, heard) in batch.sessions.items() for value in (uid, member, heard)]
-        users = [value for uid, (heard, full) in batch.users.items() for value in (uid, heard, int(full))]
-        # Sessions and accounts go with the newest minute, in chunks (each chunk
-        # bounds how long one call holds Redis); counts with the first chunk.
-        chunks = list(
-            zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
-        ) or [([], [])]
+        """One round trip per node: ``record_activity`` and ``record_accounts`` on every shard, then the minute."""
+        shards = self.keys.shards
+        by_shard: list[tuple[list[Any], list[Any]]] = [([], []) for _ in shards]
+        for member, (uid, heard) in batch.sessions.items():
+            by_shard[self.keys.shard_number(uid)][0].extend((uid, member, heard))
+        for uid, (heard, full) in batch.users.items():
+            by_shard[self.keys.shard_number(uid)][1].extend((uid, heard, int(full)))
         calls = []
-        for minute in minutes:
-            heartbeats, refused = batch.counts[minute]
-            for n, (session_chunk, user_chunk) in enumerate(chunks if minute == minutes[-1] else [([], [])]):
-                counts = [heartbeats, refused] if n == 0 else [0, 0]
-                calls.append(
-                    ScriptCall(
-                        RECORD_ACTIVITY,
-                        [*shared, self.keys.minute(minute), self.keys.users_at_limit],
-                        [
-                            self.session_ttl_ms,
-                            MINUTE_KEY_TTL_SECONDS,
-                            *counts,
-                            len(session_chunk) // 3,
-                            *session_chunk,
-                            *user_chunk,
-                        ],
-                    )
-                )
+        # Every shard, touched or not: each trims its expired entries and counts
+        # its live sessions, and the minute's peak is their sum.
+        for shard, (sessions, users) in zip(shards, by_shard, strict=True):
+            keys = [shard.live_users, shard.live_sessions, shard.ended_sessions, shard.users_at_limit]
+            # Chunks bound how long one call holds Redis.
+            chunks = list(
+                zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
+            ) or [([], [])]
+            for session_chunk, user_chunk in chunks:
+                args = [self.session_ttl_ms, len(session_chunk) // 3, *session_chunk, *user_chunk]
+                calls.append((shard, ScriptCall(RECORD_ACTIVITY, keys, args)))
         activity_calls = len(calls)
-        calls += self._account_records(batch)
+        account_calls = self._account_records(batch)
         try:
-            written = self.activity_scripts.run(calls)
+            written = self.activity_scripts.run([call for _, call in calls] + account_calls)
+            live: dict[str, int] = {}
+            for (shard, _), (_, shard_live) in zip(calls, written[:activity_calls], strict=True):
+                live[shard.base] = int(shard_live)  # a shard's last chunk has its count after every write
+            minutes = sorted(batch.counts)
+            if minutes:
+                self._record_minutes(batch, minutes, sum(live.values()))
         except RedisError:
             logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
             return 0
-        return sum(int(n) for n in written[:activity_calls])
+        return sum(int(n) for n, _ in written[:activity_calls])
+
+    def _record_minutes(self, batch: ActivityBatch, minutes: list[int], live: int) -> None:
+        """The batch's per-minute counts, and the live sessions (all shards) as the newest minute's peak."""
+        self.activity_scripts.run(
+            [
+                ScriptCall(
+                    RECORD_MINUTE,
+                    [self.keys.minute(minute)],
+                    [
+                        *batch.counts[minute],
+                        0,
+                        live if minute == minutes[-1] else 0,
+                        MINUTE_KEY_TTL_SECONDS,
+                    ],
+                )
+                for minute in minutes
+            ]
+        )
 
     def _account_records(self, batch: ActivityBatch) -> list[ScriptCall]:
-        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; chunked by account."""
+        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; by shard, chunked."""
         day = int(time.time() // 86_400)
-        shared = [
-            self.keys.seen_users,
-            self.keys.seen_users_by_name,
-            self.keys.refused_on(day),
-            self.keys.distinct_sessions_on(day),
-        ]
-        seen = list(batch.users.items())
-        refusals = list(batch.refusals.items())
-        new_sessions = list(batch.new_sessions.items())
+        shards = self.keys.shards
+        seen: list[list[Any]] = [[] for _ in shards]
+        refusals: list[list[Any]] = [[] for _ in shards]
+        new_sessions: list[list[Any]] = [[] for _ in shards]
+        for uid, (heard, _) in batch.users.items():
+            seen[self.keys.shard_number(uid)].append((uid, heard))
+        for uid, kept in batch.refusals.items():
+            refusals[self.keys.shard_number(uid)].append((uid, kept))
+        for uid, sids in batch.new_sessions.items():
+            new_sessions[self.keys.shard_number(uid)].append((uid, sids))
         calls = []
-        for start in range(0, max(len(seen), len(refusals), len(new_sessions)), ACTIVITY_CHUNK):
-            end = start + ACTIVITY_CHUNK
-            keys, args = list(shared), [SEEN_MS, DAY_KEY_TTL_SECONDS, REFUSALS_TTL_SECONDS, REFUSALS_KEPT]
-            args += [len(seen[start:end]), *(v for uid, (heard, _) in seen[start:end] for v in (uid, heard))]
-            args.append(len(refusals[start:end]))
-            for uid, kept in refusals[start:end]:
-                keys.append(self.keys.refusals(uid))
-                args += [uid, len(kept), *(orjson.dumps(dataclasses.asdict(r)).decode() for r in kept)]
-            args.append(len(new_sessions[start:end]))
-            for uid, sids in new_sessions[start:end]:
-                keys.append(self.keys.sessions_seen_on(day, uid))
-                args += [uid, len(sids), *sids]
-            calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
+        for n, shard in enumerate(shards):
+            most = max(len(seen[n]), len(refusals[n]), len(new_sessions[n]))
+            for start in range(0, most, ACTIVITY_CHUNK):
+                end = start + ACTIVITY_CHUNK
+                keys = [
+                    shard.seen_users,
+                    shard.seen_users_by_name,
+                    shard.refused_on(day),
+                    shard.distinct_sessions_on(day),
+                ]
+                args = [SEEN_MS, DAY_KEY_TTL_SECONDS, REFUSALS_TTL_SECONDS, REFUSALS_KEPT]
+                args += [len(seen[n][start:end]), *(v for uid, heard in seen[n][start:end] for v in (uid, heard))]
+                args.append(len(refusals[n][start:end]))
+                for uid, kept in refusals[n][start:end]:
+                    keys.append(shard.refusals(uid))
+                    args += [uid, len(kept), *(orjson.dumps(dataclasses.asdict(r)).decode() for r in kept)]
+                args.append(len(new_sessions[n][start:end]))
+                for uid, sids in new_sessions[n][start:end]:
+                    keys.append(shard.sessions_seen_on(day, uid))
+                    args += [uid, len(sids), *sids]
+                calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
         return calls
 
     def check_ready(self) -> Readiness:
@@ -533,34 +566,64 @@ class StreamManager:
         """Take ended sessions out of the activity keys, and out of this process's pending batch."""
         members = [f"{user_id}\x00{s}" for s in session_ids]
         self.pending_activity.discard(members)
-        self._run(
-            END_SESSIONS,
-            [
-                self.keys.live_users,
-                self.keys.live_sessions,
-                self.keys.ended_sessions,
-                self._minute_key(),
-                self.keys.users_at_limit,
-            ],
-            [user_id, int(user_has_sessions), evicted, self.session_ttl_ms, MINUTE_KEY_TTL_SECONDS, *members],
-        )
+        shard = self.keys.shard_of(user_id)
+        calls = [
+            ScriptCall(
+                END_SESSIONS,
+                [shard.live_users, shard.live_sessions, shard.ended_sessions, shard.users_at_limit],
+                [user_id, int(user_has_sessions), self.session_ttl_ms, *members],
+            )
+        ]
+        if evicted:
+            calls.append(ScriptCall(RECORD_MINUTE, [self._minute_key()], [0, 0, evicted, 0, MINUTE_KEY_TTL_SECONDS]))
+        self.scripts.run(calls)
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return self.scripts.run([ScriptCall(script, keys, args)])[0]
 
-    def _run_guarded(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
-        """``_run`` behind the circuit breaker: raises ``CircuitOpenError`` at once while it is open."""
-        if self.breaker is None:
-            return self._run(script, keys, args)
-        self.breaker.before_call()
+    def _run_guarded(
+        self, script: LuaScript, keys: list[str], args: list[Any], follow_up: FollowUp | None = None
+    ) -> tuple[Any, Any]:
+        """One script call behind the circuit breaker: raises ``CircuitOpenError`` at once while it is open.
+
+        Returns the script's reply and the follow-up command's (None without one).
+        """
+        if self.breaker is not None:
+            self.breaker.before_call()
         try:
-            reply = self._run(script, keys, args)
+            replies, followed = self.scripts.run_replies([ScriptCall(script, keys, args)], follow_up=follow_up)
+            if isinstance(replies[0], Exception):
+                raise replies[0]
         except (RedisConnectionError, RedisTimeoutError):
-            self.breaker.record_failure()
+            if self.breaker is not None:
+                self.breaker.record_failure()
             raise
         except ResponseError:
             # Redis answered: it is up, whatever the error (OOM, read-only, a script bug).
-            self.breaker.record_success()
+            if self.breaker is not None:
+                self.breaker.record_success()
             raise
-        self.breaker.record_success()
-        return reply
+        if self.breaker is not None:
+            self.breaker.record_success()
+        return replies[0], followed
+
+    def _wait_for_replicas(self, replies: list[Any]) -> tuple[Any, ...] | None:
+        """WAIT after an admission of a new session (code 1) only: a repeat heartbeat changes no slot."""
+        reply = replies[-1]
+        if isinstance(reply, list) and int(reply[0]) == 1:
+            return ("WAIT", self.wait_replicas, self.wait_timeout_ms)
+        return None
+
+    def _note_short_wait(self, user_id: str, session_id: str, replicas: int) -> None:
+        # Imported here: heartbeat.metrics reads the StreamManager at import.
+        from heartbeat.metrics import WAIT_REPLICAS_SHORT
+
+        WAIT_REPLICAS_SHORT.inc()
+        logger.warning(
+            "new session not confirmed by the replicas in time",
+            userId=user_id,
+            sessionId=session_id,
+            replicas=replicas,
+            wanted=self.wait_replicas,
+            waitMs=self.wait_timeout_ms,
+        )

@@ -8,16 +8,17 @@ with its default.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from heartbeat.cors import parse_origins
+from heartbeat.keys import MAX_ACTIVITY_SHARDS
+from heartbeat.redis_connection import RedisSettingsError, cache_config, parse_topology
 from heartbeat.tokens import TokenVerifier, load_jwks, parse_hs256_keys, parse_plan_limits
 from streamlimit.env import (
     env_bool,
@@ -46,6 +47,9 @@ STREAMLIMIT_VERSION = VERSION
 # --- Service -----------------------------------------------------------------
 PORT = env_int("PORT", 8080, minimum=1, maximum=65535)
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+# REDIS_URL, REDIS_SENTINELS (+ REDIS_SENTINEL_MASTER) or REDIS_CLUSTER_NODES:
+# exactly one names the topology; see heartbeat/redis_connection.py. Read
+# below, after REDIS_SOCKET_TIMEOUT.
 MAX_CONCURRENT_STREAMS = env_int("MAX_CONCURRENT_STREAMS", 3, minimum=1, maximum=1000)
 HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 20, minimum=1, maximum=3600)
 SESSION_TTL_SECONDS = env_int("SESSION_TTL_SECONDS", 40, minimum=1, maximum=86400)
@@ -109,11 +113,16 @@ if not REDIS_KEY_PREFIX or any(c in REDIS_KEY_PREFIX for c in "{}") or REDIS_KEY
     raise ImproperlyConfigured(
         f"REDIS_KEY_PREFIX must be non-empty, without braces or spaces, got {REDIS_KEY_PREFIX!r}"
     )
-if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
-    # Only the scheme is repeated: the rest may hold a password.
-    raise ImproperlyConfigured(
-        f"REDIS_URL must start with redis://, rediss:// or unix://, got one starting {REDIS_URL.split(':', 1)[0]!r}"
-    )
+try:
+    REDIS_TOPOLOGY = parse_topology(os.environ, socket_timeout=REDIS_SOCKET_TIMEOUT)
+except RedisSettingsError as _error:
+    raise ImproperlyConfigured(str(_error)) from None
+# The activity index's shards (heartbeat/keys.py): fixed for a deployment.
+ACTIVITY_SHARDS = env_int("ACTIVITY_SHARDS", 16, minimum=1, maximum=MAX_ACTIVITY_SHARDS)
+# After admitting a NEW session, wait until this many replicas have it (Redis
+# WAIT), at most REDIS_WAIT_TIMEOUT_MS; 0: never wait (asynchronous replication).
+REDIS_WAIT_REPLICAS = env_int("REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=16)
+REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 100, minimum=1, maximum=10_000)
 
 # --- Django ------------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -255,24 +264,8 @@ def _database() -> dict:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-CACHES = {
-    "default": {
-        "BACKEND": "django_redis.cache.RedisCache",
-        "LOCATION": REDIS_URL,
-        "KEY_PREFIX": REDIS_KEY_PREFIX + ":cache",
-        "OPTIONS": {
-            "CLIENT_CLASS": "django_redis.client.DefaultClient",
-            # A limiter must see Redis errors, never treat them as cache misses.
-            "IGNORE_EXCEPTIONS": False,
-            "SOCKET_CONNECT_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            "SOCKET_TIMEOUT": REDIS_SOCKET_TIMEOUT,
-            # One wait of at most SOCKET_TIMEOUT per call: redis-py must not
-            # send a timed-out command again (django-redis hands redis-py this
-            # pool, so a client-level retry would be ignored).
-            "CONNECTION_POOL_KWARGS": {"health_check_interval": 30, "retry": Retry(NoBackoff(), 0)},
-        },
-    }
-}
+# django-redis' pool for one server and Sentinel (redis_connection.cache_config).
+CACHES = {"default": cache_config(REDIS_TOPOLOGY, REDIS_KEY_PREFIX)}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

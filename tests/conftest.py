@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django_redis import get_redis_connection
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from devtools.with_redis import find_redis_server, start_redis
+from heartbeat import redis_connection
 from heartbeat.activity import FLUSHER
+from heartbeat.redis_connection import RedisTopology, cache_config
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
 
@@ -31,10 +33,44 @@ pytest_plugins = ["tests.topology_fixtures"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# These modules run whole on each Redis topology; the rest on one server.
+TOPOLOGY_MODULES = {"test_stream_manager", "test_heartbeat_api", "test_live_state"}
+TOPOLOGIES = ("standalone", "sentinel", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "one_server: runs on one Redis server only (it breaks or replaces it)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the StreamManager and API tests on one server, a Sentinel set and a Cluster."""
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module in TOPOLOGY_MODULES and not metafunc.definition.get_closest_marker("one_server"):
+        metafunc.fixturenames.append("topology")
+        metafunc.parametrize("topology", TOPOLOGIES, indirect=True)
+
+
 @pytest.fixture
-def redis_client() -> Redis:
-    """The raw redis-py client of django-redis (the one the service uses)."""
-    return get_redis_connection("default")
+def topology(request: pytest.FixtureRequest, settings) -> str:
+    """The Redis topology of this test: ``standalone`` unless parametrized; the service is pointed at it."""
+    kind = getattr(request, "param", "standalone")
+    if kind == "sentinel":
+        sentinels = request.getfixturevalue("sentinel_set")
+        settings.REDIS_TOPOLOGY = RedisTopology(
+            "sentinel", sentinels=tuple(sentinels.sentinel_addresses), sentinel_master=sentinels.master_name
+        )
+    elif kind == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        settings.REDIS_TOPOLOGY = RedisTopology("cluster", cluster_nodes=tuple(cluster.startup_nodes))
+    if kind != "standalone":
+        settings.CACHES = {"default": cache_config(settings.REDIS_TOPOLOGY, settings.REDIS_KEY_PREFIX)}
+    return kind
+
+
+@pytest.fixture
+def redis_client(topology: str) -> Redis | RedisCluster:
+    """The service's own Redis client, on this test's topology (django-redis', or a RedisCluster)."""
+    return redis_connection.redis_client()
 
 
 @pytest.fixture(autouse=True)

@@ -380,7 +380,7 @@ def test_a_stop_of_a_session_that_is_not_live_writes_nothing_in_redis(
         assert post(client, body(user=f"nobody-{i}", session="x"), url=STOP_URL).status_code == 204
     FLUSHER.flush_all()
     assert snapshot() == before
-    assert not redis_client.exists(manager.keys.ended_sessions)
+    assert not redis_client.exists(*(shard.ended_sessions for shard in manager.keys.shards))
 
 
 # --- Tokens optional (PLAYBACK_TOKENS_REQUIRED=false: development, roll-outs) ----------

@@ -16,6 +16,15 @@ BAD_SETTINGS = [
     ("PORT", "70000", "at most 65535"),
     ("REDIS_URL", "http://user:hunter2@cache:6379", "redis://"),
     ("REDIS_KEY_PREFIX", "{oops}", "without braces"),
+    ("REDIS_SENTINELS", "sentinel-a", "host:port pairs"),
+    ("REDIS_SENTINEL_MASTER", "mymaster", "without REDIS_SENTINELS"),
+    ("REDIS_SENTINEL_PASSWORD", "hunter2", "without REDIS_SENTINELS"),
+    ("REDIS_CLUSTER_NODES", "node-a:99999", "host:port pairs"),
+    ("REDIS_TLS", "maybe", "true or false"),
+    ("REDIS_TLS_CA_FILE", "/nowhere/ca.pem", "not a readable file"),
+    ("ACTIVITY_SHARDS", "0", "at least 1"),
+    ("REDIS_WAIT_REPLICAS", "-1", "at least 0"),
+    ("REDIS_WAIT_TIMEOUT_MS", "0", "at least 1"),
     ("REDIS_SOCKET_TIMEOUT", "soon", "a number"),
     ("REDIS_SOCKET_TIMEOUT", "0", "at least 0.01"),
     ("REDIS_BREAKER_FAILURES", "0", "at least 1"),
@@ -66,6 +75,8 @@ def test_a_bad_setting_stops_manage_py_with_one_line(name: str, value: str, acce
     env = clean_env(**{name: value})
     if name == "SESSION_TTL_SECONDS":
         env["HEARTBEAT_INTERVAL_SECONDS"] = "20"
+    if name in ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES"):
+        del env["REDIS_URL"]  # each names a whole topology: alone, only its own value is wrong
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
@@ -83,6 +94,32 @@ def test_a_bad_setting_stops_gunicorn_before_any_worker_boots() -> None:
         timeout=60,
     )
     assert_one_line_naming(result, "MAX_CONCURRENT_STREAMS", "whole number")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("REDIS_URL", "REDIS_SENTINELS"),
+        ("REDIS_URL", "REDIS_CLUSTER_NODES"),
+        ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES"),
+    ],
+)
+def test_two_redis_topologies_stop_start_up_with_a_line_naming_both(first: str, second: str) -> None:
+    values = {
+        "REDIS_URL": "redis://:hunter2@127.0.0.1:6379/0",
+        "REDIS_SENTINELS": "127.0.0.1:26379",
+        "REDIS_CLUSTER_NODES": "127.0.0.1:7000",
+    }
+    env = clean_env(**{first: values[first], second: values[second], "REDIS_SENTINEL_MASTER": "mymaster"})
+    if "REDIS_URL" not in (first, second):
+        del env["REDIS_URL"]
+    if "REDIS_SENTINELS" not in (first, second):
+        del env["REDIS_SENTINEL_MASTER"]
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert_one_line_naming(result, first, second)
+    assert "only one of" in result.stderr
 
 
 def test_good_settings_pass_the_same_check() -> None:

@@ -2,7 +2,8 @@
 -- (the prefix search), recent refusals, and the daily account-sharing signals.
 --
 -- Called with record_activity.lua in the same round trip, by the activity
--- flush, never per heartbeat. Every key carries the shared hash tag.
+-- flush, never per heartbeat, once per activity shard: every key carries that
+-- shard's hash tag.
 --
 -- KEYS[1] seen           ZSET user id -> last heartbeat (ms), kept a day
 -- KEYS[2] seen by name   ZSET user id, all scores 0: lexicographic, for prefix search

@@ -1,23 +1,20 @@
--- Write one process's batch of heartbeat activity to the shared keys.
+-- Write one process's batch of heartbeat activity to one activity shard.
 --
 -- Called by StreamManager.flush_activity about once a second per process, not
--- per heartbeat (see heartbeat/activity.py). These keys have their own hash
--- tag, so on Redis Cluster they may live on another node than the users' keys.
+-- per heartbeat (see heartbeat/activity.py), once per shard the batch touches.
+-- A shard's keys have their own hash tag, so on Redis Cluster they may live on
+-- another node than the users' keys.
 --
 -- KEYS[1] live users     ZSET user id -> last heartbeat (ms)
 -- KEYS[2] live sessions  ZSET "<user id>\0<session id>" -> last heartbeat (ms)
 -- KEYS[3] ended sessions ZSET "<user id>\0<session id>" -> when it was stopped or evicted (ms)
--- KEYS[4] minute         HASH heartbeats, refused, evicted, peak (of the batch's minute)
--- KEYS[5] at limit       ZSET user id -> latest heartbeat (ms), for accounts that heartbeat found full
+-- KEYS[4] at limit       ZSET user id -> latest heartbeat (ms), for accounts that heartbeat found full
 -- ARGV[1] session TTL (ms)
--- ARGV[2] minute key TTL (s)
--- ARGV[3] heartbeats to count
--- ARGV[4] refusals to count
--- ARGV[5] S, the number of session triples that follow
--- ARGV[6 .. 5+3S] triples: user id, live-sessions member, time of its latest allowed heartbeat (ms)
--- ARGV[6+3S ...] triples: user id, time of its latest heartbeat (ms), 1 if it found the account full else 0
+-- ARGV[2] S, the number of session triples that follow
+-- ARGV[3 .. 2+3S] triples: user id, live-sessions member, time of its latest allowed heartbeat (ms)
+-- ARGV[3+3S ...] triples: user id, time of its latest heartbeat (ms), 1 if it found the account full else 0
 --
--- Returns the number of sessions written.
+-- Returns {sessions written, live sessions in the shard now}.
 
 local ttl = tonumber(ARGV[1])
 local t = redis.call('TIME')
@@ -29,9 +26,9 @@ local since = now - ttl
 -- mark is kept as long as a pending heartbeat can matter (the session TTL).
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - math.max(ttl, 60000)))
 
-local sessions_end = 5 + 3 * tonumber(ARGV[5])
+local sessions_end = 2 + 3 * tonumber(ARGV[2])
 local written = 0
-for i = 6, sessions_end, 3 do
+for i = 3, sessions_end, 3 do
   local user_id, member, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   if heard > since then
     local ended = redis.call('ZSCORE', KEYS[3], member)
@@ -50,12 +47,12 @@ for i = sessions_end + 1, #ARGV, 3 do
   local user_id, heard, full = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   if full == '1' then
     if heard > since then
-      redis.call('ZADD', KEYS[5], 'GT', heard, user_id)
+      redis.call('ZADD', KEYS[4], 'GT', heard, user_id)
     end
   else
-    local marked = redis.call('ZSCORE', KEYS[5], user_id)
+    local marked = redis.call('ZSCORE', KEYS[4], user_id)
     if marked and tonumber(marked) <= heard then
-      redis.call('ZREM', KEYS[5], user_id)
+      redis.call('ZREM', KEYS[4], user_id)
     end
   end
 end
@@ -64,28 +61,15 @@ end
 -- bounded. Once per batch, so O(log n + removed) about once a second.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', since)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', since)
 local keep = math.max(2 * ttl, 120000)
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], keep)
-if redis.call('EXISTS', KEYS[5]) == 1 then
-  redis.call('PEXPIRE', KEYS[5], keep)
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('PEXPIRE', KEYS[4], keep)
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('PEXPIRE', KEYS[3], keep)
 end
 
-local heartbeats = tonumber(ARGV[3])
-local refused = tonumber(ARGV[4])
-if heartbeats > 0 then
-  redis.call('HINCRBY', KEYS[4], 'heartbeats', heartbeats)
-end
-if refused > 0 then
-  redis.call('HINCRBY', KEYS[4], 'refused', refused)
-end
-local live = redis.call('ZCARD', KEYS[2])
-if live > (tonumber(redis.call('HGET', KEYS[4], 'peak')) or 0) then
-  redis.call('HSET', KEYS[4], 'peak', live)
-end
-redis.call('EXPIRE', KEYS[4], tonumber(ARGV[2]))
-return written
+return {written, redis.call('ZCARD', KEYS[2])}
