@@ -244,6 +244,7 @@ def redis_down(settings) -> None:
     settings.CACHES = caches
 
 
+@pytest.mark.one_server  # a closed port stands for the one server
 def test_redis_down_gives_500_json_and_an_error_line_with_the_stack(client: Client, redis_down, json_log_lines) -> None:
     response = post(client, body(), headers={"X-Correlation-ID": "down-1"})
     assert response.status_code == 500
@@ -254,11 +255,13 @@ def test_redis_down_gives_500_json_and_an_error_line_with_the_stack(client: Clie
     assert any(line["message"] == "request_finished" and line["status"] == 500 for line in errors)
 
 
+@pytest.mark.one_server  # a closed port stands for the one server
 def test_stop_with_redis_down_gives_500_json(client: Client, redis_down) -> None:
     response = post(client, body(), url=STOP_URL)
     assert response.status_code == 500 and response.json()["code"] == "internal_error"
 
 
+@pytest.mark.one_server  # a closed port stands for the one server
 def test_fail_open_answers_200_degraded_while_redis_is_down(client: Client, redis_down, settings) -> None:
     settings.STREAMLIMIT_FAIL_OPEN = True
     response = post(client, body())
