@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup lint format bench bench-dashboard bench-dashboard-cost clean
+.PHONY: run test setup lint format bench bench-dashboard bench-dashboard-cost bench-topologies clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@echo "[make] setting up .venv: installing the pinned Python packages (about 1-2 minutes the first time, then only when requirements change)" >&2
@@ -56,6 +56,10 @@ bench-dashboard: setup
 # Starts a redis-server of its own (1,000,000 live sessions); the shared one is never touched.
 bench-dashboard-cost: setup
 	$(BIN)/python -m bench.dashboard_cost $(ARGS)
+
+# One Redis against a Cluster, admissions per shard, memory, WAIT: redis-servers of its own (never the shared one).
+bench-topologies: setup
+	$(BIN)/python -m bench.topologies $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-output
