@@ -21,7 +21,7 @@ from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from devtools.redis_topology import ClusterSet, SentinelSet
+from devtools.redis_topology import ClusterSet, SentinelSet, find_redis_cli
 from devtools.with_redis import find_redis_server
 from heartbeat import redis_connection
 from heartbeat.redis_connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
@@ -254,3 +254,64 @@ def test_the_dashboard_and_the_commands_work_on_sentinel_and_cluster(
         assert "redis: ok" in text and topology.describe() in text and "family-" in text
     finally:
         manager.purge()
+
+
+def test_a_cluster_that_lost_its_scripts_gets_them_again_on_every_primary(
+    own_redis_cluster: Callable[..., ClusterSet], key_prefix: str, settings
+) -> None:
+    cluster = own_redis_cluster(replicas_per_primary=0)
+    manager = manager_on(RedisTopology("cluster", cluster_nodes=tuple(cluster.startup_nodes)), key_prefix, settings)
+    users = [f"user-{n}" for n in range(40)]  # on every primary
+    assert len({cluster.owner_of_key(manager.keys.user(u).sessions) for u in users}) == 3
+    assert all(manager.admit(u, "movie", "tv").allowed for u in users)
+    for primary in cluster.primaries():
+        cluster.client(primary).script_flush()  # as a restart or a promoted replica would have it
+    assert not manager.scripts_loaded()
+    assert all(manager.admit(u, "movie", "tv").allowed for u in users)  # NOSCRIPT, loaded, sent again
+    assert manager.flush_activity() == 40 and manager.reads.stats().live_sessions == 40
+    for primary in cluster.primaries():
+        cluster.client(primary).script_flush()
+    readiness = manager.check_ready()
+    assert readiness.ready and readiness.scripts_reloaded and manager.scripts_loaded()
+
+
+def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(tmp_path: Path, key_prefix: str, settings) -> None:
+    ca, cert, key = write_ca_and_server_cert(tmp_path)
+    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+    ports = [free_port() for _ in range(3)]
+    nodes = []
+    try:
+        for port in ports:
+            folder = tmp_path / str(port)
+            folder.mkdir()
+            nodes.append(
+                subprocess.Popen(
+                    [
+                        find_redis_server(),
+                        *("--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
+                        *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes", "--tls-cluster", "yes"),
+                        *("--cluster-node-timeout", "1000", "--tls-auth-clients", "no", *tls),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        create = [find_redis_cli(), "--tls", "--cacert", str(ca), "--cluster", "create", *addresses, "--cluster-yes"]
+        deadline = time.monotonic() + 20
+        while subprocess.run(create, capture_output=True, timeout=20).returncode != 0:
+            assert time.monotonic() < deadline, "the TLS cluster could not be made"
+            time.sleep(0.2)
+        env = {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)}
+        manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+        deadline = time.monotonic() + 20
+        while not manager.check_ready().ready:  # every node agrees on the slots a moment after create
+            assert time.monotonic() < deadline, manager.check_ready()
+            time.sleep(0.2)
+        assert all(manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30))
+        assert manager.flush_activity() == 30 and manager.reads.stats().live_sessions == 30
+        with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
+            redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))
+    finally:
+        for node in nodes:
+            node.kill()
+            node.wait(timeout=10)
