@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -21,7 +24,8 @@ from devtools.redis_topology import (
     split_address,
     wait_until,
 )
-from devtools.with_redis import find_redis_server
+from devtools.with_redis import find_redis_server, redis_answers
+from tests.conftest import ROOT
 
 TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 # For the connections that must be refused: redis-py would retry them, with back-off.
@@ -213,3 +217,29 @@ def test_after_a_primary_is_killed_its_replica_serves_its_slots_and_other_keys_s
     assert killed in topology.replicas() and sorted(topology.primaries()) == sorted(
         [promoted, *(row.address for row in rows[1:])]
     )
+
+
+def test_the_command_line_runs_a_cluster_until_told_to_stop_and_says_what_to_export() -> None:
+    command = subprocess.Popen(
+        [sys.executable, "-m", "devtools.redis_topology", "cluster"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        while not lines or "Ctrl-C" not in lines[-1]:
+            line = command.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        exports = next(line for line in lines if "make run" in line).split()
+        nodes = dict(item.split("=", 1) for item in exports if "=" in item)["REDIS_CLUSTER_NODES"]
+        host, port = split_address(nodes.split(",")[0])
+        client = RedisCluster(host=host, port=port)
+        assert client.ping() and len([line for line in lines if "kill -9" in line]) == 3
+        client.close()
+    finally:
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=20) == 0
+    assert not any(redis_answers(*split_address(node)) for node in nodes.split(","))
