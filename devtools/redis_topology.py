@@ -30,6 +30,7 @@ and REDIS_CLUSTER_NODES.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import random
@@ -996,10 +997,8 @@ def main(argv: list[str]) -> int:
             print(f"[redis_topology] primary {primary}: kill -9 {pid} to fail it over")
         print("[redis_topology] Ctrl-C stops every process and removes the folder", flush=True)
         signal.signal(signal.SIGTERM, _interrupt)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 
