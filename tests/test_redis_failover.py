@@ -76,7 +76,7 @@ class SteadyLoad:
                     response = http.post(
                         f"{self.url}/heartbeat",
                         json={"userId": f"viewer-{account}", "streamId": "movie", "sessionId": f"tv-{account}"},
-                        timeout=10,
+                        timeout=20,  # generous: a 2-core machine under a whole suite
                     )
                 except requests.RequestException as error:
                     answer = Answer(time.monotonic(), 0, f"no answer: {type(error).__name__}")
