@@ -30,6 +30,7 @@ and REDIS_CLUSTER_NODES.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import ctypes.util
 import random
@@ -974,3 +975,37 @@ class ClusterSet(_Topology):
         )
         job = ReshardJob(self, process, source, target, slots_before)
         return job if background else job.wait(timeout)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m devtools.redis_topology sentinel|cluster``: run one on loopback until Ctrl-C, for trying failover."""
+    if len(argv) != 1 or argv[0] not in ("sentinel", "cluster"):
+        print("usage: python -m devtools.redis_topology sentinel|cluster", file=sys.stderr)
+        return 2
+    topology: SentinelSet | ClusterSet = SentinelSet() if argv[0] == "sentinel" else ClusterSet()
+    with topology:
+        if isinstance(topology, SentinelSet):
+            exports = f"REDIS_SENTINELS={topology.sentinels} REDIS_SENTINEL_MASTER={topology.master_name}"
+            primaries = [topology.primary_address()]
+        else:
+            exports = f"REDIS_CLUSTER_NODES={topology.nodes}"
+            primaries = topology.primaries()
+        print(f"[redis_topology] a {argv[0]} runs on loopback (folder {topology.workdir}); in another shell:")
+        print(f"  {exports} make run")
+        for primary in primaries:
+            pid = topology.process_at(primary).process.pid
+            print(f"[redis_topology] primary {primary}: kill -9 {pid} to fail it over")
+        print("[redis_topology] Ctrl-C stops every process and removes the folder", flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    # SIGTERM ends the command as Ctrl-C does: through the with block, which stops every process.
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

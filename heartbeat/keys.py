@@ -53,6 +53,13 @@ class UserKeys:
     replaced: str  # ZSET session id -> end of its block (ms): replaced by a newer session
     blocked: str  # STRING end of support's block on new sessions (ms), expiring with it
 
+    @classmethod
+    def under(cls, base: str) -> UserKeys:
+        """The keys named ``base`` + their role (``base`` holds the hash tag)."""
+        return cls(
+            *(base + name for name in ("sessions", "details", "limit", "evicted", "stopped", "replaced", "blocked"))
+        )
+
     def as_list(self) -> list[str]:
         """KEYS for the admit script."""
         return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced, self.blocked]
@@ -127,29 +134,11 @@ class KeyLayout:
 
     def user(self, user_id: str) -> UserKeys:
         """The keys of ``user_id``."""
-        base = f"{self.prefix}:u:{{{escape_tag(user_id)}}}:"
-        return UserKeys(
-            base + "sessions",
-            base + "details",
-            base + "limit",
-            base + "evicted",
-            base + "stopped",
-            base + "replaced",
-            base + "blocked",
-        )
+        return UserKeys.under(f"{self.prefix}:u:{{{escape_tag(user_id)}}}:")
 
     def probe(self, name: str) -> UserKeys:
         """Keys of the readiness canary ``name`` (one process); apart from every user's."""
-        base = f"{self.prefix}:probe:{{{escape_tag(name)}}}:"
-        return UserKeys(
-            base + "sessions",
-            base + "details",
-            base + "limit",
-            base + "evicted",
-            base + "stopped",
-            base + "replaced",
-            base + "blocked",
-        )
+        return UserKeys.under(f"{self.prefix}:probe:{{{escape_tag(name)}}}:")
 
     @property
     def _global(self) -> str:

@@ -103,6 +103,14 @@ class ScriptConnections:
         return len(self._idle)
 
 
+def raise_first_error(replies: list[Any]) -> list[Any]:
+    """``replies``, unless one is an error: then that error is raised."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
 class ScriptRunner:
     """Sends EVALSHA calls in one write (one round trip) on a connection of ``ScriptConnections``.
 
@@ -129,11 +137,7 @@ class ScriptRunner:
 
     def run(self, calls: list[ScriptCall]) -> list[Any]:
         """Run ``calls`` and return their replies; raises the first script error."""
-        replies, _ = self.run_replies(calls)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return raise_first_error(self.run_replies(calls)[0])
 
     def run_replies(
         self, calls: list[ScriptCall], *, follow_up: FollowUp | None = None, asking: bool = False
@@ -235,11 +239,7 @@ class ClusterScriptRunner:
 
     def run(self, calls: list[ScriptCall]) -> list[Any]:
         """Run ``calls`` and return their replies; raises the first script error."""
-        replies, _ = self.run_replies(calls)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        return raise_first_error(self.run_replies(calls)[0])
 
     def run_replies(self, calls: list[ScriptCall], *, follow_up: FollowUp | None = None) -> tuple[list[Any], Any]:
         """As ``ScriptRunner.run_replies``; ``follow_up`` is only for a single call."""

@@ -25,7 +25,9 @@ from typing import Any
 
 from redis import Redis
 from redis.backoff import NoBackoff
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 MODES = ("standalone", "sentinel", "cluster")
@@ -179,6 +181,8 @@ def cache_config(topology: RedisTopology, key_prefix: str) -> dict[str, Any]:
         sentinel_kwargs: dict[str, Any] = {
             "socket_timeout": topology.socket_timeout,
             "socket_connect_timeout": topology.socket_timeout,
+            # A sentinel that fails is passed over for the next one, at once.
+            "retry": _no_retry(),
             **_tls_kwargs(topology),
         }
         if topology.sentinel_password:
@@ -198,10 +202,54 @@ def cache_config(topology: RedisTopology, key_prefix: str) -> dict[str, Any]:
     }
 
 
+class ClusterUnavailableError(RedisConnectionError):
+    """The cluster could not be reached or mapped (redis-py's ``RedisClusterException``), as a Redis error."""
+
+
+class _ClusterPipeline(ClusterPipeline):
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute(*args, **kwargs)
+        except RedisClusterException as error:
+            raise ClusterUnavailableError(str(error)) from error
+
+
+class StreamLimitCluster(RedisCluster):
+    """redis-py's ``RedisCluster`` whose failures are all ``RedisError``s.
+
+    redis-py raises ``RedisClusterException`` (not a ``RedisError``) when no
+    node can be reached or a slot has no node: the views, probes and staff
+    pages, which answer every ``RedisError`` cleanly (a JSON 500, a 503, an
+    error page), see it as the connection error it is.
+    """
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().execute_command(*args, **kwargs)
+        except RedisClusterException as error:
+            raise ClusterUnavailableError(str(error)) from error
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        pipe = super().pipeline(transaction, shard_hint)
+        # The same object with the one method above: RedisCluster.pipeline names its class.
+        pipe.__class__ = _ClusterPipeline
+        return pipe
+
+
 @functools.cache
 def cluster_client(topology: RedisTopology) -> RedisCluster:
-    """The ``RedisCluster`` client for ``REDIS_CLUSTER_NODES`` (one per process and topology)."""
-    return RedisCluster(
+    """The ``RedisCluster`` client for ``REDIS_CLUSTER_NODES`` (one per process and topology).
+
+    Raises ``ClusterUnavailableError`` when no node answers (a wrong password too).
+    """
+    try:
+        return _connect_cluster(topology)
+    except RedisClusterException as error:
+        raise ClusterUnavailableError(str(error)) from error
+
+
+def _connect_cluster(topology: RedisTopology) -> RedisCluster:
+    return StreamLimitCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in topology.cluster_nodes],
         socket_timeout=topology.socket_timeout,
         socket_connect_timeout=topology.socket_timeout,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -22,7 +24,8 @@ from devtools.redis_topology import (
     split_address,
     wait_until,
 )
-from devtools.with_redis import find_redis_server
+from devtools.with_redis import find_redis_server, redis_answers
+from tests.conftest import ROOT
 
 TIMEOUTS = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
 # For the connections that must be refused: redis-py would retry them, with back-off.
@@ -114,29 +117,6 @@ def test_a_shared_sentinel_set_refuses_to_be_killed(sentinel_set: SentinelSet) -
     with pytest.raises(TopologyError, match="shared"):
         sentinel_set.kill_primary()
     assert sentinel_set.role(sentinel_set.primary_address()) == "master"
-
-
-def test_after_the_primary_is_killed_a_replica_takes_over_and_the_sentinel_client_follows(
-    own_sentinel_set: Callable[..., SentinelSet],
-) -> None:
-    topology = own_sentinel_set(password="data-pass", sentinel_password="sentinel-pass")
-    client = sentinel_client(topology)
-    before = client.master_for(topology.master_name)
-    before.set("kept", "before the failover")
-    assert before.wait(1, 5000) == 1
-
-    killed = topology.kill_primary()
-    promoted = topology.wait_for_failover(timeout=30)
-
-    assert promoted != killed
-    assert client.discover_master(topology.master_name) == split_address(promoted)
-    after = client.master_for(topology.master_name)
-    assert after.get("kept") == "before the failover"
-    assert after.set("written", "after the failover")
-    assert topology.client(promoted).get("written") == "after the failover"
-    # The killed node comes back as a replica of the new primary.
-    assert topology.restart_killed(timeout=30) == killed
-    assert topology.replica_addresses() == [killed] and topology.role(killed) == "slave"
 
 
 def test_a_sentinel_set_with_passwords_refuses_clients_without_them(
@@ -239,54 +219,27 @@ def test_after_a_primary_is_killed_its_replica_serves_its_slots_and_other_keys_s
     )
 
 
-def test_a_reshard_moves_slots_with_their_keys_while_a_client_writes(
-    own_redis_cluster: Callable[..., ClusterSet],
-) -> None:
-    topology = own_redis_cluster(username="streamlimit", password="cluster-pass")
-    host, port = split_address(topology.nodes.split(",")[0])
-    with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host=host, port=port, password="cluster-pass", **NO_RETRY).ping()  # the default user is off
-    source, target = topology.primaries()[:2]
-    client = cluster_client(topology)
-    # One key in every slot of the source, so that each slot moved carries one.
-    keys_by_slot = {slot: key_in_slot(slot, "moved") for slot in topology.slots_of(source)}
-    pipeline = client.pipeline(transaction=False)
-    for key in keys_by_slot.values():
-        pipeline.set(key, key)
-    pipeline.execute()
-
-    written: list[str] = []
-    errors: list[Exception] = []
-    done = threading.Event()
-
-    def write_during_the_reshard() -> None:
-        writer = cluster_client(topology)
-        slots = sorted(keys_by_slot)
-        index = 0
-        while not done.is_set() and index < 100_000:
-            key = key_in_slot(slots[index % 200], f"during-{index}")  # the first slots: those moved first
-            try:
-                writer.set(key, key)
-                written.append(key)
-            except redis.RedisError as error:
-                errors.append(error)
-            index += 1
-
-    thread = threading.Thread(target=write_during_the_reshard)
-    thread.start()
+def test_the_command_line_runs_a_cluster_until_told_to_stop_and_says_what_to_export() -> None:
+    command = subprocess.Popen(
+        [sys.executable, "-m", "devtools.redis_topology", "cluster"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        job = topology.reshard(source, target, 100, background=True)
-        moved = job.wait(timeout=120)
+        lines = []
+        while not lines or "Ctrl-C" not in lines[-1]:
+            line = command.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        exports = next(line for line in lines if "make run" in line).split()
+        nodes = dict(item.split("=", 1) for item in exports if "=" in item)["REDIS_CLUSTER_NODES"]
+        host, port = split_address(nodes.split(",")[0])
+        client = RedisCluster(host=host, port=port)
+        assert client.ping() and len([line for line in lines if "kill -9" in line]) == 3
+        client.close()
     finally:
-        done.set()
-        thread.join(timeout=30)
-
-    assert len(moved) == 100 and set(moved) <= set(keys_by_slot)
-    assert errors == [] and written
-    source_client, target_client = topology.client(source), topology.client(target)
-    for slot in moved:
-        assert source_client.cluster("countkeysinslot", slot) == 0
-        assert target_client.cluster("countkeysinslot", slot) >= 1
-    assert not set(moved) & topology.slots_of(source) and set(moved) <= topology.slots_of(target)
-    for key in [*keys_by_slot.values(), *written]:
-        assert client.get(key) == key
+        command.send_signal(signal.SIGINT)
+        assert command.wait(timeout=20) == 0
+    assert not any(redis_answers(*split_address(node)) for node in nodes.split(","))

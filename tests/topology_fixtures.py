@@ -34,51 +34,46 @@ def _build(kind: type[SentinelSet] | type[ClusterSet], **options: object) -> Sen
         pytest.fail(str(error))
 
 
-@pytest.fixture(scope="session")
-def sentinel_set() -> Iterator[SentinelSet]:
-    """A Sentinel set shared by the session: one primary, one replica, three sentinels; master ``mymaster``."""
-    topology = _build(SentinelSet, allow_destructive=False)
+def _shared(kind: type[SentinelSet] | type[ClusterSet]) -> Iterator[SentinelSet | ClusterSet]:
+    topology = _build(kind, allow_destructive=False)
     _started(topology)
     yield topology
     topology.stop()
+
+
+def _own(kind: type[SentinelSet] | type[ClusterSet]) -> Iterator[Callable[..., SentinelSet | ClusterSet]]:
+    started: list[SentinelSet | ClusterSet] = []
+
+    def start(**options: object) -> SentinelSet | ClusterSet:
+        topology = _build(kind, **options)
+        started.append(topology)
+        _started(topology)
+        return topology
+
+    yield start
+    for topology in started:
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def sentinel_set() -> Iterator[SentinelSet]:
+    """A Sentinel set shared by the session: one primary, one replica, three sentinels; master ``mymaster``."""
+    yield from _shared(SentinelSet)
 
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[ClusterSet]:
     """A Redis Cluster shared by the session: three primaries, three replicas."""
-    topology = _build(ClusterSet, allow_destructive=False)
-    _started(topology)
-    yield topology
-    topology.stop()
+    yield from _shared(ClusterSet)
 
 
 @pytest.fixture
 def own_sentinel_set() -> Iterator[Callable[..., SentinelSet]]:
     """Start Sentinel sets of this test's own (SentinelSet's keyword arguments); all stopped after."""
-    started: list[SentinelSet] = []
-
-    def start(**options: object) -> SentinelSet:
-        topology = _build(SentinelSet, **options)
-        started.append(topology)
-        _started(topology)
-        return topology
-
-    yield start
-    for topology in started:
-        topology.stop()
+    yield from _own(SentinelSet)
 
 
 @pytest.fixture
 def own_redis_cluster() -> Iterator[Callable[..., ClusterSet]]:
     """Start Redis Clusters of this test's own (ClusterSet's keyword arguments); all stopped after."""
-    started: list[ClusterSet] = []
-
-    def start(**options: object) -> ClusterSet:
-        topology = _build(ClusterSet, **options)
-        started.append(topology)
-        _started(topology)
-        return topology
-
-    yield start
-    for topology in started:
-        topology.stop()
+    yield from _own(ClusterSet)

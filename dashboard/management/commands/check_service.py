@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import connection
 from django.db.utils import DatabaseError
@@ -27,7 +28,10 @@ class Command(OperatorCommand):
         readiness = manager.check_ready()
         if readiness.ready:
             info = manager.reads.server_info()
-            self.stdout.write(f"redis: ok (version {info['redis_version']}, mode {info['redis_mode']})")
+            self.stdout.write(
+                f"redis: ok (version {info['redis_version']}, mode {info['redis_mode']}; "
+                f"{settings.REDIS_TOPOLOGY.describe()})"
+            )
             if readiness.scripts_reloaded:
                 self.stdout.write("scripts: were not in Redis' cache; loaded them")
             self.stdout.write("scripts: loaded")

@@ -1,0 +1,317 @@
+"""heartbeat/redis_connection.py: one setting picks the topology; auth and TLS in every mode; staff tools on each."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import subprocess
+import time
+from collections.abc import Callable
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.core.management import call_command
+from django.test import Client
+from django_redis.pool import ConnectionFactory
+from redis import Redis
+from redis.exceptions import AuthenticationError, ConnectionError
+
+from devtools.redis_topology import ClusterSet, SentinelSet, find_redis_cli
+from devtools.with_redis import find_redis_server
+from heartbeat import redis_connection
+from heartbeat.redis_connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
+from heartbeat.services import get_stream_manager
+from heartbeat.stream_manager import StreamManager
+from tests.conftest import free_port
+
+# --- Which setting names the topology ----------------------------------------------------
+
+
+def test_nothing_set_means_the_local_server() -> None:
+    topology = parse_topology({}, socket_timeout=1.0)
+    assert (topology.mode, topology.url) == ("standalone", "redis://127.0.0.1:6379/0")
+
+
+def test_sentinels_and_cluster_nodes_are_read_as_addresses() -> None:
+    sentinel = parse_topology(
+        {"REDIS_SENTINELS": "10.0.0.1:26379, [::1]:26380", "REDIS_SENTINEL_MASTER": "main"}, socket_timeout=1.0
+    )
+    assert sentinel.mode == "sentinel" and sentinel.sentinel_master == "main"
+    assert sentinel.sentinels == (("10.0.0.1", 26379), ("::1", 26380))
+    cluster = parse_topology({"REDIS_CLUSTER_NODES": "node-a:7000,node-b:7001"}, socket_timeout=1.0)
+    assert cluster.mode == "cluster" and cluster.cluster_nodes == (("node-a", 7000), ("node-b", 7001))
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"REDIS_URL": "redis://x", "REDIS_CLUSTER_NODES": "a:1"}, "only one of REDIS_URL and REDIS_CLUSTER_NODES"),
+        ({"REDIS_SENTINELS": "a:1"}, "REDIS_SENTINEL_MASTER must name"),
+        ({"REDIS_SENTINELS": "a", "REDIS_SENTINEL_MASTER": "m"}, "host:port pairs"),
+        ({"REDIS_CLUSTER_NODES": " , "}, "at least one host:port"),
+        ({"REDIS_SENTINEL_MASTER": "m"}, "without REDIS_SENTINELS"),
+        ({"REDIS_TLS": "true"}, "use a rediss:// URL"),
+        ({"REDIS_CLUSTER_NODES": "a:1", "REDIS_TLS": "sure"}, "true or false"),
+    ],
+)
+def test_a_wrong_topology_is_named_in_one_message(env: dict[str, str], says: str) -> None:
+    with pytest.raises(RedisSettingsError, match=says):
+        parse_topology(env, socket_timeout=1.0)
+
+
+def test_a_cluster_keeps_nothing_in_djangos_cache_and_a_sentinel_set_uses_django_redis() -> None:
+    cluster = parse_topology({"REDIS_CLUSTER_NODES": "a:1"}, socket_timeout=1.0)
+    assert "locmem" in cache_config(cluster, "p")["BACKEND"]
+    sentinel = parse_topology(
+        {"REDIS_SENTINELS": "a:1", "REDIS_SENTINEL_MASTER": "m", "REDIS_SENTINEL_PASSWORD": "s3cret"},
+        socket_timeout=1.0,
+    )
+    options = cache_config(sentinel, "p")["OPTIONS"]
+    assert options["CLIENT_CLASS"] == "django_redis.client.SentinelClient"
+    assert options["SENTINEL_KWARGS"]["password"] == "s3cret"
+    assert "s3cret" not in sentinel.describe()
+
+
+# --- Auth in every mode ----------------------------------------------------------------------
+
+
+def manager_on(topology: RedisTopology, key_prefix: str, settings) -> StreamManager:
+    """The service's own StreamManager, built from ``topology`` as from the environment.
+
+    django-redis keeps one pool per URL for the process: a test that changes
+    only a password (or the CA) at the same URL must not get the old pool.
+    """
+    ConnectionFactory._pools.clear()
+    settings.REDIS_TOPOLOGY = topology
+    settings.CACHES = {"default": cache_config(topology, key_prefix)}
+    return get_stream_manager()
+
+
+def test_a_password_protected_server_is_reached_with_redis_password(own_redis, key_prefix: str, settings) -> None:
+    server = own_redis("--requirepass", "server-secret-1")
+    url = f"redis://127.0.0.1:{server.port}/0"
+    manager = manager_on(
+        parse_topology({"REDIS_URL": url, "REDIS_PASSWORD": "server-secret-1"}, socket_timeout=1.0),
+        key_prefix,
+        settings,
+    )
+    assert manager.admit("alice", "movie", "tv").allowed
+    wrong = manager_on(
+        parse_topology({"REDIS_URL": url, "REDIS_PASSWORD": "wrong"}, socket_timeout=1.0), key_prefix, settings
+    )
+    readiness = wrong.check_ready()
+    assert not readiness.ready and readiness.reason == "redis_unreachable"
+    assert "server-secret-1" not in readiness.detail and "wrong" not in readiness.detail
+
+
+def test_an_acl_user_reaches_a_sentinel_set_whose_sentinels_have_a_password(
+    own_sentinel_set: Callable[..., SentinelSet], key_prefix: str, settings
+) -> None:
+    sentinels = own_sentinel_set(username="streamlimit", password="data-secret-1", sentinel_password="watch-secret-1")
+    env = {
+        "REDIS_SENTINELS": sentinels.sentinels,
+        "REDIS_SENTINEL_MASTER": sentinels.master_name,
+        "REDIS_USERNAME": "streamlimit",
+        "REDIS_PASSWORD": "data-secret-1",
+        "REDIS_SENTINEL_PASSWORD": "watch-secret-1",
+    }
+    manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+    assert manager.check_ready().ready
+    assert [manager.admit("alice", "movie", f"s{n}").allowed for n in range(4)] == [True, True, True, False]
+    without = manager_on(
+        parse_topology({**env, "REDIS_SENTINEL_PASSWORD": ""}, socket_timeout=1.0), key_prefix, settings
+    )
+    with pytest.raises(ConnectionError):  # the sentinels refuse to say where the primary is
+        without.admit("alice", "movie", "s0")
+
+
+def test_an_acl_user_reaches_a_cluster(own_redis_cluster: Callable[..., ClusterSet], key_prefix: str, settings) -> None:
+    cluster = own_redis_cluster(replicas_per_primary=0, username="streamlimit", password="data-secret-2")
+    env = {"REDIS_CLUSTER_NODES": cluster.nodes, "REDIS_USERNAME": "streamlimit", "REDIS_PASSWORD": "data-secret-2"}
+    manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+    assert manager.check_ready().ready
+    assert [manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30)] == [True] * 30
+    with pytest.raises((AuthenticationError, ConnectionError)):
+        redis_connection.cluster_client(parse_topology({**env, "REDIS_PASSWORD": "wrong"}, socket_timeout=1.0))
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+def write_ca_and_server_cert(folder: Path) -> tuple[Path, Path, Path]:
+    """A certificate authority and a certificate it signed for 127.0.0.1 (PEM files)."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = cert("StreamLimit test CA", ca_key, "StreamLimit test CA", ca_key, ca=True)
+    server = cert("127.0.0.1", server_key, "StreamLimit test CA", ca_key, ca=False)
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+def test_a_tls_server_is_reached_with_rediss_and_the_ca_file(tmp_path: Path, key_prefix: str, settings) -> None:
+    ca, cert, key = write_ca_and_server_cert(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            find_redis_server(),
+            *("--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)),
+            *("--tls-auth-clients", "no", "--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca)).ping()
+                break
+            except ConnectionError:
+                assert time.monotonic() < deadline, "the TLS redis-server did not answer"
+                time.sleep(0.05)
+        env = {"REDIS_URL": f"rediss://127.0.0.1:{port}/0", "REDIS_TLS_CA_FILE": str(ca)}
+        manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+        assert manager.check_ready().ready and manager.admit("alice", "movie", "tv").allowed
+        # Without our CA, the server's certificate is not trusted: no connection.
+        untrusted = manager_on(
+            parse_topology({"REDIS_URL": env["REDIS_URL"]}, socket_timeout=1.0), key_prefix, settings
+        )
+        assert untrusted.check_ready().reason == "redis_unreachable"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# --- Staff pages and commands on each topology ----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sentinel", "cluster"])
+def test_the_dashboard_and_the_commands_work_on_sentinel_and_cluster(
+    kind: str, request: pytest.FixtureRequest, staff_client: Client, key_prefix: str, settings
+) -> None:
+    if kind == "sentinel":
+        shared = request.getfixturevalue("sentinel_set")
+        topology = RedisTopology(
+            "sentinel", sentinels=tuple(shared.sentinel_addresses), sentinel_master=shared.master_name
+        )
+    else:
+        topology = RedisTopology("cluster", cluster_nodes=tuple(request.getfixturevalue("redis_cluster").startup_nodes))
+    manager = manager_on(topology, key_prefix, settings)
+    try:
+        for n in range(60):
+            for screen in range(n % 5):
+                manager.admit(f"family-{n:02d}", "movie", f"screen-{screen}", device_name=f"screen {screen}")
+        manager.flush_activity()
+        pages = [
+            "/dashboard/",
+            "/dashboard/users/?page=2",
+            "/dashboard/users/?filter=at-limit",
+            "/dashboard/find/?id=family-1",
+            "/dashboard/sharing/",
+            "/dashboard/user/?id=family-04",
+        ]
+        for url in pages:
+            assert staff_client.get(url).status_code == 200, url
+        assert "family-04" in staff_client.get("/dashboard/find/?id=family-0").content.decode()
+        response = staff_client.post("/dashboard/user/evict/", {"id": "family-04", "session": "screen-1"})
+        assert response.status_code == 302
+        assert [s.session_id for s in manager.reads.sessions("family-04")] == ["screen-0", "screen-2"]
+        out = StringIO()
+        call_command("stats", stdout=out)
+        call_command("check_service", stdout=out)
+        call_command("live_users", "--limit", "5", stdout=out)
+        text = out.getvalue()
+        assert "redis: ok" in text and topology.describe() in text and "family-" in text
+    finally:
+        manager.purge()
+
+
+def test_a_cluster_that_lost_its_scripts_gets_them_again_on_every_primary(
+    own_redis_cluster: Callable[..., ClusterSet], key_prefix: str, settings
+) -> None:
+    cluster = own_redis_cluster(replicas_per_primary=0)
+    manager = manager_on(RedisTopology("cluster", cluster_nodes=tuple(cluster.startup_nodes)), key_prefix, settings)
+    users = [f"user-{n}" for n in range(40)]  # on every primary
+    assert len({cluster.owner_of_key(manager.keys.user(u).sessions) for u in users}) == 3
+    assert all(manager.admit(u, "movie", "tv").allowed for u in users)
+    for primary in cluster.primaries():
+        cluster.client(primary).script_flush()  # as a restart or a promoted replica would have it
+    assert not manager.scripts_loaded()
+    assert all(manager.admit(u, "movie", "tv").allowed for u in users)  # NOSCRIPT, loaded, sent again
+    assert manager.flush_activity() == 40 and manager.reads.stats().live_sessions == 40
+    for primary in cluster.primaries():
+        cluster.client(primary).script_flush()
+    readiness = manager.check_ready()
+    assert readiness.ready and readiness.scripts_reloaded and manager.scripts_loaded()
+
+
+def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(tmp_path: Path, key_prefix: str, settings) -> None:
+    ca, cert, key = write_ca_and_server_cert(tmp_path)
+    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+    ports = [free_port() for _ in range(3)]
+    nodes = []
+    try:
+        for port in ports:
+            folder = tmp_path / str(port)
+            folder.mkdir()
+            nodes.append(
+                subprocess.Popen(
+                    [
+                        find_redis_server(),
+                        *("--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
+                        *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes", "--tls-cluster", "yes"),
+                        *("--cluster-node-timeout", "1000", "--tls-auth-clients", "no", *tls),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        create = [find_redis_cli(), "--tls", "--cacert", str(ca), "--cluster", "create", *addresses, "--cluster-yes"]
+        deadline = time.monotonic() + 20
+        while subprocess.run(create, capture_output=True, timeout=20).returncode != 0:
+            assert time.monotonic() < deadline, "the TLS cluster could not be made"
+            time.sleep(0.2)
+        env = {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)}
+        manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+        deadline = time.monotonic() + 20
+        while not manager.check_ready().ready:  # every node agrees on the slots a moment after create
+            assert time.monotonic() < deadline, manager.check_ready()
+            time.sleep(0.2)
+        assert all(manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30))
+        assert manager.flush_activity() == 30 and manager.reads.stats().live_sessions == 30
+        with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
+            redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))
+    finally:
+        for node in nodes:
+            node.kill()
+            node.wait(timeout=10)
