@@ -268,7 +268,8 @@ def test_a_cluster_that_lost_its_scripts_gets_them_again_on_every_primary(
         cluster.client(primary).script_flush()  # as a restart or a promoted replica would have it
     assert not manager.scripts_loaded()
     assert all(manager.admit(u, "movie", "tv").allowed for u in users)  # NOSCRIPT, loaded, sent again
-    assert manager.flush_activity() == 40 and manager.reads.stats().live_sessions == 40
+    manager.flush_activity()  # (the flusher thread may have written part of it already)
+    assert manager.reads.stats().live_sessions == 40
     for primary in cluster.primaries():
         cluster.client(primary).script_flush()
     readiness = manager.check_ready()
@@ -308,7 +309,8 @@ def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(tmp_path: Path,
             assert time.monotonic() < deadline, manager.check_ready()
             time.sleep(0.2)
         assert all(manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30))
-        assert manager.flush_activity() == 30 and manager.reads.stats().live_sessions == 30
+        manager.flush_activity()  # (the flusher thread may have written part of it already)
+        assert manager.reads.stats().live_sessions == 30
         with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
             redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))
     finally:
