@@ -21,7 +21,7 @@ from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from devtools.redis_topology import ClusterSet, SentinelSet, find_redis_cli
+from devtools.redis_topology import ClusterSet, SentinelSet, find_redis_cli, pick_port
 from devtools.with_redis import find_redis_server
 from heartbeat import redis_connection
 from heartbeat.redis_connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
@@ -279,7 +279,7 @@ def test_a_cluster_that_lost_its_scripts_gets_them_again_on_every_primary(
 def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(tmp_path: Path, key_prefix: str, settings) -> None:
     ca, cert, key = write_ca_and_server_cert(tmp_path)
     tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
-    ports = [free_port() for _ in range(3)]
+    ports = [pick_port(with_bus=True) for _ in range(3)]  # the bus port (+10000) must be free and valid too
     nodes = []
     try:
         for port in ports:
@@ -299,8 +299,8 @@ def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(tmp_path: Path,
         addresses = [f"127.0.0.1:{port}" for port in ports]
         create = [find_redis_cli(), "--tls", "--cacert", str(ca), "--cluster", "create", *addresses, "--cluster-yes"]
         deadline = time.monotonic() + 20
-        while subprocess.run(create, capture_output=True, timeout=20).returncode != 0:
-            assert time.monotonic() < deadline, "the TLS cluster could not be made"
+        while (made := subprocess.run(create, capture_output=True, text=True, timeout=20)).returncode != 0:
+            assert time.monotonic() < deadline, f"the TLS cluster could not be made: {made.stdout[-500:]}"
             time.sleep(0.2)
         env = {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)}
         manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
