@@ -218,7 +218,7 @@ PLAYER_API_PATHS = frozenset(
         "/metrics",
     }
 )
-PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.RequestLogMiddleware"]
+PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.PlayerRequestLogMiddleware"]
 
 ROOT_URLCONF = "streamlimit.urls"
 WSGI_APPLICATION = "streamlimit.wsgi.application"
