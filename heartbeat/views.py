@@ -239,6 +239,21 @@ class _PlayerAPIView(APIView):
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return self.response
 
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        """DRF's headers for every answer (``Allow``), worked out once per view class.
+
+        DRF lists the view's methods again for every request (about 1% of a
+        heartbeat); they never change. Read after ``setup``, which adds
+        ``head`` to views with ``get``, as DRF reads them.
+        """
+        cls = type(self)
+        headers = cls.__dict__.get("_response_headers")
+        if headers is None:
+            headers = super().default_response_headers
+            cls._response_headers = headers
+        return dict(headers)  # finalize_response takes Vary out of its copy
+
     def perform_authentication(self, request: Any) -> None:
         """Skip DRF's eager authentication: players are not Django users.
 
