@@ -52,7 +52,8 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         code = exc.get_codes() if isinstance(exc.get_codes(), str) else "error"
         return Response({"code": code, "message": str(exc.detail)}, status=exc.status_code)
     logger.exception("unhandled error", error=type(exc).__name__)
-    return internal_error(request._request if request is not None else None)
+    # DRF's Request wraps Django's; the player views' own methods get Django's directly.
+    return internal_error(getattr(request, "_request", request))
 
 
 def method_not_allowed(allowed: Iterable[str]) -> JsonResponse:

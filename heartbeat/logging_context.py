@@ -8,8 +8,8 @@ in the ``X-Correlation-ID`` response header.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Any
 
 import structlog
@@ -22,13 +22,24 @@ CORRELATION_HEADER = "X-Correlation-ID"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
+def new_correlation_id() -> str:
+    """A random UUID (version 4) as text, like ``str(uuid.uuid4())`` at a third of its cost.
+
+    Every player request without an id of its own gets one: building a
+    ``uuid.UUID`` object only to print it cost about 1% of a heartbeat.
+    """
+    h = os.urandom(16).hex()
+    # Version 4 in the 13th digit; the RFC 4122 variant (binary 10xx) in the 17th.
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
+
+
 def correlation_id_for(request: HttpRequest, fresh_id: str | None = None) -> str:
     """The caller's correlation id when it is sane, else ``fresh_id`` or a new UUID."""
     for header in ("HTTP_X_CORRELATION_ID", "HTTP_X_REQUEST_ID"):
         value = request.META.get(header)
         if value and _SANE_ID.fullmatch(value):
             return value
-    return fresh_id or str(uuid.uuid4())
+    return fresh_id or new_correlation_id()
 
 
 @receiver(signals.bind_extra_request_metadata)

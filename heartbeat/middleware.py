@@ -18,6 +18,7 @@ from django_structlog.middlewares import RequestMiddleware
 
 from heartbeat import cors
 from heartbeat.errors import invalid_host
+from heartbeat.hosts import ALLOWED_HOSTS
 from heartbeat.logging_context import CORRELATION_HEADER, correlation_id_for
 from heartbeat.ops_views import metrics_allowed
 from heartbeat.paths import is_player_api_path
@@ -48,7 +49,7 @@ class RequestLogMiddleware(RequestMiddleware):
             try:
                 # The lean handler has no CommonMiddleware to check the Host
                 # header: DJANGO_ALLOWED_HOSTS holds on player paths too.
-                request.get_host()
+                ALLOWED_HOSTS.check(request)
             except DisallowedHost:
                 if request.path_info == "/metrics" and metrics_allowed(request):
                     # Prometheus scrapes each replica by its address, and cannot
@@ -75,3 +76,14 @@ class RequestLogMiddleware(RequestMiddleware):
             return response
         finally:
             structlog.contextvars.clear_contextvars()
+
+
+class PlayerRequestLogMiddleware(RequestLogMiddleware):
+    """The request-log middleware of the lean handler (``PLAYER_API_MIDDLEWARE``): every request is a player's.
+
+    ``streamlimit/wsgi.py`` sends only player paths to that handler, so the
+    path is not checked a second time.
+    """
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
+        return self.log_player_request(request)

@@ -18,20 +18,29 @@ from rest_framework.renderers import BaseRenderer
 RECEIVED_LOG_BYTES = 160
 
 
+def parse_json(raw: bytes) -> Any:
+    """A JSON body parsed with orjson; raises DRF's ParseError, carrying what was received for the log line."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        error = ParseError(f"The body is not valid JSON: {exc}")
+        # For the request's log line: what was sent, as text.
+        error.received = raw[:RECEIVED_LOG_BYTES].decode(errors="replace")  # type: ignore[attr-defined]
+        raise error from None
+
+
+def media_type_of(content_type: str) -> str:
+    """The media type of a ``Content-Type`` value, without parameters, in lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 class ORJSONParser(BaseParser):
     """Parses a JSON body with orjson."""
 
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
-        raw = stream.read() if stream is not None else b""
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            error = ParseError(f"The body is not valid JSON: {exc}")
-            # For the request's log line: what was sent, as text.
-            error.received = raw[:RECEIVED_LOG_BYTES].decode(errors="replace")  # type: ignore[attr-defined]
-            raise error from None
+        return parse_json(stream.read() if stream is not None else b"")
 
 
 class PlainTextJSONParser(ORJSONParser):
@@ -55,9 +64,9 @@ class JSONOnlyNegotiation(BaseContentNegotiation):
     """Picks the view's first renderer and the parser matching Content-Type, nothing more."""
 
     def select_parser(self, request: Any, parsers: list[BaseParser]) -> BaseParser | None:
-        content_type = request.content_type.split(";", 1)[0].strip().lower()
+        wanted = media_type_of(request.content_type)
         for parser in parsers:
-            if parser.media_type == content_type:
+            if parser.media_type == wanted:
                 return parser
         return None
 

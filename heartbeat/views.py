@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import structlog
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from drf_spectacular.utils import extend_schema
 from redis.exceptions import RedisError
 from rest_framework import status
-from rest_framework.exceptions import ParseError
-from rest_framework.request import Request
+from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,7 +21,14 @@ from heartbeat import metrics, schema
 from heartbeat.breaker import CircuitOpenError
 from heartbeat.errors import internal_error, invalid_request
 from heartbeat.live_state import SessionInfo
-from heartbeat.rendering import JSONOnlyNegotiation, ORJSONParser, ORJSONRenderer, PlainTextJSONParser
+from heartbeat.rendering import (
+    JSONOnlyNegotiation,
+    ORJSONParser,
+    ORJSONRenderer,
+    PlainTextJSONParser,
+    media_type_of,
+    parse_json,
+)
 from heartbeat.request_body import MAX_BODY_BYTES
 from heartbeat.services import get_stream_manager
 from heartbeat.stream_manager import HeartbeatResult, Outcome
@@ -125,9 +132,9 @@ def token_mismatch(message: str) -> HttpResponse:
     return json_response({"code": "token_mismatch", "message": message}, status=status.HTTP_403_FORBIDDEN)
 
 
-def bearer_token(request: Request) -> str | None:
+def bearer_token(request: HttpRequest) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header; "" for another scheme; None when absent."""
-    header = request._request.META.get("HTTP_AUTHORIZATION")
+    header = request.META.get("HTTP_AUTHORIZATION")
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
@@ -174,11 +181,22 @@ def _log_body(data: Any) -> Any:
     return _JWT_LIKE.sub("[token removed]", str(data)[:_LOGGED_FIELD_LENGTH])
 
 
+def declared_body_length(meta: dict[str, Any]) -> int:
+    """The body length a request declares, read as DRF reads it (0, so no body, when absent or not a number)."""
+    try:
+        return int(meta.get("CONTENT_LENGTH", meta.get("HTTP_CONTENT_LENGTH", 0)))
+    except (ValueError, TypeError):
+        return 0
+
+
 class _PlayerAPIView(APIView):
     """Shared set-up of the player endpoints: JSON only, no auth, no throttles.
 
     Players are not Django users, and DRF's throttles are not atomic, so none of
-    that machinery runs on the heartbeat path.
+    that machinery runs on the heartbeat path. The view's own methods
+    (``answered_methods``) get Django's request, not DRF's (see ``dispatch``);
+    the parser and renderer classes below still say what DRF answers for the
+    other methods and what the OpenAPI schema lists.
     """
 
     authentication_classes = ()
@@ -193,17 +211,70 @@ class _PlayerAPIView(APIView):
     token_in_body = False
     # The verified token of this request (None when tokens are off); a view instance serves one request.
     claims: PlaybackClaims | None = None
+    # The methods the view answers itself, with Django's request; DRF answers the others (OPTIONS, 405).
+    answered_methods: frozenset[str] = frozenset({"POST"})
 
-    def perform_authentication(self, request: Request) -> None:
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        """Answer ``answered_methods`` without DRF's request wrapping; any other method through DRF.
+
+        DRF's dispatch wraps the request, negotiates the renderer, and runs
+        authentication, permissions and throttles, none of which these views
+        have (one renderer, JSON bodies read in ``parsed_ids``): a tenth of
+        the instructions of a heartbeat in Django (bench/README.md), for
+        nothing. Exceptions still go through
+        DRF's ``handle_exception`` (our JSON exception handler), and every
+        answer through ``finalize_response`` (the ``Allow`` header, rendering
+        of DRF ``Response`` bodies), so each answer is the one DRF would send.
+        """
+        if request.method not in self.answered_methods:
+            return super().dispatch(request, *args, **kwargs)
+        self.args = args
+        self.kwargs = kwargs
+        self.headers = self.default_response_headers
+        self.format_kwarg = self.get_format_suffix(**kwargs)
+        try:
+            response = getattr(self, request.method.lower())(request, *args, **kwargs)
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+    @property
+    def default_response_headers(self) -> dict[str, str]:
+        """DRF's headers for every answer (``Allow``), worked out once per view class.
+
+        DRF lists the view's methods again for every request (about 1% of a
+        heartbeat); they never change. Read after ``setup``, which adds
+        ``head`` to views with ``get``, as DRF reads them.
+        """
+        cls = type(self)
+        headers = cls.__dict__.get("_response_headers")
+        if headers is None:
+            headers = super().default_response_headers
+            cls._response_headers = headers
+        return dict(headers)  # finalize_response takes Vary out of its copy
+
+    def perform_authentication(self, request: Any) -> None:
         """Skip DRF's eager authentication: players are not Django users.
 
         DRF's docs give this override for views that never read
-        ``request.user``; without it every heartbeat builds an AnonymousUser.
+        ``request.user``; without it every OPTIONS or refused method would
+        build an AnonymousUser.
         """
 
-    def parsed_ids(self, request: Request) -> tuple[dict[str, str] | None, Response | None]:
+    def read_body(self, request: HttpRequest) -> Any:
+        """The JSON body, read as DRF's parsers would (raises UnsupportedMediaType or ParseError)."""
+        content_type = request.META.get("CONTENT_TYPE", request.META.get("HTTP_CONTENT_TYPE", ""))
+        wanted = media_type_of(content_type)
+        if not any(parser.media_type == wanted for parser in self.parser_classes):
+            raise UnsupportedMediaType(content_type)
+        # Read as a stream, as DRF's parsers read it.
+        return parse_json(request.read())
+
+    def parsed_ids(self, request: HttpRequest) -> tuple[dict[str, str] | None, HttpResponseBase | None]:
         """The validated ids, or the 4xx response to send instead."""
-        if not request.content_type:
+        meta = request.META
+        if not meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", "")):
             # DRF would read a body without Content-Type as empty form data.
             return None, Response(
                 {
@@ -213,7 +284,7 @@ class _PlayerAPIView(APIView):
                 status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             )
         try:
-            length = int(request._request.META.get("CONTENT_LENGTH") or 0)
+            length = int(meta.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
         if length > MAX_BODY_BYTES:
@@ -221,10 +292,10 @@ class _PlayerAPIView(APIView):
                 {"code": "payload_too_large", "message": f"The body must be at most {MAX_BODY_BYTES} bytes."},
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
-        if request.stream is None:
+        if declared_body_length(meta) == 0:
             return None, invalid_request({"body": ["The body is empty: send a JSON object."]})
         try:
-            data = request.data
+            data = self.read_body(request)
         except ParseError as error:
             # Operators still see what was sent (cut short), not just that it failed.
             structlog.contextvars.bind_contextvars(reqBody=_log_body(getattr(error, "received", "")))
@@ -232,7 +303,7 @@ class _PlayerAPIView(APIView):
         structlog.contextvars.bind_contextvars(reqBody=_log_body(data))
         return self.authorized_ids(request, data)
 
-    def authenticate_player(self, request: Request, data: Any = None) -> HttpResponse | None:
+    def authenticate_player(self, request: HttpRequest, data: Any = None) -> HttpResponse | None:
         """Verify the playback token (when tokens are on) and keep its claims; or the 401 to send.
 
         Runs before any id of the body is used and before Redis is touched.
@@ -253,7 +324,7 @@ class _PlayerAPIView(APIView):
             return token_failure(error.code, error.reason, error.message)
         return None
 
-    def authorized_ids(self, request: Request, data: Any) -> tuple[dict[str, str] | None, HttpResponse | None]:
+    def authorized_ids(self, request: HttpRequest, data: Any) -> tuple[dict[str, str] | None, HttpResponse | None]:
         """The token checked, then the body's ids, then that they agree with the token."""
         if failure := self.authenticate_player(request, data):
             return None, failure
@@ -280,7 +351,7 @@ class HeartbeatView(_PlayerAPIView):
     optional_fields = ("deviceName",)
 
     @extend_schema(**schema.HEARTBEAT)
-    def post(self, request: Request) -> Response:
+    def post(self, request: HttpRequest) -> HttpResponseBase:
         ids, error = self.parsed_ids(request)
         if error:
             return error
@@ -305,13 +376,13 @@ class HeartbeatView(_PlayerAPIView):
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
             if settings.STREAMLIMIT_FAIL_OPEN:
                 return Response(self._degraded_body(claims))
-            return internal_error(request._request)
+            return internal_error(request)
         metrics.HEARTBEATS_BY_OUTCOME[result.outcome.value].inc()
         metrics.LIMIT_SOURCES_BY_NAME[result.limit_source].inc()
         return self._answer(result, sessions)
 
     @staticmethod
-    def _answer(result: HeartbeatResult, sessions: list[dict[str, Any]] | None) -> Response:
+    def _answer(result: HeartbeatResult, sessions: list[dict[str, Any]] | None) -> HttpResponse:
         body: dict[str, Any] = {
             "allowed": result.allowed,
             "activeSessions": result.active_sessions,
@@ -357,7 +428,7 @@ class StopView(_PlayerAPIView):
     token_in_body = True
 
     @extend_schema(**schema.STOP)
-    def post(self, request: Request) -> Response:
+    def post(self, request: HttpRequest) -> HttpResponseBase:
         ids, error = self.parsed_ids(request)
         if error:
             return error
@@ -369,7 +440,7 @@ class StopView(_PlayerAPIView):
             )
         except RedisError as exc:
             log_redis_failure("stop", exc)
-            return internal_error(request._request)
+            return internal_error(request)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -379,8 +450,10 @@ class SessionsView(_PlayerAPIView):
     Only with a valid token: without tokens, anyone could list who watches on any account.
     """
 
+    answered_methods = frozenset({"GET", "HEAD"})
+
     @extend_schema(**schema.SESSIONS)
-    def get(self, request: Request) -> Response:
+    def get(self, request: HttpRequest) -> HttpResponseBase:
         if not get_verifier().enabled:
             return token_failure(
                 "tokens_disabled", "tokens_disabled", "Session lists need playback tokens, which are off here."
@@ -396,5 +469,5 @@ class SessionsView(_PlayerAPIView):
             sessions = manager.reads.sessions(claims.user_id)
         except RedisError as exc:
             log_redis_failure("sessions", exc)
-            return internal_error(request._request)
+            return internal_error(request)
         return json_response({"limit": limit.limit, "limitSource": limit.source, "sessions": session_list(sessions)})

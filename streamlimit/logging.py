@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -34,6 +35,32 @@ def render_stack(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict
             exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
         if exc_info and exc_info[0] is not None:
             event_dict["stack"] = structlog.processors.format_exc_info(None, "", {"exc_info": exc_info})["exception"]
+    return event_dict
+
+
+# (second since the epoch, that second as "YYYY-MM-DDTHH:MM:SS"), swapped as one value.
+_SECOND: tuple[int, str] = (-1, "")
+
+
+def iso_utc(epoch_ns: int) -> str:
+    """A time in ISO 8601, UTC, to the microsecond, as structlog's ``TimeStamper(fmt="iso", utc=True)`` writes it.
+
+    ``2026-11-29T16:21:52.766059Z``; no fraction when it is 0, as
+    ``datetime.isoformat``. The part up to the second is formatted once per
+    second: TimeStamper builds and formats a datetime for every line.
+    """
+    global _SECOND
+    second, nanoseconds = divmod(epoch_ns, 1_000_000_000)
+    cached = _SECOND
+    if cached[0] != second:
+        cached = _SECOND = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    micro = nanoseconds // 1000
+    return f"{cached[1]}.{micro:06d}Z" if micro else f"{cached[1]}Z"
+
+
+def add_timestamp(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Add ``timestamp``, now (see ``iso_utc``), to every line."""
+    event_dict["timestamp"] = iso_utc(time.time_ns())
     return event_dict
 
 
@@ -82,7 +109,7 @@ SINK = StdoutSink()
 _SHARED_PROCESSORS: list[Any] = [
     structlog.contextvars.merge_contextvars,
     structlog.stdlib.add_log_level,
-    structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    add_timestamp,
     add_hostname,
 ]
 
@@ -139,7 +166,7 @@ def configure_structlog(level: str) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             drop_probe_lines,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+            add_timestamp,
             add_hostname,
             render_stack,
             structlog.processors.EventRenamer("message"),

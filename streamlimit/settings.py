@@ -227,7 +227,7 @@ PLAYER_API_PATHS = frozenset(
         "/metrics",
     }
 )
-PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.RequestLogMiddleware"]
+PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.PlayerRequestLogMiddleware"]
 
 ROOT_URLCONF = "streamlimit.urls"
 WSGI_APPLICATION = "streamlimit.wsgi.application"

@@ -132,3 +132,37 @@ def test_a_chunked_body_over_the_cap_gets_413(key_prefix, redis_client) -> None:
     status, _, content = call("POST", "/heartbeat", body, CONTENT_LENGTH="", HTTP_TRANSFER_ENCODING="chunked")
     assert status == "413 Request Entity Too Large" and json.loads(content)["code"] == "payload_too_large"
     assert list(redis_client.scan_iter(match=f"{key_prefix}:*")) == []
+
+
+def test_a_player_answer_carries_its_length(key_prefix) -> None:
+    # As CommonMiddleware gives staff pages: gunicorn then sends no chunked framing.
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    for method, path in [("POST", "/heartbeat"), ("GET", "/heartbeat"), ("POST", "/heartbeat//"), ("GET", "/healthz")]:
+        _, headers, content = call(method, path, body)
+        assert headers["Content-Length"] == str(len(content)), (method, path)
+
+
+def test_the_player_handler_follows_a_changed_urlconf(key_prefix, settings) -> None:
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    assert call("POST", "/heartbeat", body)[0] == "200 OK"
+    settings.ROOT_URLCONF = "dashboard.urls"  # no /heartbeat there
+    assert call("POST", "/heartbeat", body)[0] == "404 Not Found"
+    settings.ROOT_URLCONF = "streamlimit.urls"
+    assert call("POST", "/heartbeat", body)[0] == "200 OK"
+
+
+class _BrokenStream(io.RawIOBase):
+    """A request body whose connection broke while it was read."""
+
+    def read(self, size: int = -1) -> bytes:
+        raise OSError("connection reset by peer")
+
+
+def test_a_body_that_cannot_be_read_gets_a_json_500_with_the_correlation_id(key_prefix, json_log_lines) -> None:
+    status, headers, content = call(
+        "POST", "/heartbeat", CONTENT_LENGTH="60", HTTP_X_CORRELATION_ID="broken-1", **{"wsgi.input": _BrokenStream()}
+    )
+    assert status == "500 Internal Server Error" and headers["Allow"] == "POST, OPTIONS"
+    assert json.loads(content) == {"code": "internal_error", "correlationId": "broken-1"}
+    [unhandled] = [line for line in json_log_lines() if line["message"] == "unhandled error"]
+    assert unhandled["correlationId"] == "broken-1" and "UnreadablePostError" in unhandled["stack"]
