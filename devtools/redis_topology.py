@@ -38,6 +38,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -133,21 +134,74 @@ def pick_port(with_bus: bool = False) -> int:
     raise TopologyError(f"no free loopback port in {PORT_RANGE}")
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a topology served over TLS only: the CA clients trust, the nodes' certificate and key.
+
+    Every node (and sentinel) listens on a TLS port only, replicates and talks
+    to its peers over TLS, and asks clients for no certificate of their own:
+    what REDIS_TLS with REDIS_TLS_CA_FILE reaches.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_args(self, port: int) -> list[str]:
+        """redis-server arguments: the port as a TLS port (no plain one), replication over TLS."""
+        return [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-replication", "yes",
+            "--tls-auth-clients", "no",
+            "--tls-cert-file", str(self.cert),
+            "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca),
+        ]  # fmt: skip
+
+    def client_options(self) -> dict[str, object]:
+        """redis-py connection options that trust the CA."""
+        return {"ssl": True, "ssl_ca_certs": str(self.ca)}
+
+
+def tls_answers(port: int, ca: Path, timeout: float = 0.5) -> bool:
+    """Whether a Redis server answers PING over TLS at 127.0.0.1:port, with a certificate ``ca`` signed."""
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with (
+            socket.create_connection((LOOPBACK, port), timeout=timeout) as conn,
+            context.wrap_socket(conn, server_hostname=LOOPBACK) as tls,
+        ):
+            tls.sendall(b"PING\r\n")
+            return tls.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+    except OSError:  # ssl.SSLError is one
+        return False
+
+
 class RedisProcess:
     """One redis-server (data node or sentinel) of a topology: its folder, log and process.
 
     ``command(port)`` returns the command line for a port (it may write a
     config file first). Without a fixed port, one is picked, and picked again
-    if another program takes it before redis-server binds it.
+    if another program takes it before redis-server binds it. With ``tls_ca``,
+    the port speaks TLS only, and readiness is a PING over TLS.
     """
 
-    def __init__(self, name: str, workdir: Path, command: Callable[[int], list[str]], with_bus: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        command: Callable[[int], list[str]],
+        with_bus: bool = False,
+        tls_ca: Path | None = None,
+    ) -> None:
         self.name = name
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "redis.log"
         self.command = command
         self.with_bus = with_bus
+        self.tls_ca = tls_ca
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -178,7 +232,7 @@ class RedisProcess:
             self.port = port
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.process.poll() is None:
-                if redis_answers(LOOPBACK, port, timeout=0.2):
+                if self.answers(port):
                     return
                 time.sleep(0.02)
             self.kill()
@@ -186,6 +240,12 @@ class RedisProcess:
                 break
             self.port = 0
         raise TopologyError(f"{self.name} did not start on port {self.port}\n{self.log_tail()}")
+
+    def answers(self, port: int) -> bool:
+        """Whether something answers PING on ``port`` (over TLS when the process has a CA)."""
+        if self.tls_ca is not None:
+            return tls_answers(port, self.tls_ca, timeout=0.2)
+        return redis_answers(LOOPBACK, port, timeout=0.2)
 
     def kill(self) -> None:
         """SIGKILL the process and reap it."""
@@ -264,6 +324,7 @@ class _Topology:
         username: str | None,
         binary: str | None,
         allow_destructive: bool,
+        tls: TlsFiles | None = None,
     ) -> None:
         if username is not None and password is None:
             raise ValueError("an ACL username needs a password")
@@ -277,6 +338,7 @@ class _Topology:
             )
         self.binary: str = str(Path(found).absolute())  # processes run in their own folders
         self.allow_destructive = allow_destructive
+        self.tls = tls
         self.workdir = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.processes: list[RedisProcess] = []
         self.killed: list[RedisProcess] = []
@@ -321,7 +383,7 @@ class _Topology:
         return [
             self.binary,
             "--bind", LOOPBACK,
-            "--port", str(port),
+            *(self.tls.server_args(port) if self.tls else ["--port", str(port)]),
             "--dir", str(workdir),
             "--save", "",
             "--appendonly", "no",
@@ -334,8 +396,9 @@ class _Topology:
         ]  # fmt: skip
 
     def cli_auth_args(self) -> list[str]:
-        """redis-cli arguments for the credentials."""
-        args = ["--no-auth-warning"] if self.password else []
+        """redis-cli arguments for the credentials (and TLS)."""
+        args = ["--tls", "--cacert", str(self.tls.ca)] if self.tls else []
+        args += ["--no-auth-warning"] if self.password else []
         if self.username:
             args += ["--user", self.username]
         if self.password:
@@ -351,6 +414,7 @@ class _Topology:
             "socket_timeout": 2.0,
             "socket_connect_timeout": 2.0,
             "decode_responses": True,
+            **(self.tls.client_options() if self.tls else {}),
             **options,
         }
         return redis.Redis(host=host, port=port, **options)
@@ -361,6 +425,14 @@ class _Topology:
             if process.address == node:
                 return process
         raise TopologyError(f"no process of this topology at {node}")
+
+    def process(
+        self, name: str, workdir: Path, command: Callable[[int], list[str]], with_bus: bool = False
+    ) -> RedisProcess:
+        """A process of this topology (not started yet), checked for readiness over TLS when the topology has it."""
+        process = RedisProcess(name, workdir, command, with_bus, tls_ca=self.tls.ca if self.tls else None)
+        self.processes.append(process)
+        return process
 
     def _refuse_if_shared(self, action: str) -> None:
         if not self.allow_destructive:
@@ -390,8 +462,9 @@ class SentinelSet(_Topology):
 
     ``password`` protects the data nodes (REDIS_PASSWORD; with ``username``, as
     an ACL user: REDIS_USERNAME); ``sentinel_password`` protects the sentinels
-    (REDIS_SENTINEL_PASSWORD). ``allow_destructive=False`` makes kill_primary
-    and restart_killed refuse (for a set shared by many tests).
+    (REDIS_SENTINEL_PASSWORD); ``tls`` serves data nodes and sentinels over
+    TLS only (REDIS_TLS, REDIS_TLS_CA_FILE). ``allow_destructive=False`` makes
+    kill_primary and restart_killed refuse (for a set shared by many tests).
     """
 
     prefix = "streamlimit-sentinel-"
@@ -407,9 +480,12 @@ class SentinelSet(_Topology):
         failover_timeout_ms: int = 3000,
         binary: str | None = None,
         allow_destructive: bool = True,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.sentinel_password = _checked_secret(sentinel_password, "sentinel_password")
-        super().__init__(password=password, username=username, binary=binary, allow_destructive=allow_destructive)
+        super().__init__(
+            password=password, username=username, binary=binary, allow_destructive=allow_destructive, tls=tls
+        )
         self.master_name = master_name
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
@@ -437,6 +513,7 @@ class SentinelSet(_Topology):
             "socket_timeout": 2.0,
             "socket_connect_timeout": 2.0,
             "decode_responses": True,
+            **(self.tls.client_options() if self.tls else {}),
             **options,
         }
         return redis.Redis(host=host, port=port, **options)
@@ -485,10 +562,9 @@ class SentinelSet(_Topology):
             self.logs,
         )
         for index in range(3):
-            sentinel = RedisProcess(
+            sentinel = self.process(
                 f"sentinel-{index + 1}", self.workdir / f"sentinel-{index + 1}", self._sentinel_command
             )
-            self.processes.append(sentinel)
             self.sentinel_processes.append(sentinel)
             sentinel.start()
         wait_until(
@@ -507,8 +583,7 @@ class SentinelSet(_Topology):
                 args += ["--replicaof", *replica_of.split(":")]
             return args
 
-        process = RedisProcess(name, workdir, command)
-        self.processes.append(process)
+        process = self.process(name, workdir, command)
         self.data_nodes.append(process)
         return process
 
@@ -517,7 +592,7 @@ class SentinelSet(_Topology):
         primary_host, primary_port = split_address(self.data_nodes[0].address)
         name = self.master_name
         lines = [
-            f"port {port}",
+            *(self._sentinel_tls_lines(port) if self.tls else [f"port {port}"]),
             f"bind {LOOPBACK}",
             f"dir {self.workdir}",
             f"sentinel monitor {name} {primary_host} {primary_port} 2",
@@ -535,6 +610,12 @@ class SentinelSet(_Topology):
         config = self.workdir / f"sentinel-{port}.conf"
         config.write_text("\n".join(lines) + "\n")
         return [self.binary, str(config), "--sentinel"]
+
+    def _sentinel_tls_lines(self, port: int) -> list[str]:
+        # The same directives as a data node's, as config lines; tls-replication makes the
+        # sentinel reach the data nodes (and the other sentinels) over TLS.
+        args = self.tls.server_args(port) if self.tls else []
+        return [f"{name[2:]} {value}" for name, value in zip(args[::2], args[1::2], strict=True)]
 
     def _sentinel_ready(self, sentinel: RedisProcess, primary: str) -> bool:
         with self.sentinel_client(sentinel.address) as client:
@@ -718,9 +799,10 @@ class ClusterSet(_Topology):
     """A Redis Cluster of three primaries and three replicas, made by ``redis-cli --cluster create``.
 
     ``password`` (and ``username`` for an ACL user) protect every node
-    (REDIS_PASSWORD, REDIS_USERNAME). ``node_timeout_ms`` is how long a node
-    may be silent before it counts as failing: failover takes about twice
-    that. ``allow_destructive=False`` makes kill_primary, restart_killed and
+    (REDIS_PASSWORD, REDIS_USERNAME); ``tls`` serves clients, replication and
+    the cluster bus over TLS only (REDIS_TLS, REDIS_TLS_CA_FILE).
+    ``node_timeout_ms`` is how long a node may be silent before it counts as
+    failing: failover takes about twice that. ``allow_destructive=False`` makes kill_primary, restart_killed and
     reshard refuse (for a cluster shared by many tests).
     """
 
@@ -737,8 +819,11 @@ class ClusterSet(_Topology):
         binary: str | None = None,
         redis_cli: str | None = None,
         allow_destructive: bool = True,
+        tls: TlsFiles | None = None,
     ) -> None:
-        super().__init__(password=password, username=username, binary=binary, allow_destructive=allow_destructive)
+        super().__init__(
+            password=password, username=username, binary=binary, allow_destructive=allow_destructive, tls=tls
+        )
         cli = redis_cli or find_redis_cli()
         if cli is None:
             self.stop()
@@ -817,8 +902,7 @@ class ClusterSet(_Topology):
         """Start the nodes only: cluster-enabled, each alone, no slots yet (``create`` makes the cluster)."""
         for index in range(self.primary_count * (1 + self.replicas_per_primary)):
             workdir = self.workdir / f"node-{index + 1}"
-            process = RedisProcess(f"node-{index + 1}", workdir, self._node_command(workdir), with_bus=True)
-            self.processes.append(process)
+            process = self.process(f"node-{index + 1}", workdir, self._node_command(workdir), with_bus=True)
             process.start()
 
     def create(self, timeout: float = 60) -> None:
@@ -849,6 +933,8 @@ class ClusterSet(_Topology):
                 # A replica counts as available (CLUSTER SLOTS lists it) once its replication offset
                 # moved: the primary's pings move it, every 10 s unless told.
                 "--repl-ping-replica-period", "1",
+                # The cluster bus between nodes over TLS too.
+                *(["--tls-cluster", "yes"] if self.tls else []),
             ]  # fmt: skip
 
         return command

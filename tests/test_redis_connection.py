@@ -21,7 +21,7 @@ from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError
 
-from devtools.redis_topology import ClusterSet, SentinelSet, find_redis_cli, pick_port
+from devtools.redis_topology import ClusterSet, SentinelSet, TlsFiles
 from devtools.with_redis import find_redis_server
 from heartbeat import redis_connection
 from heartbeat.redis_connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
@@ -212,6 +212,44 @@ def test_a_tls_server_is_reached_with_rediss_and_the_ca_file(tmp_path: Path, key
         server.wait(timeout=10)
 
 
+def test_a_tls_sentinel_set_is_reached_with_redis_tls_and_followed_through_a_failover(
+    own_sentinel_set: Callable[..., SentinelSet], tmp_path: Path, key_prefix: str, settings
+) -> None:
+    ca, cert, key = write_ca_and_server_cert(tmp_path)
+    # Data nodes and sentinels listen on TLS ports only, and replicate and gossip over TLS.
+    sentinels = own_sentinel_set(tls=TlsFiles(ca, cert, key))
+    env = {
+        "REDIS_SENTINELS": sentinels.sentinels,
+        "REDIS_SENTINEL_MASTER": sentinels.master_name,
+        "REDIS_TLS": "true",
+        "REDIS_TLS_CA_FILE": str(ca),
+    }
+    untrusted = manager_on(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0), key_prefix, settings)
+    assert untrusted.check_ready().reason == "redis_unreachable"
+    manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+    assert manager.check_ready().ready
+    assert [manager.admit("alice", "movie", f"s{n}").allowed for n in range(4)] == [True, True, True, False]
+    old_primary = sentinels.primary_address()
+    with sentinels.client(old_primary) as primary:
+        assert primary.execute_command("WAIT", 1, 5000) == 1  # alice's sessions are on the replica
+    sentinels.kill_primary()
+    new_primary = sentinels.wait_for_failover()
+    # The same manager, no restart: its next connections ask the sentinels (over TLS) for the new
+    # primary; one call may still meet the dead one's connection.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            answers = [manager.admit("alice", "movie", f"s{n}").allowed for n in range(4)]
+            break
+        except ConnectionError:
+            assert time.monotonic() < deadline, "no admission through the new primary within 10 s"
+            time.sleep(0.1)
+    assert answers == [True, True, True, False]
+    assert new_primary != old_primary and manager.check_ready().ready
+    with sentinels.client(new_primary) as primary:
+        assert primary.zcard(manager.keys.user("alice").sessions) == 3
+
+
 # --- Staff pages and commands on each topology ----------------------------------------------
 
 
@@ -276,44 +314,17 @@ def test_a_cluster_that_lost_its_scripts_gets_them_again_on_every_primary(
     assert readiness.ready and readiness.scripts_reloaded and manager.scripts_loaded()
 
 
-def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(tmp_path: Path, key_prefix: str, settings) -> None:
+def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(
+    own_redis_cluster: Callable[..., ClusterSet], tmp_path: Path, key_prefix: str, settings
+) -> None:
     ca, cert, key = write_ca_and_server_cert(tmp_path)
-    tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
-    ports = [pick_port(with_bus=True) for _ in range(3)]  # the bus port (+10000) must be free and valid too
-    nodes = []
-    try:
-        for port in ports:
-            folder = tmp_path / str(port)
-            folder.mkdir()
-            nodes.append(
-                subprocess.Popen(
-                    [
-                        find_redis_server(),
-                        *("--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)),
-                        *("--save", "", "--appendonly", "no", "--cluster-enabled", "yes", "--tls-cluster", "yes"),
-                        *("--cluster-node-timeout", "1000", "--tls-auth-clients", "no", *tls),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                )
-            )
-        addresses = [f"127.0.0.1:{port}" for port in ports]
-        create = [find_redis_cli(), "--tls", "--cacert", str(ca), "--cluster", "create", *addresses, "--cluster-yes"]
-        deadline = time.monotonic() + 20
-        while (made := subprocess.run(create, capture_output=True, text=True, timeout=20)).returncode != 0:
-            assert time.monotonic() < deadline, f"the TLS cluster could not be made: {made.stdout[-500:]}"
-            time.sleep(0.2)
-        env = {"REDIS_CLUSTER_NODES": ",".join(addresses), "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)}
-        manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
-        deadline = time.monotonic() + 20
-        while not manager.check_ready().ready:  # every node agrees on the slots a moment after create
-            assert time.monotonic() < deadline, manager.check_ready()
-            time.sleep(0.2)
-        assert all(manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30))
-        manager.flush_activity()  # (the flusher thread may have written part of it already)
-        assert manager.reads.stats().live_sessions == 30
-        with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
-            redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))
-    finally:
-        for node in nodes:
-            node.kill()
-            node.wait(timeout=10)
+    # Clients, replication and the cluster bus over TLS only.
+    cluster = own_redis_cluster(replicas_per_primary=0, tls=TlsFiles(ca, cert, key))
+    env = {"REDIS_CLUSTER_NODES": cluster.nodes, "REDIS_TLS": "true", "REDIS_TLS_CA_FILE": str(ca)}
+    manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+    assert manager.check_ready().ready
+    assert all(manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30))
+    manager.flush_activity()  # (the flusher thread may have written part of it already)
+    assert manager.reads.stats().live_sessions == 30
+    with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
+        redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))
