@@ -53,6 +53,34 @@ class SessionInfo:
     device_name: str | None = None
 
 
+# Fields per session in the admit script's list of live sessions (a refusal for the limit).
+ADMIT_REPLY_SESSION_FIELDS = 5
+
+
+def sessions_from_admit_reply(now: int, session_ttl_ms: int, fields: list[Any]) -> list[SessionInfo]:
+    """The live sessions the admit script listed with a refusal, oldest first, as ``sessions()`` gives them.
+
+    ``fields`` holds, per session: id, last heartbeat (ms), stream id,
+    started (ms), device name ("" for none).
+    """
+    found = []
+    for at in range(0, len(fields), ADMIT_REPLY_SESSION_FIELDS):
+        sid, last, stream, started, device = fields[at : at + ADMIT_REPLY_SESSION_FIELDS]
+        last_ms = float(last)
+        found.append(
+            SessionInfo(
+                session_id=as_text(sid),
+                stream_id=as_text(stream),
+                started_at=ms_to_datetime(float(started)),
+                last_heartbeat_at=ms_to_datetime(last_ms),
+                expires_in_seconds=max(0.0, (last_ms + session_ttl_ms - now) / 1000),
+                device_name=as_text(device) or None,
+            )
+        )
+    found.sort(key=lambda s: s.started_at)
+    return found
+
+
 @dataclass(frozen=True)
 class UserLimit:
     """A user's limit and where it comes from (``source``: override, token, plan or default).

@@ -31,11 +31,13 @@ from heartbeat.breaker import CircuitBreaker
 from heartbeat.keys import KeyLayout
 from heartbeat.live_state import (
     LiveStateReader,
+    SessionInfo,
     UserLimit,
     as_text,
     batched,
     ms_to_datetime,
     redis_now_ms,
+    sessions_from_admit_reply,
 )
 from heartbeat.lua import FollowUp, LuaScript, ScriptCall, load_scripts, script_runner_for, scripts_loaded
 from heartbeat.validation import require_device_name, require_id
@@ -91,6 +93,8 @@ _OUTCOMES = {
     5: Outcome.REPLACED,
     6: Outcome.BLOCKED,
 }
+# The only refusal whose reply may list the account's sessions (admit.lua's ARGV[8]).
+_LIMIT_REACHED_CODE = 2
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,8 @@ class HeartbeatResult:
     pruned: int
     limit_source: str = "default"
     replaced: tuple[str, ...] = ()
+    # The account's live sessions, oldest first: only for a refusal for the limit, when asked.
+    sessions: list[SessionInfo] | None = None
 
     @property
     def allowed(self) -> bool:
@@ -217,12 +223,15 @@ class StreamManager:
         device_name: str | None = None,
         max_streams: int | None = None,
         plan: str | None = None,
+        list_sessions_when_full: bool = False,
     ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
         One round trip, allowed or refused: the admit script, which also
         applies the staff override and, with ``replace_oldest``, replaces the
-        account's oldest session. What the heartbeat did is noted for the next
+        account's oldest session. With ``list_sessions_when_full``, a refusal
+        for the limit carries the account's live sessions (``sessions``),
+        read by the same script. What the heartbeat did is noted for the next
         activity flush.
         """
         require_id(user_id, "userId")
@@ -242,14 +251,23 @@ class StreamManager:
                 self.session_ttl_ms,
                 device_name or "",
                 int(self.replace_oldest),
+                int(list_sessions_when_full),
             ],
             follow_up=self._wait_for_replicas if self.wait_replicas else None,
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
         if replicas is not None and int(replicas) < self.wait_replicas:
             self._note_short_wait(user_id, session_id, int(replicas))
-        replaced = tuple(as_text(s) for s in reply[6:])
-        result = HeartbeatResult(_OUTCOMES[code], active, limit, code == 1, pruned, as_text(reply[5]), replaced)
+        replaced: tuple[str, ...] = ()
+        sessions = None
+        if code == _LIMIT_REACHED_CODE:
+            if list_sessions_when_full:
+                sessions = sessions_from_admit_reply(now_ms, self.session_ttl_ms, reply[6:])
+        else:
+            replaced = tuple(as_text(s) for s in reply[6:])
+        result = HeartbeatResult(
+            _OUTCOMES[code], active, limit, code == 1, pruned, as_text(reply[5]), replaced, sessions
+        )
         if replaced:
             self._forget(user_id, list(replaced), user_has_sessions=True)
             logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)

@@ -357,7 +357,6 @@ class HeartbeatView(_PlayerAPIView):
             return error
         claims = self.claims
         manager = get_stream_manager()
-        sessions = None
         try:
             with metrics.HEARTBEAT_SECONDS.time():
                 result = manager.admit(
@@ -367,10 +366,9 @@ class HeartbeatView(_PlayerAPIView):
                     device_name=ids.get("deviceName"),
                     max_streams=claims.max_streams if claims else None,
                     plan=claims.plan if claims else None,
+                    # Only a verified account may see who is watching on it.
+                    list_sessions_when_full=claims is not None,
                 )
-            if claims is not None and result.outcome is Outcome.LIMIT_REACHED:
-                # Only a verified account may see who is watching on it.
-                sessions = session_list(manager.reads.sessions(ids["userId"]))
         except RedisError as exc:
             log_redis_failure("heartbeat", exc)
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
@@ -379,7 +377,7 @@ class HeartbeatView(_PlayerAPIView):
             return internal_error(request)
         metrics.HEARTBEATS_BY_OUTCOME[result.outcome.value].inc()
         metrics.LIMIT_SOURCES_BY_NAME[result.limit_source].inc()
-        return self._answer(result, sessions)
+        return self._answer(result, None if result.sessions is None else session_list(result.sessions))
 
     @staticmethod
     def _answer(result: HeartbeatResult, sessions: list[dict[str, Any]] | None) -> HttpResponse:

@@ -58,7 +58,12 @@ def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: st
     assert commands_sent_by(redis_client, lambda: refused.update(r=manager.admit("alice", "movie", "s-new"))) == {
         "evalsha": 1
     }
-    assert refused["r"].outcome is Outcome.LIMIT_REACHED
+    assert refused["r"].outcome is Outcome.LIMIT_REACHED and refused["r"].sessions is None
+    # A player with a token is told who is watching: read by the same script, still one command.
+    assert commands_sent_by(
+        redis_client, lambda: refused.update(r=manager.admit("alice", "movie", "s-new", list_sessions_when_full=True))
+    ) == {"evalsha": 1}
+    assert [s.session_id for s in refused["r"].sessions] == ["s0", "s1", "s2"]
 
 
 def test_heartbeats_reach_the_live_index_when_flushed(manager: StreamManager) -> None:

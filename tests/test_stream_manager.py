@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -31,6 +32,26 @@ def test_fourth_session_is_refused(manager: StreamManager) -> None:
     assert result.outcome is Outcome.LIMIT_REACHED
     assert (result.active_sessions, result.limit, result.allowed) == (3, 3, False)
     assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0", "s1", "s2"]
+
+
+def test_a_refusal_for_the_limit_lists_the_live_sessions_only_when_asked(manager: StreamManager) -> None:
+    manager.admit("alice", "movie-0", "s0", device_name="Living room TV")
+    manager.admit("alice", "movie-1", "s1")
+    manager.admit("alice", "movie-2", "s2", device_name="Phone")
+    assert manager.admit("alice", "movie", "s3").sessions is None
+    refused = manager.admit("alice", "movie", "s3", device_name="Laptop", list_sessions_when_full=True)
+    assert refused.outcome is Outcome.LIMIT_REACHED
+    # The same sessions, times and devices as the dashboard's read gives (which reads the clock later).
+    without_countdown = [dataclasses.replace(s, expires_in_seconds=0) for s in refused.sessions]
+    assert without_countdown == [dataclasses.replace(s, expires_in_seconds=0) for s in manager.reads.sessions("alice")]
+    assert all(0 < s.expires_in_seconds <= manager.session_ttl_ms / 1000 for s in refused.sessions)
+    assert [(s.session_id, s.stream_id, s.device_name) for s in refused.sessions] == [
+        ("s0", "movie-0", "Living room TV"),
+        ("s1", "movie-1", None),
+        ("s2", "movie-2", "Phone"),
+    ]
+    # Only a refusal for the limit carries the list.
+    assert manager.admit("alice", "movie-0", "s0", list_sessions_when_full=True).sessions is None
 
 
 def test_users_do_not_share_slots(manager: StreamManager) -> None:

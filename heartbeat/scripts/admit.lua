@@ -16,9 +16,13 @@
 -- ARGV[5] session TTL (ms); also how long a stopped or replaced session stays blocked
 -- ARGV[6] device name, or "" to keep the one stored
 -- ARGV[7] "1" when a full account replaces its oldest session (LIMIT_POLICY=replace_oldest)
+-- ARGV[8] "1" when a refusal for the limit should list the account's live sessions (the
+--         player proved with a token that it speaks for the account)
 --
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
--- replaced session ids...} where outcome is 0 allowed (a live session), 1 allowed (newly
+-- replaced session ids...}, or for a refusal for the limit with ARGV[8], {..., limit source,
+-- then per live session: id, last heartbeat (ms), stream id, started (ms), device name or ""}:
+-- the list the refusal was decided on, in the same round trip. Here outcome is outcome is 0 allowed (a live session), 1 allowed (newly
 -- admitted), 2 refused (limit reached), 3 refused (evicted, cooling down), 4 refused
 -- (stopped from another screen), 5 refused (replaced by a newer session), 6 refused (a new
 -- session while support blocks the account's new sessions).
@@ -32,6 +36,7 @@ local asked_source = ARGV[4]
 local ttl = tonumber(ARGV[5])
 local device_name = ARGV[6]
 local replace_oldest = ARGV[7] == '1'
+local list_sessions = ARGV[8] == '1'
 
 -- Redis' clock, so the API servers' clocks never matter.
 local t = redis.call('TIME')
@@ -80,7 +85,21 @@ if not redis.call('ZSCORE', KEYS[1], session_id) then
   if active >= limit then
     if not replace_oldest then
       -- A live session is never displaced: a newcomer waits for a free slot.
-      return {2, active, limit, pruned, now, source}
+      local refusal = {2, active, limit, pruned, now, source}
+      if list_sessions then
+        -- Expired sessions were pruned above: every one left is live.
+        local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+        for i = 1, #live, 2 do
+          local sid = live[i]
+          local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
+          refusal[#refusal + 1] = sid
+          refusal[#refusal + 1] = live[i + 1]
+          refusal[#refusal + 1] = details[1] or ''
+          refusal[#refusal + 1] = details[2] or live[i + 1]
+          refusal[#refusal + 1] = details[3] or ''
+        end
+      end
+      return refusal
     end
     -- The sessions that started first make room, as many as it takes (one,
     -- unless the limit was lowered), and are told so on their next heartbeat.
