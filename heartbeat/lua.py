@@ -7,6 +7,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -47,21 +48,36 @@ class ScriptCall:
     args: list[Any]
 
 
+# Every ScriptConnections of this process, so that a forked child starts each one afresh.
+_ALL_SCRIPT_CONNECTIONS: weakref.WeakSet[ScriptConnections] = weakref.WeakSet()
+
+
+def _start_afresh_after_fork() -> None:
+    for connections in list(_ALL_SCRIPT_CONNECTIONS):
+        connections._reset()
+
+
+os.register_at_fork(after_in_child=_start_afresh_after_fork)
+
+
 class ScriptConnections:
     """This process's Redis connections for scripts: idle ones are reused, last used first.
 
-    At most ``size`` are in use at once: under gevent one process serves
+    At most ``size`` are open at once: under gevent one process serves
     hundreds of requests at a time, and a Redis stall must not turn into
     hundreds of connections per process. A request that finds them all busy
     waits for one, at most the connections' socket timeout
     (``REDIS_SOCKET_TIMEOUT``), then fails with a ``ConnectionError``; in
     normal operation a connection is busy for one round trip, well under a
-    millisecond, so nobody waits. Taking one and giving it back is a list pop and
-    append, with no fork check, liveness poll or deprecated-arguments check
-    (which redis-py's pools do on every checkout, for more Python work than the
-    heartbeat's own round trip). A thread-local connection would do too under
-    sync and gthread workers, but under gevent ``threading.local`` is
-    greenlet-local: every request would open a new connection.
+    millisecond, so nobody waits. Taking an idle connection and giving it
+    back is a list pop and append (atomic, so no lock; a lock is taken only
+    to open a connection or to wait for one), with no fork check, liveness
+    poll or deprecated-arguments check (which redis-py's pools do on every
+    checkout, for more Python work than the heartbeat's own round trip); a
+    forked child starts afresh through ``os.register_at_fork``. A
+    thread-local connection would do too under sync and gthread workers, but
+    under gevent ``threading.local`` is greenlet-local: every request would
+    open a new connection.
     """
 
     def __init__(self, pool: ConnectionPool, size: int = 64) -> None:
@@ -69,38 +85,63 @@ class ScriptConnections:
         self.size = size
         self._wait = pool.connection_kwargs.get("socket_timeout") or 1.0
         self._reset()
+        _ALL_SCRIPT_CONNECTIONS.add(self)
 
     def _reset(self) -> None:
         # A forked child must not share its parent's sockets, nor its counts.
         self._pid = os.getpid()
         self._idle: list[AbstractConnection] = []
-        self._free = threading.BoundedSemaphore(self.size)
+        self._changed = threading.Condition(threading.Lock())
+        self._waiting = 0
+        self._open = 0
         self.opened = 0  # connections made by this process (tests, capacity notes)
 
     def take(self) -> AbstractConnection:
-        """An idle connection, or a new one (connected on first use); raises when ``size`` are busy."""
-        if self._pid != os.getpid():
-            self._reset()
-        if not self._free.acquire(timeout=self._wait):
-            raise RedisConnectionError(f"all {self.size} Redis connections of this process stayed busy")
+        """An idle connection, or a new one (connected on first use); raises when ``size`` stay busy."""
         try:
             return self._idle.pop()
         except IndexError:
-            # Built like the pool's own (same class and settings), outside its count.
-            self.opened += 1
-            return self._pool.connection_class(**self._pool.connection_kwargs)
+            return self._open_or_wait()
+
+    def _open_or_wait(self) -> AbstractConnection:
+        deadline = time.monotonic() + self._wait
+        with self._changed:
+            # Counted before looking, so a give_back that comes after the look notifies us.
+            self._waiting += 1
+            try:
+                while True:
+                    if self._idle:
+                        return self._idle.pop()
+                    if self._open < self.size:
+                        self._open += 1
+                        self.opened += 1
+                        # Built like the pool's own (same class and settings), outside its count.
+                        return self._pool.connection_class(**self._pool.connection_kwargs)
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise RedisConnectionError(f"all {self.size} Redis connections of this process stayed busy")
+                    self._changed.wait(remaining)
+            finally:
+                self._waiting -= 1
 
     def give_back(self, connection: AbstractConnection) -> None:
         """Return a connection taken from here (disconnected ones reconnect on their next use)."""
-        if self._pid != os.getpid():
-            return  # taken before a fork: the child starts afresh
+        if connection.pid != self._pid:
+            return  # opened before a fork: the child starts afresh
         self._idle.append(connection)
-        self._free.release()
+        if self._waiting:
+            with self._changed:
+                self._changed.notify()
 
     @property
     def idle(self) -> int:
         """How many connections wait for reuse (they stay open)."""
         return len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for a connection now."""
+        return self._waiting
 
 
 def raise_first_error(replies: list[Any]) -> list[Any]:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from redis import ConnectionPool, Redis
@@ -46,6 +47,47 @@ def test_a_caller_that_finds_every_connection_busy_fails_after_the_socket_timeou
     connections.give_back(held)
     assert connections.take() is held  # the idle one is reused, not a new one
     held.disconnect()
+
+
+def test_a_waiting_caller_gets_the_connection_given_back(redis_client: Redis) -> None:
+    pool = ConnectionPool(**{**redis_client.connection_pool.connection_kwargs, "socket_timeout": 10})
+    connections = ScriptConnections(pool, size=1)
+    held = connections.take()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(connections.take()))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while connections.waiting == 0:
+        assert time.monotonic() < deadline, "the second caller never waited"
+        time.sleep(0.01)
+    connections.give_back(held)
+    waiter.join(timeout=10)
+    assert got == [held] and connections.opened == 1
+    held.disconnect()
+
+
+def test_a_forked_child_opens_connections_of_its_own(redis_client: Redis) -> None:
+    connections = ScriptConnections(redis_client.connection_pool, size=2)
+    parents = connections.take()
+    parents.send_command("PING")
+    assert parents.read_response() in (b"PONG", "PONG")
+    connections.give_back(parents)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: must not reuse its parent's socket, nor keep one given back
+        try:
+            fresh = connections.take()
+            fresh.send_command("PING")
+            answered = fresh.read_response() in (b"PONG", "PONG")
+            connections.give_back(parents)
+            ok = answered and fresh is not parents and connections.opened == 1 and connections.idle == 0
+            os.write(write_end, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read_end, 1) == b"1"
+    assert connections.take() is parents and connections.opened == 1  # the parent's own are untouched
+    parents.disconnect()
 
 
 GEVENT_SCRIPT = """
