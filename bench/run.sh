@@ -19,9 +19,10 @@
 #   BENCH_USERS   user ids in the traffic    (default 20000; see bench/heartbeat.lua)
 #   BENCH_SESSION_TTL  SESSION_TTL_SECONDS of the service under test (default 600; see README)
 #   PREFILL       1: heartbeat every session once before measuring (default 1)
-#   PROFILE       1: record the workers with py-spy during the measured heartbeat run
-#                 (slows them down: do not compare that run's numbers); summarise the
-#                 profile with .venv/bin/python bench/profile_summary.py bench/results/latest/profile.txt
+#   PROFILE       1: record the workers with py-spy during the measured heartbeat and token runs
+#                 (slows them down: do not compare those runs' numbers); summarise a profile
+#                 with .venv/bin/python bench/profile_summary.py bench/results/latest/profile-heartbeat.txt
+#                 (or profile-tokens.txt)
 #   PYSPY_ARGS    extra py-spy record options (default --gil: only samples holding the GIL,
 #                 i.e. CPU work; "" also counts time blocked on sockets)
 #   LABEL         a name for this run's results folder
@@ -248,7 +249,7 @@ measure() { # $1 name: heartbeat or floor
     [ -n "$pyspy" ] || die "PROFILE=1 needs py-spy (.venv/bin/pip install py-spy)"
     # shellcheck disable=SC2086  # PYSPY_ARGS is a list of options
     "$pyspy" record --pid "$SERVER_PID" --subprocesses --rate 200 --duration "$seconds" --format raw $PYSPY_ARGS \
-      -o "$OUT/profile.txt" >"$OUT/py-spy.log" 2>&1 &
+      -o "$OUT/profile-$name.txt" >"$OUT/$name-py-spy.log" 2>&1 &
     PYSPY_PID=$!
     sleep 1
   fi
@@ -258,7 +259,7 @@ measure() { # $1 name: heartbeat or floor
   wrk_cpu=$({ time run_wrk steady "$DURATION" "$OUT/$name.txt" --latency 2>"$OUT/$name-wrk.err"; } 2>&1)
   after=$(cpu_snapshot)
   if [ -n "$PYSPY_PID" ]; then
-    wait "$PYSPY_PID" || say "py-spy failed; see $OUT/py-spy.log"
+    wait "$PYSPY_PID" || say "py-spy failed; see $OUT/$name-py-spy.log"
     PYSPY_PID=""
   fi
   stop_server

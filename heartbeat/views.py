@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import orjson
@@ -357,26 +358,28 @@ class HeartbeatView(_PlayerAPIView):
             return error
         claims = self.claims
         manager = get_stream_manager()
+        started = time.perf_counter()
         try:
-            with metrics.HEARTBEAT_SECONDS.time():
-                result = manager.admit(
-                    ids["userId"],
-                    ids["streamId"],
-                    ids["sessionId"],
-                    device_name=ids.get("deviceName"),
-                    max_streams=claims.max_streams if claims else None,
-                    plan=claims.plan if claims else None,
-                    # Only a verified account may see who is watching on it.
-                    list_sessions_when_full=claims is not None,
-                )
+            result = manager.admit(
+                ids["userId"],
+                ids["streamId"],
+                ids["sessionId"],
+                device_name=ids.get("deviceName"),
+                max_streams=claims.max_streams if claims else None,
+                plan=claims.plan if claims else None,
+                # Only a verified account may see who is watching on it.
+                list_sessions_when_full=claims is not None,
+            )
         except RedisError as exc:
+            seconds = time.perf_counter() - started
             log_redis_failure("heartbeat", exc)
+            # Counted at once (an outage must show in the next scrape); its duration with the others.
             metrics.HEARTBEATS_BY_OUTCOME["error"].inc()
+            metrics.HEARTBEAT_TALLY.record(None, None, seconds)
             if settings.STREAMLIMIT_FAIL_OPEN:
                 return Response(self._degraded_body(claims))
             return internal_error(request)
-        metrics.HEARTBEATS_BY_OUTCOME[result.outcome.value].inc()
-        metrics.LIMIT_SOURCES_BY_NAME[result.limit_source].inc()
+        metrics.HEARTBEAT_TALLY.record(result.outcome.value, result.limit_source, time.perf_counter() - started)
         return self._answer(result, None if result.sessions is None else session_list(result.sessions))
 
     @staticmethod

@@ -8,9 +8,12 @@ import re
 import time
 import tomllib
 
+import pytest
 import requests
 from django.test import Client
+from prometheus_client import REGISTRY, Histogram
 
+from heartbeat.metrics import HEARTBEAT_SECONDS, HeartbeatTally
 from streamlimit.version import read_version
 from tests.conftest import ROOT
 from tests.test_wsgi import call
@@ -114,9 +117,13 @@ def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
     for _ in range(7):
         requests.post(f"{server.url}/heartbeat", json={"userId": ""}, timeout=10)
     text = requests.get(f"{server.url}/metrics", timeout=10).text
-    # Live gauges read the shared activity keys, which each worker writes about once a second.
+    # Live gauges read the shared activity keys, and the heartbeat counters add up the workers'
+    # tallies: each worker writes both about once a second.
     deadline = time.monotonic() + 15
-    while metric(text, "streamlimit_live_sessions") != 15 and time.monotonic() < deadline:
+    while (
+        metric(text, "streamlimit_live_sessions") != 15
+        or metric(text, "streamlimit_heartbeat_duration_seconds_count") < 40
+    ) and time.monotonic() < deadline:
         time.sleep(0.2)
         text = requests.get(f"{server.url}/metrics", timeout=10).text
     assert statuses.count(200) == 15 and statuses.count(400) == 25
@@ -127,6 +134,56 @@ def test_counters_add_up_over_several_workers(live_gunicorn) -> None:
     assert metric(text, "streamlimit_live_users") == 5 and metric(text, "streamlimit_live_sessions") == 15
     # One build_info sample per replica, however many workers answered before.
     assert text.count("streamlimit_build_info{") == 1
+
+
+def test_the_heartbeat_tally_adds_up_as_prometheus_client_would_observe_each_heartbeat() -> None:
+    tally = HeartbeatTally()
+    reference = Histogram("reference_seconds", "", buckets=HEARTBEAT_SECONDS._upper_bounds[:-1], registry=None)
+    # On the bounds, between them and past the last one.
+    durations = [0.0001, 0.0005, 0.0007, 0.001, 0.003, 0.05, 0.9, 1.0, 2.5, 0.0005]
+    before = tallied()
+    buckets_before = duration_buckets()
+    for n, seconds in enumerate(durations):
+        tally.record("allowed" if n % 2 else "limit_reached", "plan" if n < 3 else "default", seconds)
+        reference.observe(seconds)
+    assert tallied() == before  # nothing until flushed
+    tally.flush()
+    delta = {key: value - before[key] for key, value in tallied().items()}
+    assert delta == {
+        ("streamlimit_heartbeats_total", (("outcome", "allowed"),)): 5,
+        ("streamlimit_heartbeats_total", (("outcome", "limit_reached"),)): 5,
+        ("streamlimit_heartbeat_limit_source_total", (("source", "plan"),)): 3,
+        ("streamlimit_heartbeat_limit_source_total", (("source", "default"),)): 7,
+        ("streamlimit_heartbeat_duration_seconds_count", ()): 10,
+        ("streamlimit_heartbeat_duration_seconds_sum", ()): pytest.approx(sum(durations)),
+    }
+    expected = {s.labels["le"]: s.value for s in reference.collect()[0].samples if s.name.endswith("_bucket")}
+    after = duration_buckets()
+    assert {le: after[le] - buckets_before[le] for le in after} == expected
+    tally.flush()
+    assert duration_buckets() == after  # a flush adds each heartbeat once
+
+
+TALLIED = [
+    ("streamlimit_heartbeats_total", {"outcome": "allowed"}),
+    ("streamlimit_heartbeats_total", {"outcome": "limit_reached"}),
+    ("streamlimit_heartbeat_limit_source_total", {"source": "plan"}),
+    ("streamlimit_heartbeat_limit_source_total", {"source": "default"}),
+    ("streamlimit_heartbeat_duration_seconds_count", {}),
+    ("streamlimit_heartbeat_duration_seconds_sum", {}),
+]
+
+
+def tallied() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(name, tuple(labels.items())): REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in TALLIED}
+
+
+def duration_buckets() -> dict[str, float]:
+    return {
+        s.labels["le"]: s.value
+        for s in HEARTBEAT_SECONDS.collect()[0].samples
+        if s.name == "streamlimit_heartbeat_duration_seconds_bucket"
+    }
 
 
 def test_readyz_follows_redis_away_and_back_without_a_restart(live_gunicorn, own_redis) -> None:
