@@ -39,6 +39,10 @@ def unescape_tag(value: str) -> str:
     return _ESCAPED.sub(lambda found: _UNESCAPES[found.group(0)], value)
 
 
+# A user's key roles, in the order the Lua scripts take them as KEYS (UserKeys' fields).
+USER_KEY_ROLES = ("sessions", "details", "limit", "evicted", "stopped", "replaced", "blocked")
+
+
 @dataclass(frozen=True)
 class UserKeys:
     """All keys of one user, in the order the Lua scripts take them as KEYS."""
@@ -56,9 +60,7 @@ class UserKeys:
     @classmethod
     def under(cls, base: str) -> UserKeys:
         """The keys named ``base`` + their role (``base`` holds the hash tag)."""
-        return cls(
-            *(base + name for name in ("sessions", "details", "limit", "evicted", "stopped", "replaced", "blocked"))
-        )
+        return cls(*(base + role for role in USER_KEY_ROLES))
 
     def as_list(self) -> list[str]:
         """KEYS for the admit script."""
@@ -134,7 +136,15 @@ class KeyLayout:
 
     def user(self, user_id: str) -> UserKeys:
         """The keys of ``user_id``."""
-        return UserKeys.under(f"{self.prefix}:u:{{{escape_tag(user_id)}}}:")
+        return UserKeys.under(self._user_base(user_id))
+
+    def user_key_list(self, user_id: str) -> list[str]:
+        """``user(user_id).as_list()``, without building the dataclass (the heartbeat path)."""
+        base = self._user_base(user_id)
+        return [base + role for role in USER_KEY_ROLES]
+
+    def _user_base(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{{{escape_tag(user_id)}}}:"
 
     def probe(self, name: str) -> UserKeys:
         """Keys of the readiness canary ``name`` (one process); apart from every user's."""

@@ -242,7 +242,7 @@ class StreamManager:
         asked, asked_source = self.asked_limit(max_streams, plan)
         reply, replicas = self._run_guarded(
             ADMIT,
-            self.keys.user(user_id).as_list(),
+            self.keys.user_key_list(user_id),
             [
                 session_id,
                 stream_id,

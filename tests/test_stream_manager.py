@@ -204,6 +204,7 @@ def test_all_keys_of_one_user_share_one_hash_tag() -> None:
         keys = layout.user(user).as_list()
         tags = {k[k.index("{") + 1 : k.index("}", k.index("{"))] for k in keys}
         assert len(tags) == 1 and tags != {""}, (user, keys)
+        assert layout.user_key_list(user) == keys  # the heartbeat path's shortcut, in the scripts' order
 
 
 @pytest.mark.parametrize("bad", ["", "x" * 129, "tab\there", "nul\x00", "del\x7f", 42, None])
