@@ -22,10 +22,10 @@
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
 -- replaced session ids...}, or for a refusal for the limit with ARGV[8], {..., limit source,
 -- then per live session: id, last heartbeat (ms), stream id, started (ms), device name or ""}:
--- the list the refusal was decided on, in the same round trip. Here outcome is outcome is 0 allowed (a live session), 1 allowed (newly
--- admitted), 2 refused (limit reached), 3 refused (evicted, cooling down), 4 refused
--- (stopped from another screen), 5 refused (replaced by a newer session), 6 refused (a new
--- session while support blocks the account's new sessions).
+-- the list the refusal was decided on, in the same round trip. The outcome is 0 allowed (a
+-- live session), 1 allowed (newly admitted), 2 refused (limit reached), 3 refused (evicted,
+-- cooling down), 4 refused (stopped from another screen), 5 refused (replaced by a newer
+-- session), 6 refused (a new session while support blocks the account's new sessions).
 -- "active sessions" counts this session when it was allowed. The override in KEYS[3]
 -- wins over ARGV[3], here, so that a staff change applies to the very next heartbeat.
 
