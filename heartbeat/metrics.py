@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from django.conf import settings
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -92,23 +92,35 @@ class HeartbeatTally:
     other workers' heartbeats, never lose them.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        outcomes: Mapping[str, Counter],
+        sources: Mapping[str, Counter],
+        durations: Histogram,
+        *,
+        flush_in_background: bool = True,
+    ) -> None:
+        self._outcome_counters = outcomes
+        self._source_counters = sources
+        self._durations = durations
         # The histogram's upper bounds, +Inf last, as prometheus-client keeps them.
-        self._bounds: list[float] = list(HEARTBEAT_SECONDS._upper_bounds)
+        self._bounds: list[float] = list(durations._upper_bounds)
+        self._lock = threading.Lock()
         self._reset()
-        self._registered = False
+        # Without the flusher thread (tests), only ``flush`` adds the counts up.
+        self._registered = not flush_in_background
+        self._flush_in_background = flush_in_background
         os.register_at_fork(after_in_child=self._start_afresh)
 
     def _start_afresh(self) -> None:
         # A forked child counts its own heartbeats only, and has no flusher thread yet.
         self._lock = threading.Lock()
         self._reset()
-        self._registered = False
+        self._registered = not self._flush_in_background
 
     def _reset(self) -> None:
-        self._outcomes: dict[str, int] = dict.fromkeys(HEARTBEATS_BY_OUTCOME, 0)
-        self._sources: dict[str, int] = dict.fromkeys(LIMIT_SOURCES_BY_NAME, 0)
+        self._outcomes: dict[str, int] = dict.fromkeys(self._outcome_counters, 0)
+        self._sources: dict[str, int] = dict.fromkeys(self._source_counters, 0)
         self._buckets = [0] * len(self._bounds)
         self._seconds = 0.0
 
@@ -136,23 +148,23 @@ class HeartbeatTally:
             self._reset()
         for outcome, count in outcomes.items():
             if count:
-                HEARTBEATS_BY_OUTCOME[outcome].inc(count)
+                self._outcome_counters[outcome].inc(count)
         for source, count in sources.items():
             if count:
-                LIMIT_SOURCES_BY_NAME[source].inc(count)
+                self._source_counters[source].inc(count)
         # prometheus-client has no batch observe; its buckets and sum take the sums directly.
         for index, count in enumerate(buckets):
             if count:
-                HEARTBEAT_SECONDS._buckets[index].inc(count)
+                self._durations._buckets[index].inc(count)
         if any(buckets):
-            HEARTBEAT_SECONDS._sum.inc(seconds)
+            self._durations._sum.inc(seconds)
 
     def flush_activity(self) -> None:
         """What the activity flusher calls (``heartbeat.activity.Flushable``)."""
         self.flush()
 
 
-HEARTBEAT_TALLY = HeartbeatTally()
+HEARTBEAT_TALLY = HeartbeatTally(HEARTBEATS_BY_OUTCOME, LIMIT_SOURCES_BY_NAME, HEARTBEAT_SECONDS)
 
 
 class LiveStateCollector(Collector):
