@@ -64,7 +64,7 @@ class UserKeys:
 
     def as_list(self) -> list[str]:
         """KEYS for the admit script."""
-        return [self.sessions, self.details, self.limit, self.evicted, self.stopped, self.replaced, self.blocked]
+        return [getattr(self, role) for role in USER_KEY_ROLES]
 
 
 MAX_ACTIVITY_SHARDS = 1024

@@ -11,7 +11,7 @@ shared collection whole, whatever the number of viewers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -63,20 +63,28 @@ def sessions_from_admit_reply(now: int, session_ttl_ms: int, fields: list[Any]) 
     ``fields`` holds, per session: id, last heartbeat (ms), stream id,
     started (ms), device name ("" for none).
     """
-    found = []
-    for at in range(0, len(fields), ADMIT_REPLY_SESSION_FIELDS):
-        sid, last, stream, started, device = fields[at : at + ADMIT_REPLY_SESSION_FIELDS]
-        last_ms = float(last)
-        found.append(
-            SessionInfo(
-                session_id=as_text(sid),
-                stream_id=as_text(stream),
-                started_at=ms_to_datetime(float(started)),
-                last_heartbeat_at=ms_to_datetime(last_ms),
-                expires_in_seconds=max(0.0, (last_ms + session_ttl_ms - now) / 1000),
-                device_name=as_text(device) or None,
-            )
+    rows = (
+        (as_text(sid), float(last), as_text(stream), float(started), as_text(device) or None)
+        for sid, last, stream, started, device in batched(iter(fields), ADMIT_REPLY_SESSION_FIELDS)
+    )
+    return session_infos(now, session_ttl_ms, rows)
+
+
+def session_infos(
+    now: int, session_ttl_ms: int, rows: Iterable[tuple[str, float, str, float, str | None]]
+) -> list[SessionInfo]:
+    """``SessionInfo``s, oldest first, from (id, last heartbeat ms, stream id, started ms, device name) rows."""
+    found = [
+        SessionInfo(
+            session_id=sid,
+            stream_id=stream,
+            started_at=ms_to_datetime(started),
+            last_heartbeat_at=ms_to_datetime(last),
+            expires_in_seconds=max(0.0, (last + session_ttl_ms - now) / 1000),
+            device_name=device,
         )
+        for sid, last, stream, started, device in rows
+    ]
     found.sort(key=lambda s: s.started_at)
     return found
 
@@ -188,24 +196,14 @@ class LiveStateReader:
 
     def _live_sessions(self, now: int, members: list[Any], details: dict[Any, Any]) -> list[SessionInfo]:
         details = {as_text(k): as_text(v) for k, v in details.items()}
-        found = []
+        rows = []
         for raw_sid, last in members:
             if last <= now - self.session_ttl_ms:
                 continue
             sid = as_text(raw_sid)
             started = float(details.get(f"t:{sid}", last))
-            found.append(
-                SessionInfo(
-                    session_id=sid,
-                    stream_id=details.get(f"s:{sid}", ""),
-                    started_at=ms_to_datetime(started),
-                    last_heartbeat_at=ms_to_datetime(last),
-                    expires_in_seconds=max(0.0, (last + self.session_ttl_ms - now) / 1000),
-                    device_name=details.get(f"d:{sid}"),
-                )
-            )
-        found.sort(key=lambda s: s.started_at)
-        return found
+            rows.append((sid, last, details.get(f"s:{sid}", ""), started, details.get(f"d:{sid}")))
+        return session_infos(now, self.session_ttl_ms, rows)
 
     def get_limit(self, user_id: str) -> UserLimit:
         """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""

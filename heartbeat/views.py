@@ -182,6 +182,11 @@ def _log_body(data: Any) -> Any:
     return _JWT_LIKE.sub("[token removed]", str(data)[:_LOGGED_FIELD_LENGTH])
 
 
+def declared_content_type(meta: dict[str, Any]) -> str:
+    """The ``Content-Type`` a request declares, read as DRF reads it ("" when absent)."""
+    return meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", ""))
+
+
 def declared_body_length(meta: dict[str, Any]) -> int:
     """The body length a request declares, read as DRF reads it (0, so no body, when absent or not a number)."""
     try:
@@ -265,7 +270,7 @@ class _PlayerAPIView(APIView):
 
     def read_body(self, request: HttpRequest) -> Any:
         """The JSON body, read as DRF's parsers would (raises UnsupportedMediaType or ParseError)."""
-        content_type = request.META.get("CONTENT_TYPE", request.META.get("HTTP_CONTENT_TYPE", ""))
+        content_type = declared_content_type(request.META)
         wanted = media_type_of(content_type)
         if not any(parser.media_type == wanted for parser in self.parser_classes):
             raise UnsupportedMediaType(content_type)
@@ -275,7 +280,7 @@ class _PlayerAPIView(APIView):
     def parsed_ids(self, request: HttpRequest) -> tuple[dict[str, str] | None, HttpResponseBase | None]:
         """The validated ids, or the 4xx response to send instead."""
         meta = request.META
-        if not meta.get("CONTENT_TYPE", meta.get("HTTP_CONTENT_TYPE", "")):
+        if not declared_content_type(meta):
             # DRF would read a body without Content-Type as empty form data.
             return None, Response(
                 {
@@ -284,16 +289,13 @@ class _PlayerAPIView(APIView):
                 },
                 status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
             )
-        try:
-            length = int(meta.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
+        length = declared_body_length(meta)
         if length > MAX_BODY_BYTES:
             return None, Response(
                 {"code": "payload_too_large", "message": f"The body must be at most {MAX_BODY_BYTES} bytes."},
                 status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
             )
-        if declared_body_length(meta) == 0:
+        if length == 0:
             return None, invalid_request({"body": ["The body is empty: send a JSON object."]})
         try:
             data = self.read_body(request)
