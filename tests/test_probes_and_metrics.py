@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 import tomllib
 
@@ -12,6 +15,7 @@ import pytest
 import requests
 from django.test import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from heartbeat.metrics import HEARTBEAT_SECONDS, HeartbeatTally
 from streamlimit.version import read_version
@@ -170,6 +174,37 @@ def test_the_heartbeat_tally_adds_up_as_prometheus_client_would_observe_each_hea
     }
     tally.flush()
     assert samples(registry, "t_seconds_bucket") == buckets  # a flush adds each heartbeat once
+
+
+EXITING_WORKER = """
+import django
+django.setup()
+from heartbeat.metrics import HEARTBEAT_TALLY
+for seconds in (0.001, 0.002, 0.003):
+    HEARTBEAT_TALLY.record("allowed", "default", seconds)
+# No flush here: the process ends at once, well before its flusher thread's first second.
+"""
+
+
+def test_a_worker_that_exits_adds_its_last_heartbeats_to_the_metrics(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", EXITING_WORKER],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "streamlimit.settings",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+            "ACTIVITY_FLUSH_SECONDS": "10",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(tmp_path))
+    assert registry.get_sample_value("streamlimit_heartbeats_total", {"outcome": "allowed"}) == 3
+    assert registry.get_sample_value("streamlimit_heartbeat_duration_seconds_count") == 3
 
 
 def samples(registry: CollectorRegistry, *names: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
