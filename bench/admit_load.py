@@ -5,7 +5,7 @@ one), loads the real ``heartbeat/scripts/admit.lua`` and fills it with a
 population of accounts (1, 2 or 3 live sessions: 40/35/25%, as
 ``bench/heartbeat.lua``), every session admitted once and the activity batch
 written, so the measured runs see live sessions. Then, for each mode, driver
-processes send ``EVALSHA admit`` with the keys of ``heartbeat.keys.KeyLayout``
+processes send ``EVALSHA admit`` with the keys of ``heartbeat.limiter.keys.KeyLayout``
 and the arguments ``StreamManager.admit`` sends: ``--new-share`` (default 5%)
 are new sessions of a random account (admitted while it has room, else
 refused), the rest repeat heartbeats of live sessions chosen at random. Each
@@ -63,9 +63,9 @@ import redis  # noqa: E402
 
 from bench.machine import CORES, MachineCpu, bench_lock, evalsha_calls, loadavg, redis_cpu_seconds  # noqa: E402
 from devtools.with_redis import find_redis_server, start_redis  # noqa: E402
-from heartbeat.activity import FLUSHER, Refusal  # noqa: E402
-from heartbeat.keys import KeyLayout  # noqa: E402
-from heartbeat.stream_manager import _OUTCOMES, ADMIT, StreamManager  # noqa: E402
+from heartbeat.limiter.activity import FLUSHER, Refusal  # noqa: E402
+from heartbeat.limiter.keys import KeyLayout  # noqa: E402
+from heartbeat.limiter.manager import _OUTCOMES, ADMIT, StreamManager  # noqa: E402
 from streamlimit.logging import SINK  # noqa: E402
 
 HOST = "127.0.0.1"  # never anything else

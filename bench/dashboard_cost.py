@@ -47,9 +47,9 @@ import redis
 import requests
 
 from devtools.with_redis import find_redis_server
-from heartbeat.activity import Refusal
-from heartbeat.lua import ScriptCall
-from heartbeat.stream_manager import _OUTCOMES, ADMIT, ALL_SCRIPTS, StreamManager
+from heartbeat.limiter.activity import Refusal
+from heartbeat.limiter.manager import _OUTCOMES, ADMIT, ALL_SCRIPTS, StreamManager
+from heartbeat.store.scripts import ScriptCall
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -35,7 +35,7 @@ django.setup()
 from redis import Redis  # noqa: E402
 
 from devtools.with_redis import find_redis_server, start_redis  # noqa: E402
-from heartbeat.stream_manager import StreamManager  # noqa: E402
+from heartbeat.limiter.manager import StreamManager  # noqa: E402
 from streamlimit.logging import SINK  # noqa: E402
 
 

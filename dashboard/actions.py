@@ -11,8 +11,8 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.models import AuditRecord
-from heartbeat.live_state import UserLimit
-from heartbeat.metrics import EVICTIONS
+from heartbeat.limiter.metrics import EVICTIONS
+from heartbeat.limiter.reads import UserLimit
 from heartbeat.services import get_stream_manager
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
-from heartbeat.validation import MAX_ID_LENGTH, id_error
+from heartbeat.limiter.ids import MAX_ID_LENGTH, id_error
+from heartbeat.limiter.manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
 
 MAX_REASON_LENGTH = 200
 

@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
-from heartbeat.validation import id_error
+from heartbeat.limiter.ids import id_error
+from heartbeat.limiter.manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
 
 # Enough to say what is wrong with a file without flooding the terminal.
 MAX_REPORTED_ERRORS = 20

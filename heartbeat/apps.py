@@ -7,4 +7,7 @@ class HeartbeatConfig(AppConfig):
     name = "heartbeat"
 
     def ready(self) -> None:
-        from heartbeat import checks, logging_context, services, tokens  # noqa: F401  (checks, signal receivers)
+        # Imported for their side effects: system checks and setting_changed receivers.
+        from heartbeat import checks, services  # noqa: F401
+        from heartbeat.api import tokens  # noqa: F401
+        from heartbeat.edge import logging_context  # noqa: F401

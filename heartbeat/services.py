@@ -8,14 +8,14 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
-from heartbeat.breaker import BreakerState, CircuitBreaker
-from heartbeat.redis_connection import redis_client
-from heartbeat.stream_manager import StreamManager
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.store.breaker import BreakerState, CircuitBreaker
+from heartbeat.store.connection import redis_client
 
 
 def _breaker_changed(state: BreakerState) -> None:
-    # Imported here: heartbeat.metrics reads this module when it registers its collector.
-    from heartbeat import metrics
+    # Imported here: heartbeat.limiter.metrics reads this module when it registers its collector.
+    from heartbeat.limiter import metrics
 
     metrics.REDIS_BREAKER_OPEN.set(0 if state is BreakerState.CLOSED else 1)
     metrics.REDIS_BREAKER_TRANSITIONS.labels(state.name.lower()).inc()

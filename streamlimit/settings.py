@@ -16,10 +16,10 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from heartbeat.cors import parse_origins
-from heartbeat.keys import MAX_ACTIVITY_SHARDS
-from heartbeat.redis_connection import RedisSettingsError, cache_config, parse_topology
-from heartbeat.tokens import TokenVerifier, load_jwks, parse_hs256_keys, parse_plan_limits
+from heartbeat.api.tokens import TokenVerifier, load_jwks, parse_hs256_keys, parse_plan_limits
+from heartbeat.edge.cors import parse_origins
+from heartbeat.limiter.keys import MAX_ACTIVITY_SHARDS
+from heartbeat.store.connection import RedisSettingsError, cache_config, parse_topology
 from streamlimit.env import (
     env_bool,
     env_choice,
@@ -199,7 +199,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # django-structlog's request logging, with a lean path for player requests.
-    "heartbeat.middleware.RequestLogMiddleware",
+    "heartbeat.edge.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -227,7 +227,7 @@ PLAYER_API_PATHS = frozenset(
         "/metrics",
     }
 )
-PLAYER_API_MIDDLEWARE = ["heartbeat.middleware.PlayerRequestLogMiddleware"]
+PLAYER_API_MIDDLEWARE = ["heartbeat.edge.middleware.PlayerRequestLogMiddleware"]
 
 ROOT_URLCONF = "streamlimit.urls"
 WSGI_APPLICATION = "streamlimit.wsgi.application"
@@ -306,7 +306,7 @@ X_FRAME_OPTIONS = "DENY"
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "heartbeat.errors.json_exception_handler",
+    "EXCEPTION_HANDLER": "heartbeat.api.errors.json_exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {

@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from heartbeat.ops_views import healthz, metrics, readyz
-from heartbeat.views import HeartbeatView, SessionsView, StopView
+from heartbeat.api.probes import healthz, metrics, readyz
+from heartbeat.api.views import HeartbeatView, SessionsView, StopView
 
 urlpatterns = [
     # With or without a trailing slash, and no redirect: players POST. The
@@ -28,6 +28,6 @@ urlpatterns = [
 ]
 
 # JSON on the player paths and probes, Django's pages elsewhere.
-handler400 = "heartbeat.errors.bad_request"
-handler404 = "heartbeat.errors.not_found"
-handler500 = "heartbeat.errors.server_error"
+handler400 = "heartbeat.api.errors.bad_request"
+handler404 = "heartbeat.api.errors.not_found"
+handler500 = "heartbeat.api.errors.server_error"

@@ -32,8 +32,8 @@ full_application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402  (after Django is set up)
 
-from heartbeat.paths import is_player_api_path  # noqa: E402
-from heartbeat.request_body import read_chunked_body  # noqa: E402
+from heartbeat.edge.paths import is_player_api_path  # noqa: E402
+from heartbeat.edge.request_body import read_chunked_body  # noqa: E402
 
 
 class PlayerAPIHandler(WSGIHandler):

@@ -22,10 +22,10 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from devtools.with_redis import find_redis_server, start_redis
-from heartbeat import redis_connection
-from heartbeat.activity import FLUSHER
-from heartbeat.redis_connection import RedisTopology, cache_config
-from heartbeat.stream_manager import StreamManager
+from heartbeat.limiter.activity import FLUSHER
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.store import connection as redis_connection
+from heartbeat.store.connection import RedisTopology, cache_config
 from streamlimit.logging import SINK
 
 pytest_plugins = ["tests.topology_fixtures"]

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from redis import ConnectionPool, Redis
 
 from heartbeat import stream_manager as stream_manager_module
-from heartbeat.activity import FLUSHER
-from heartbeat.stream_manager import Outcome, StreamManager
+from heartbeat.limiter.activity import FLUSHER
+from heartbeat.limiter.manager import Outcome, StreamManager
 
 
 def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from heartbeat.breaker import BreakerState, CircuitBreaker, CircuitOpenError
+from heartbeat.store.breaker import BreakerState, CircuitBreaker, CircuitOpenError
 
 
 class Clock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from heartbeat.cors import parse_origins
+from heartbeat.edge.cors import parse_origins
 
 SITE = "https://www.example.com"
 

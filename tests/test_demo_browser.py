@@ -15,8 +15,8 @@ from urllib.parse import quote
 
 import pytest
 
+from heartbeat.limiter.manager import StreamManager
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import StreamManager
 from tests.conftest import needs_chromium
 
 pytestmark = [pytest.mark.browser, needs_chromium]

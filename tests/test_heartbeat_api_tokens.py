@@ -10,8 +10,8 @@ from django.test import Client
 from prometheus_client import REGISTRY
 from redis import Redis
 
-from heartbeat import metrics
-from heartbeat.activity import FLUSHER
+from heartbeat.limiter import metrics
+from heartbeat.limiter.activity import FLUSHER
 from tests.conftest import TOKEN_SECRETS, make_token
 
 URL = "/heartbeat"
@@ -427,7 +427,7 @@ def test_the_development_key_is_made_once_and_kept_private(tmp_path) -> None:
     import stat
 
     from devtools.dev_token_key import dev_token_key
-    from heartbeat.tokens import parse_hs256_keys
+    from heartbeat.api.tokens import parse_hs256_keys
 
     first = dev_token_key(tmp_path)
     assert dev_token_key(tmp_path) == first

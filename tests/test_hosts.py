@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import DisallowedHost
 from django.test import RequestFactory
 
-from heartbeat.hosts import REMEMBERED_HOSTS, AllowedHosts
+from heartbeat.edge.hosts import REMEMBERED_HOSTS, AllowedHosts
 
 
 def request_for(host: str, **extra: str):

@@ -11,9 +11,9 @@ from collections.abc import Callable
 import pytest
 from redis import Redis
 
-from heartbeat.keys import KeyLayout
-from heartbeat.live_state import LiveStateReader, redis_now_ms
-from heartbeat.stream_manager import StreamManager
+from heartbeat.limiter.keys import KeyLayout
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.reads import LiveStateReader, redis_now_ms
 
 
 def fill_live_index(redis_client: Redis, keys: KeyLayout, scores: dict[str, int], *, at_limit: bool = False) -> None:
@@ -98,7 +98,7 @@ def test_prefix_search_and_sharing_signals_merge_the_shards(
 def test_every_process_puts_an_account_in_the_same_shard() -> None:
     # CRC-32, not Python's hash(), which is salted per process: every API server must agree.
     script = (
-        "from heartbeat.keys import KeyLayout; k = KeyLayout('p', 16); "
+        "from heartbeat.limiter.keys import KeyLayout; k = KeyLayout('p', 16); "
         "print([k.shard_number(u) for u in ('alice', 'bob', 'ünïcödé', '{x}', '')])"
     )
     seen = {

@@ -6,7 +6,7 @@ import uuid
 
 from django.test import RequestFactory
 
-from heartbeat.logging_context import correlation_id_for, new_correlation_id
+from heartbeat.edge.logging_context import correlation_id_for, new_correlation_id
 
 
 def test_a_new_correlation_id_is_a_version_4_uuid_in_its_usual_text_form() -> None:

@@ -12,8 +12,8 @@ import pytest
 from redis import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from heartbeat.lua import ScriptConnections
-from heartbeat.stream_manager import Outcome
+from heartbeat.limiter.manager import Outcome
+from heartbeat.store.scripts import ScriptConnections
 from tests.conftest import ROOT
 
 

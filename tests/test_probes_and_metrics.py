@@ -17,7 +17,7 @@ from django.test import Client
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from heartbeat.metrics import HEARTBEAT_SECONDS, HeartbeatTally
+from heartbeat.limiter.metrics import HEARTBEAT_SECONDS, HeartbeatTally
 from streamlimit.version import read_version
 from tests.conftest import ROOT
 from tests.test_wsgi import call
@@ -179,7 +179,7 @@ def test_the_heartbeat_tally_adds_up_as_prometheus_client_would_observe_each_hea
 EXITING_WORKER = """
 import django
 django.setup()
-from heartbeat.metrics import HEARTBEAT_TALLY
+from heartbeat.limiter.metrics import HEARTBEAT_TALLY
 for seconds in (0.001, 0.002, 0.003):
     HEARTBEAT_TALLY.record("allowed", "default", seconds)
 # No flush here: the process ends at once, well before its flusher thread's first second.

@@ -23,10 +23,10 @@ from redis.exceptions import AuthenticationError, ConnectionError
 
 from devtools.redis_topology import ClusterSet, SentinelSet, TlsFiles
 from devtools.with_redis import find_redis_server
-from heartbeat import redis_connection
-from heartbeat.redis_connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
+from heartbeat.limiter.manager import StreamManager
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import StreamManager
+from heartbeat.store import connection as redis_connection
+from heartbeat.store.connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
 from tests.conftest import free_port
 
 # --- Which setting names the topology ----------------------------------------------------

@@ -22,9 +22,9 @@ import requests
 from redis.exceptions import RedisError
 
 from devtools.redis_topology import ClusterSet, SentinelSet, key_slot
-from heartbeat.keys import KeyLayout
-from heartbeat.redis_connection import RedisTopology, cluster_client
-from heartbeat.stream_manager import StreamManager
+from heartbeat.limiter.keys import KeyLayout
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.store.connection import RedisTopology, cluster_client
 from tests.conftest import ROOT
 from tests.test_live_gunicorn import LIMIT, PLAYERS, USERS, fire_first_heartbeats
 
@@ -257,7 +257,7 @@ def test_a_failover_loses_no_admission_that_redis_wait_replicas_confirmed(
     here was confirmed by the replica before it was answered (the short-wait
     counter stays at zero), and none is lost.
     """
-    from heartbeat.metrics import WAIT_REPLICAS_SHORT
+    from heartbeat.limiter.metrics import WAIT_REPLICAS_SHORT
 
     cluster = own_redis_cluster(primaries=3, replicas_per_primary=1)
     client = cluster_client(RedisTopology("cluster", cluster_nodes=tuple(cluster.startup_nodes)))

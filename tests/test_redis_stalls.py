@@ -15,7 +15,7 @@ from django.core.management.base import CommandError
 from django.test import Client
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heartbeat.stream_manager import ADMIT, StreamManager
+from heartbeat.limiter.manager import ADMIT, StreamManager
 from tests.test_probes_and_metrics import metric
 
 BODY = {"userId": "alice", "streamId": "movie", "sessionId": "tv"}

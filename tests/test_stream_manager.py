@@ -9,10 +9,10 @@ import time
 import pytest
 from redis import Redis
 
-from heartbeat.keys import KeyLayout
-from heartbeat.live_state import ServiceStats
-from heartbeat.stream_manager import LimitOutOfRangeError, Outcome, StreamManager
-from heartbeat.validation import InvalidIdError
+from heartbeat.limiter.ids import InvalidIdError
+from heartbeat.limiter.keys import KeyLayout
+from heartbeat.limiter.manager import LimitOutOfRangeError, Outcome, StreamManager
+from heartbeat.limiter.reads import ServiceStats
 
 
 def admit_sessions(manager: StreamManager, user: str, count: int, stream: str = "movie") -> list:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.core.checks import run_checks
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from heartbeat.tokens import (
+from heartbeat.api.tokens import (
     PlaybackClaims,
     TokenError,
     TokenVerifier,

@@ -10,8 +10,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
-from heartbeat.stream_manager import LimitOutOfRangeError
-from heartbeat.validation import InvalidIdError
+from heartbeat.limiter.ids import InvalidIdError
+from heartbeat.limiter.manager import LimitOutOfRangeError
 from streamlimit.logging import SINK
 
 

@@ -8,7 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
 from dashboard.management.base import OperatorCommand, add_operator_argument, id_argument, isolate, operator_name
-from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
+from heartbeat.limiter.manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
 
 
 class Command(OperatorCommand):

@@ -8,8 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from heartbeat.tokens import MAX_MAX_STREAMS, MIN_MAX_STREAMS, issue_token
-from heartbeat.validation import id_error
+from heartbeat.api.tokens import MAX_MAX_STREAMS, MIN_MAX_STREAMS, issue_token
+from heartbeat.limiter.ids import id_error
 
 MAX_TTL_SECONDS = 30 * 86400
 

@@ -12,8 +12,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from heartbeat.errors import method_not_allowed
-from heartbeat.metrics import REDIS_ERRORS, render_metrics
+from heartbeat.api.errors import method_not_allowed
+from heartbeat.limiter.metrics import REDIS_ERRORS, render_metrics
 from heartbeat.services import get_stream_manager
 
 logger = structlog.get_logger(__name__)

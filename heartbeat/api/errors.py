@@ -11,8 +11,8 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from heartbeat.metrics import HEARTBEATS_BY_OUTCOME
-from heartbeat.paths import is_player_api_path
+from heartbeat.edge.paths import is_player_api_path
+from heartbeat.limiter.metrics import HEARTBEATS_BY_OUTCOME
 
 logger = structlog.get_logger(__name__)
 

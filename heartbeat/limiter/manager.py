@@ -26,10 +26,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heartbeat.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
-from heartbeat.breaker import CircuitBreaker
-from heartbeat.keys import KeyLayout
-from heartbeat.live_state import (
+from heartbeat.limiter.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
+from heartbeat.limiter.ids import require_device_name, require_id
+from heartbeat.limiter.keys import KeyLayout
+from heartbeat.limiter.reads import (
     LiveStateReader,
     SessionInfo,
     UserLimit,
@@ -39,8 +39,8 @@ from heartbeat.live_state import (
     redis_now_ms,
     sessions_from_admit_reply,
 )
-from heartbeat.lua import FollowUp, LuaScript, ScriptCall, load_scripts, script_runner_for, scripts_loaded
-from heartbeat.validation import require_device_name, require_id
+from heartbeat.store.breaker import CircuitBreaker
+from heartbeat.store.scripts import FollowUp, LuaScript, ScriptCall, load_scripts, script_runner_for, scripts_loaded
 
 logger = structlog.get_logger(__name__)
 
@@ -205,8 +205,8 @@ class StreamManager:
         if plan is not None:
             if plan in self.plan_limits:
                 return self.plan_limits[plan], "plan"
-            # Imported here: heartbeat.metrics reads the StreamManager at import.
-            from heartbeat.metrics import UNKNOWN_PLANS
+            # Imported here: heartbeat.limiter.metrics reads the StreamManager at import.
+            from heartbeat.limiter.metrics import UNKNOWN_PLANS
 
             UNKNOWN_PLANS.inc()
             if plan not in self._warned_plans and len(self._warned_plans) < 100:
@@ -633,8 +633,8 @@ class StreamManager:
         return None
 
     def _note_short_wait(self, user_id: str, session_id: str, replicas: int) -> None:
-        # Imported here: heartbeat.metrics reads the StreamManager at import.
-        from heartbeat.metrics import WAIT_REPLICAS_SHORT
+        # Imported here: heartbeat.limiter.metrics reads the StreamManager at import.
+        from heartbeat.limiter.metrics import WAIT_REPLICAS_SHORT
 
         WAIT_REPLICAS_SHORT.inc()
         logger.warning(

@@ -16,12 +16,12 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django_structlog.middlewares import RequestMiddleware
 
-from heartbeat import cors
-from heartbeat.errors import invalid_host
-from heartbeat.hosts import ALLOWED_HOSTS
-from heartbeat.logging_context import CORRELATION_HEADER, correlation_id_for
-from heartbeat.ops_views import metrics_allowed
-from heartbeat.paths import is_player_api_path
+from heartbeat.api.errors import invalid_host
+from heartbeat.api.probes import metrics_allowed
+from heartbeat.edge import cors
+from heartbeat.edge.hosts import ALLOWED_HOSTS
+from heartbeat.edge.logging_context import CORRELATION_HEADER, correlation_id_for
+from heartbeat.edge.paths import is_player_api_path
 
 logger = structlog.get_logger("django_structlog.middlewares.request")
 

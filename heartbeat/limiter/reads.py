@@ -20,9 +20,9 @@ import orjson
 import structlog
 from redis import Redis
 
-from heartbeat.activity import REFUSALS_KEPT
-from heartbeat.keys import KeyLayout
-from heartbeat.validation import id_error, require_id
+from heartbeat.limiter.activity import REFUSALS_KEPT
+from heartbeat.limiter.ids import id_error, require_id
+from heartbeat.limiter.keys import KeyLayout
 
 logger = structlog.get_logger(__name__)
 

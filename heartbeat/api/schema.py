@@ -1,7 +1,7 @@
 """OpenAPI descriptions of the player endpoints (drf-spectacular).
 
 The serializers here describe the bodies for the schema; the views check ids
-with ``heartbeat.validation`` directly, which is the same rule and a fraction
+with ``heartbeat.limiter.ids`` directly, which is the same rule and a fraction
 of a serializer's cost on the hot path.
 """
 
@@ -11,9 +11,9 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 
-from heartbeat.validation import MAX_DEVICE_NAME_LENGTH, MAX_ID_LENGTH
+from heartbeat.limiter.ids import MAX_DEVICE_NAME_LENGTH, MAX_ID_LENGTH
 
-# The same rule as heartbeat.validation, in a form JSON Schema can state.
+# The same rule as heartbeat.limiter.ids, in a form JSON Schema can state.
 _NO_CONTROL_CHARACTERS = RegexValidator(r"^[^\u0000-\u001F\u007F-\u009F]*$")
 _ID = {
     "min_length": 1,

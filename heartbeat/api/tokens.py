@@ -37,7 +37,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from heartbeat.validation import MAX_ID_LENGTH, id_error
+from heartbeat.limiter.ids import MAX_ID_LENGTH, id_error
 
 MIN_SECRET_BYTES = 32
 MIN_MAX_STREAMS = 1

@@ -35,7 +35,7 @@ class LuaScript:
     @classmethod
     def load(cls, name: str) -> LuaScript:
         """Read the script file shipped with the package."""
-        source = resources.files("heartbeat.scripts").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        source = resources.files("heartbeat.limiter.scripts").joinpath(f"{name}.lua").read_text(encoding="utf-8")
         return cls(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 

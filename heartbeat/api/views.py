@@ -18,11 +18,9 @@ from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from heartbeat import metrics, schema
-from heartbeat.breaker import CircuitOpenError
-from heartbeat.errors import internal_error, invalid_request
-from heartbeat.live_state import SessionInfo
-from heartbeat.rendering import (
+from heartbeat.api import schema
+from heartbeat.api.errors import internal_error, invalid_request
+from heartbeat.api.rendering import (
     JSONOnlyNegotiation,
     ORJSONParser,
     ORJSONRenderer,
@@ -30,11 +28,14 @@ from heartbeat.rendering import (
     media_type_of,
     parse_json,
 )
-from heartbeat.request_body import MAX_BODY_BYTES
+from heartbeat.api.tokens import PlaybackClaims, TokenError, get_verifier
+from heartbeat.edge.request_body import MAX_BODY_BYTES
+from heartbeat.limiter import metrics
+from heartbeat.limiter.ids import ID_FIELDS, device_name_error, id_error
+from heartbeat.limiter.manager import HeartbeatResult, Outcome
+from heartbeat.limiter.reads import SessionInfo
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import HeartbeatResult, Outcome
-from heartbeat.tokens import PlaybackClaims, TokenError, get_verifier
-from heartbeat.validation import ID_FIELDS, device_name_error, id_error
+from heartbeat.store.breaker import CircuitOpenError
 
 logger = structlog.get_logger(__name__)
 

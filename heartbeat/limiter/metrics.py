@@ -136,7 +136,7 @@ class HeartbeatTally:
             self._buckets[bucket] += 1
             self._seconds += seconds
         if not self._registered:
-            from heartbeat.activity import FLUSHER
+            from heartbeat.limiter.activity import FLUSHER
 
             self._registered = True
             FLUSHER.register(self, settings.ACTIVITY_FLUSH_SECONDS)
@@ -160,7 +160,7 @@ class HeartbeatTally:
             self._durations._sum.inc(seconds)
 
     def flush_activity(self) -> None:
-        """What the activity flusher calls (``heartbeat.activity.Flushable``)."""
+        """What the activity flusher calls (``heartbeat.limiter.activity.Flushable``)."""
         self.flush()
 
 

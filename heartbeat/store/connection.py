@@ -11,7 +11,7 @@ Three topologies, chosen by which setting is given (exactly one):
   (django-redis has no cluster client).
 
 The StreamManager, the dashboard's reads and the commands all take their
-client from ``redis_client()``; scripts run through ``heartbeat.lua``'s runner
+client from ``redis_client()``; scripts run through ``heartbeat.store.scripts``'s runner
 for the same topology (``script_runner_for``).
 """
 
@@ -129,7 +129,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
 
 def _no_retry() -> Retry:
     # One wait of at most the socket time-out per call: redis-py must not send
-    # a timed-out command again (heartbeat.lua explains why).
+    # a timed-out command again (heartbeat.store.scripts explains why).
     return Retry(NoBackoff(), 0)
 
 
@@ -254,7 +254,7 @@ def _connect_cluster(topology: RedisTopology) -> RedisCluster:
         socket_timeout=topology.socket_timeout,
         socket_connect_timeout=topology.socket_timeout,
         # One retry lets a read find a failed-over slot's new primary; scripts
-        # go through heartbeat.lua.ClusterScriptRunner, which has its own rule.
+        # go through heartbeat.store.scripts.ClusterScriptRunner, which has its own rule.
         retry=Retry(NoBackoff(), 1),
         **_auth_kwargs(topology),
         **_tls_kwargs(topology),
