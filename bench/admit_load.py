@@ -65,7 +65,9 @@ from bench.machine import CORES, MachineCpu, bench_lock, evalsha_calls, loadavg,
 from devtools.with_redis import find_redis_server, start_redis  # noqa: E402
 from heartbeat.limiter.activity import FLUSHER, Refusal  # noqa: E402
 from heartbeat.limiter.keys import KeyLayout  # noqa: E402
-from heartbeat.limiter.manager import _OUTCOMES, ADMIT, StreamManager  # noqa: E402
+from heartbeat.limiter.manager import StreamManager  # noqa: E402
+from heartbeat.limiter.outcomes import BY_SCRIPT_CODE  # noqa: E402
+from heartbeat.limiter.scripts import ADMIT  # noqa: E402
 from streamlimit.logging import SINK  # noqa: E402
 
 HOST = "127.0.0.1"  # never anything else
@@ -127,9 +129,9 @@ def population(users: int) -> list[tuple[str, list[tuple[str, str]]]]:
 def note(manager: StreamManager, call: Call, reply: list) -> int:
     """Note a reply in the activity buffer as ``StreamManager.admit`` does; its outcome code."""
     code, active, limit, _pruned, now_ms = (int(v) for v in reply[:5])
-    outcome = _OUTCOMES[code]
+    outcome = BY_SCRIPT_CODE[code]
     refusal = None if code in (0, 1) else Refusal(now_ms, call.session, call.stream, "", outcome.value)
-    manager.pending_activity.note(
+    manager.activity.pending.note(
         call.user, call.session, now_ms, at_limit=active >= limit, new_session=code == 1, refusal=refusal
     )
     return code

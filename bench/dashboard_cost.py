@@ -48,7 +48,10 @@ import requests
 
 from devtools.with_redis import find_redis_server
 from heartbeat.limiter.activity import Refusal
-from heartbeat.limiter.manager import _OUTCOMES, ADMIT, ALL_SCRIPTS, StreamManager
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.outcomes import BY_SCRIPT_CODE
+from heartbeat.limiter.reads import LiveStateReader
+from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS
 from heartbeat.store.scripts import ScriptCall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,9 +146,9 @@ def fill(manager: StreamManager, users: list[tuple[str, list[tuple[str, str]]]])
         nonlocal since_flush
         for (user_id, stream_id, session_id), reply in zip(noted, manager.scripts.run(calls), strict=True):
             code, active, limit, _pruned, now_ms = (int(v) for v in reply[:5])
-            outcome = _OUTCOMES[code].value
+            outcome = BY_SCRIPT_CODE[code].value
             outcomes[outcome] += 1
-            manager.pending_activity.note(
+            manager.activity.pending.note(
                 user_id,
                 session_id,
                 now_ms,
@@ -430,6 +433,7 @@ def deep_page_by_rank(port: int, key: str, since_ms: int, offsets: list[int], re
 # Runs in a process of its own, so that the reload loops' Python in this one cannot delay its reads.
 PINGER = """
 import sys, time, redis
+from tests.live_state_helpers import reader_of
 client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]), client_name=sys.argv[3])
 end = time.monotonic() + float(sys.argv[4])
 while time.monotonic() < end:
@@ -679,8 +683,9 @@ def main() -> None:
         users = fill_population(args.sessions, args.seed)
         say(f"filling {len(users)} accounts ({sum(len(s) for _, s in users)} first heartbeats)")
         started = time.monotonic()
+        reader = LiveStateReader(client, manager.keys, default_limit=3, session_ttl_seconds=manager.session_ttl_seconds)
         outcomes = fill(manager, users)
-        stats = manager.reads.stats()
+        stats = reader.stats()
         fill_slow = slowlog_drain(client)
         facts["fill"] = (
             f"{len(users)} accounts, {dict(outcomes)} in {time.monotonic() - started:.0f} s; "
@@ -722,7 +727,7 @@ def main() -> None:
 
         say(f"heartbeat load: warm-up 5 s, then A B x{args.rounds}, {args.duration} s each")
         wrk(f"{base}/heartbeat", 5, latency=False)
-        sessions_before = manager.reads.stats().live_sessions
+        sessions_before = reader.stats().live_sessions
         client.slowlog_reset()
         runs = []
         for n in range(1, args.rounds + 1):
@@ -736,7 +741,7 @@ def main() -> None:
         slow += slowlog_drain(client)
         time.sleep(1.5)  # the last activity batches
         facts["live sessions after load"] = (
-            f"{manager.reads.stats().live_sessions} (before {sessions_before}: wrk's heartbeats are repeats of filled "
+            f"{reader.stats().live_sessions} (before {sessions_before}: wrk's heartbeats are repeats of filled "
             "sessions, its 4th screens refused)"
         )
         facts["uptime after"] = uptime()

@@ -11,9 +11,10 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.models import AuditRecord
+from heartbeat.limiter.limits import MAX_REASON_LENGTH
 from heartbeat.limiter.metrics import EVICTIONS
 from heartbeat.limiter.reads import UserLimit
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 
 
 def _audit(
@@ -26,7 +27,12 @@ def _audit(
 ) -> None:
     who = {"actor_name": actor} if isinstance(actor, str) else {"actor": actor, "actor_name": actor.get_username()}
     AuditRecord.objects.create(
-        **who, action=action, stream_user_id=user_id, session_id=session_id, detail=detail, reason=reason[:200]
+        **who,
+        action=action,
+        stream_user_id=user_id,
+        session_id=session_id,
+        detail=detail,
+        reason=reason[:MAX_REASON_LENGTH],
     )
 
 
@@ -79,7 +85,7 @@ def unblock_new_sessions(actor: AbstractBaseUser | str, user_id: str) -> bool:
 def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) -> UserLimit:
     """Set (1..50) or clear (None) a user's limit override. Audited."""
     manager = get_stream_manager()
-    before = manager.reads.get_limit(user_id)
+    before = get_live_state().get_limit(user_id)
     after = manager.set_limit_override(user_id, limit)
     action = AuditRecord.Action.CLEAR_LIMIT if limit is None else AuditRecord.Action.SET_LIMIT
     _audit(actor, action, user_id, detail=f"limit {before.limit} -> {after.limit} (override {after.override})")

@@ -6,9 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from heartbeat.limiter.ids import MAX_ID_LENGTH, id_error
-from heartbeat.limiter.manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
-
-MAX_REASON_LENGTH = 200
+from heartbeat.limiter.limits import MAX_LIMIT, MAX_REASON_LENGTH, MIN_LIMIT
 
 
 def validate_id(value: str) -> None:
@@ -61,9 +59,7 @@ class EvictAllForm(UserIdForm):
 class LimitForm(UserIdForm):
     """Set a limit override, or clear it."""
 
-    limit = forms.IntegerField(
-        min_value=MIN_LIMIT_OVERRIDE, max_value=MAX_LIMIT_OVERRIDE, required=False, label="Limit override"
-    )
+    limit = forms.IntegerField(min_value=MIN_LIMIT, max_value=MAX_LIMIT, required=False, label="Limit override")
     clear = forms.BooleanField(required=False)
 
     def clean(self) -> dict:
@@ -74,5 +70,5 @@ class LimitForm(UserIdForm):
             data["limit"] = None
             return data
         if data.get("limit") is None and "limit" not in self.errors:
-            self.add_error("limit", f"Enter a limit from {MIN_LIMIT_OVERRIDE} to {MAX_LIMIT_OVERRIDE}, or clear it.")
+            self.add_error("limit", f"Enter a limit from {MIN_LIMIT} to {MAX_LIMIT}, or clear it.")
         return data

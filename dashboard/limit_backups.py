@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from heartbeat.limiter.ids import id_error
-from heartbeat.limiter.manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
+from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
 
 # Enough to say what is wrong with a file without flooding the terminal.
 MAX_REPORTED_ERRORS = 20
@@ -54,8 +54,8 @@ def _line_error(row: object) -> str | None:
     limit = row["limit"]
     if isinstance(limit, bool) or not isinstance(limit, int):
         return "limit: must be a whole number"
-    if not MIN_LIMIT_OVERRIDE <= limit <= MAX_LIMIT_OVERRIDE:
-        return f"limit: must be between {MIN_LIMIT_OVERRIDE} and {MAX_LIMIT_OVERRIDE}, got {limit}"
+    if not MIN_LIMIT <= limit <= MAX_LIMIT:
+        return f"limit: must be between {MIN_LIMIT} and {MAX_LIMIT}, got {limit}"
     return None
 
 

@@ -22,20 +22,16 @@ from dashboard import actions
 from dashboard.charts import hour_charts
 from dashboard.forms import BLOCK_CHOICES, EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
 from dashboard.models import AuditRecord
-from heartbeat.services import get_stream_manager
+from heartbeat.limiter.outcomes import REFUSALS, staff_label
+from heartbeat.services import get_live_state, get_stream_manager
 
 logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
 SEARCH_RESULTS = 50
 # What each refusal code means, for support reading an account's refusals.
-REFUSAL_LABELS = {
-    "limit_reached": "concurrency_limit_reached: the account was already playing on all its screens",
-    "evicted": "session_evicted: support had evicted this screen (cool-down)",
-    "stopped": "session_stopped: stopped from another of the account's screens",
-    "replaced": "session_replaced: a newer screen took its place",
-    "blocked": "account_blocked: support had blocked the account's new sessions",
-}
+# What support reads for each refusal (``code: what happened``), from the one table of outcomes.
+REFUSAL_LABELS = {row.metric_label: staff_label(row.outcome.value) for row in REFUSALS}
 RECENT_MINUTES = 5
 # The overview's optional auto-refresh: each reload costs Redis a few small reads.
 OVERVIEW_REFRESH_SECONDS = 10
@@ -97,11 +93,11 @@ def user_url(user_id: str) -> str:
 def overview(request: HttpRequest) -> HttpResponse:
     """Totals now, the last minutes' activity, a chart of the last hour, and the search box."""
     manager = get_stream_manager()
-    minutes = manager.reads.activity(60)
+    minutes = get_live_state().activity(60)
     recent = minutes[-RECENT_MINUTES:]
     context = {
         "title": "StreamLimit",
-        "stats": manager.reads.stats(),
+        "stats": get_live_state().stats(),
         "recent_minutes": RECENT_MINUTES,
         "recent_heartbeats": sum(m.heartbeats for m in recent),
         "recent_refusals": sum(m.refused for m in recent),
@@ -119,10 +115,9 @@ def overview(request: HttpRequest) -> HttpResponse:
 @support_page(VIEW_SESSIONS)
 def live_users(request: HttpRequest) -> HttpResponse:
     """Live users, most recent heartbeat first, 50 a page."""
-    manager = get_stream_manager()
     number = page_number(request.GET.get("page", "1"))
     at_limit = request.GET.get("filter") == "at-limit"
-    total, rows = manager.reads.live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
+    total, rows = get_live_state().live_users(offset=(number - 1) * PAGE_SIZE, count=PAGE_SIZE, at_limit=at_limit)
     pages = max(1, -(-total // PAGE_SIZE))
     past_the_end = number > pages
     context = {
@@ -160,17 +155,17 @@ def user_detail(request: HttpRequest) -> HttpResponse:
         return page(request, "dashboard/search_error.html", {"title": "Find a user", "form": form}, status=400)
     user_id = form.cleaned_data["id"]
     manager = get_stream_manager()
-    limit = manager.reads.get_limit(user_id)
-    sessions = manager.reads.sessions(user_id)
+    limit = get_live_state().get_limit(user_id)
+    sessions = get_live_state().sessions(user_id)
     context = {
         "title": f"User {user_id}",
         "user_id": user_id,
         "sessions": sessions,
         # "Not watching now" and "never seen" are different answers for a caller.
-        "last_heard": None if sessions else manager.reads.last_heard(user_id),
-        "refusals": manager.reads.recent_refusals(user_id),
-        "cooldowns": manager.reads.cooldowns(user_id),
-        "blocked_until": manager.reads.blocked_until(user_id),
+        "last_heard": None if sessions else get_live_state().last_heard(user_id),
+        "refusals": get_live_state().recent_refusals(user_id),
+        "cooldowns": get_live_state().cooldowns(user_id),
+        "blocked_until": get_live_state().blocked_until(user_id),
         "refusal_messages": REFUSAL_LABELS,
         "limit": limit,
         "limit_form": LimitForm(initial={"id": user_id, "limit": limit.override}),
@@ -188,7 +183,7 @@ def find_users(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return page(request, "dashboard/search_error.html", {"title": "Find a user", "form": form}, status=400)
     prefix = form.cleaned_data["id"]
-    found = get_stream_manager().reads.find_users(prefix, count=SEARCH_RESULTS + 1)
+    found = get_live_state().find_users(prefix, count=SEARCH_RESULTS + 1)
     context = {
         "title": "Find a user",
         "form": form,
@@ -204,11 +199,10 @@ def find_users(request: HttpRequest) -> HttpResponse:
 @support_page(VIEW_SESSIONS)
 def sharing(request: HttpRequest) -> HttpResponse:
     """Accounts refused most often, and with the most distinct sessions, today and yesterday (UTC)."""
-    manager = get_stream_manager()
     today = int(timezone.now().timestamp() // 86_400)
     days = []
     for day, label in ((today, "Today"), (today - 1, "Yesterday")):
-        refused, distinct = manager.reads.sharing_signals(day)
+        refused, distinct = get_live_state().sharing_signals(day)
         days.append(
             {
                 "label": label,

@@ -1,4 +1,9 @@
-"""The process-wide StreamManager, built once from settings."""
+"""The composition root: the process's StreamManager, read model, breaker and metrics wiring, built once from settings.
+
+The one place that reads Django settings for the limiter; every setting that
+shapes them is in ``_MANAGER_SETTINGS``, and changing one (tests do) builds
+them anew on next use.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.store.breaker import BreakerState, CircuitBreaker
 from heartbeat.store.connection import redis_client
 
@@ -35,6 +42,7 @@ def build_breaker() -> CircuitBreaker | None:
 @functools.cache
 def get_stream_manager() -> StreamManager:
     """The StreamManager of this process, on the configured topology's client (``redis_client``)."""
+    metrics.HEARTBEAT_TALLY.flush_seconds = settings.ACTIVITY_FLUSH_SECONDS
     return StreamManager(
         redis_client(),
         key_prefix=settings.REDIS_KEY_PREFIX,
@@ -48,6 +56,18 @@ def get_stream_manager() -> StreamManager:
         activity_shards=settings.ACTIVITY_SHARDS,
         wait_replicas=settings.REDIS_WAIT_REPLICAS,
         wait_timeout_ms=settings.REDIS_WAIT_TIMEOUT_MS,
+    )
+
+
+@functools.cache
+def get_live_state() -> LiveStateReader:
+    """The read model of this process (dashboard, commands, /sessions, metrics), beside the manager's writes."""
+    manager = get_stream_manager()
+    return LiveStateReader(
+        manager.client,
+        manager.keys,
+        default_limit=settings.MAX_CONCURRENT_STREAMS,
+        session_ttl_seconds=settings.SESSION_TTL_SECONDS,
     )
 
 
@@ -74,3 +94,4 @@ def _rebuild_on_setting_change(setting: str, **_kwargs: object) -> None:
     # Tests override these settings; the next request must see them.
     if setting in _MANAGER_SETTINGS:
         get_stream_manager.cache_clear()
+        get_live_state.cache_clear()

@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 import structlog
 
+from heartbeat.adapters.stdlib_logging import skip_caller_lookup
+
 _HOSTNAME = socket.gethostname()
 
 
@@ -157,7 +159,7 @@ def configure_structlog(level: str) -> None:
     logging.captureWarnings(True)
     # No line shows the caller's file, thread or process, so the logging HOWTO's
     # optimisations apply: skip collecting them for every stdlib record.
-    logging._srcfile = None
+    skip_caller_lookup()
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

@@ -16,9 +16,10 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from heartbeat.api.tokens import TokenVerifier, load_jwks, parse_hs256_keys, parse_plan_limits
+from heartbeat.api.tokens import TokenVerifier, load_jwks, parse_hs256_keys
 from heartbeat.edge.cors import parse_origins
 from heartbeat.limiter.keys import MAX_ACTIVITY_SHARDS
+from heartbeat.limiter.limits import parse_plan_limits
 from heartbeat.store.connection import RedisSettingsError, cache_config, parse_topology
 from streamlimit.env import (
     env_bool,
@@ -46,10 +47,9 @@ STREAMLIMIT_VERSION = VERSION
 
 # --- Service -----------------------------------------------------------------
 PORT = env_int("PORT", 8080, minimum=1, maximum=65535)
-REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 # REDIS_URL, REDIS_SENTINELS (+ REDIS_SENTINEL_MASTER) or REDIS_CLUSTER_NODES:
-# exactly one names the topology; see heartbeat/redis_connection.py. Read
-# below, after REDIS_SOCKET_TIMEOUT.
+# exactly one names the topology; see heartbeat/store/connection.py. Read
+# below (REDIS_TOPOLOGY), after REDIS_SOCKET_TIMEOUT.
 MAX_CONCURRENT_STREAMS = env_int("MAX_CONCURRENT_STREAMS", 3, minimum=1, maximum=1000)
 HEARTBEAT_INTERVAL_SECONDS = env_int("HEARTBEAT_INTERVAL_SECONDS", 20, minimum=1, maximum=3600)
 SESSION_TTL_SECONDS = env_int("SESSION_TTL_SECONDS", 40, minimum=1, maximum=86400)

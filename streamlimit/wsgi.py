@@ -32,6 +32,7 @@ full_application = get_wsgi_application()
 
 from django.conf import settings  # noqa: E402  (after Django is set up)
 
+from heartbeat.adapters.django import load_middleware_from  # noqa: E402
 from heartbeat.edge.paths import is_player_api_path  # noqa: E402
 from heartbeat.edge.request_body import read_chunked_body  # noqa: E402
 
@@ -86,14 +87,8 @@ class PlayerAPIHandler(WSGIHandler):
         return match
 
     def load_middleware(self, is_async: bool = False) -> None:
-        # BaseHandler builds its chain from settings.MIDDLEWARE; hand it the
-        # short list while it does (once, at start-up, before any request).
-        full = settings.MIDDLEWARE
-        settings.MIDDLEWARE = settings.PLAYER_API_MIDDLEWARE
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = full
+        """Build the chain from ``settings.PLAYER_API_MIDDLEWARE`` (once, at start-up)."""
+        load_middleware_from(self, settings.PLAYER_API_MIDDLEWARE, is_async=is_async)
 
 
 player_api_application = PlayerAPIHandler()

@@ -13,9 +13,11 @@ from collections.abc import Callable
 
 from redis import ConnectionPool, Redis
 
-from heartbeat import stream_manager as stream_manager_module
+from heartbeat.limiter import activity_writer
 from heartbeat.limiter.activity import FLUSHER
-from heartbeat.limiter.manager import Outcome, StreamManager
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.outcomes import Outcome
+from tests.live_state_helpers import reader_of
 
 
 def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, int]:
@@ -69,20 +71,20 @@ def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: st
 def test_heartbeats_reach_the_live_index_when_flushed(manager: StreamManager) -> None:
     manager.admit("alice", "movie", "s0")
     manager.admit("bob", "movie", "s0")
-    assert manager.reads.live_counts() == (0, 0)
+    assert reader_of(manager).live_counts() == (0, 0)
     assert manager.flush_activity() == 2
-    assert manager.reads.live_counts() == (2, 2)
+    assert reader_of(manager).live_counts() == (2, 2)
     assert manager.flush_activity() == 0  # nothing pending twice
 
 
 def test_the_index_keeps_each_sessions_latest_heartbeat(manager: StreamManager) -> None:
     manager.admit("alice", "movie", "s0")
     manager.flush_activity()
-    first = manager.reads.live_users()[1][0].last_heartbeat_at
+    first = reader_of(manager).live_users()[1][0].last_heartbeat_at
     time.sleep(0.01)
     manager.admit("alice", "movie", "s0")
     manager.flush_activity()
-    total, [row] = manager.reads.live_users()
+    total, [row] = reader_of(manager).live_users()
     assert total == 1 and row.active_sessions == 1 and row.last_heartbeat_at > first
 
 
@@ -91,10 +93,10 @@ def test_refused_heartbeats_are_counted_but_never_listed(manager: StreamManager)
         manager.admit("alice", "movie", f"s{i}")
     manager.admit("alice", "movie", "refused")
     manager.flush_activity()
-    assert manager.reads.stats().live_sessions == 3
-    assert sum(m.heartbeats for m in manager.reads.activity(2)) == 4
-    assert sum(m.refused for m in manager.reads.activity(2)) == 1
-    assert max(m.peak_sessions for m in manager.reads.activity(2)) == 3
+    assert reader_of(manager).stats().live_sessions == 3
+    assert sum(m.heartbeats for m in reader_of(manager).activity(2)) == 4
+    assert sum(m.refused for m in reader_of(manager).activity(2)) == 1
+    assert max(m.peak_sessions for m in reader_of(manager).activity(2)) == 3
 
 
 def test_a_session_stopped_before_the_flush_stays_out_of_the_index(manager: StreamManager) -> None:
@@ -102,9 +104,9 @@ def test_a_session_stopped_before_the_flush_stays_out_of_the_index(manager: Stre
     manager.admit("alice", "movie", "s1")
     manager.stop("alice", "s0")
     manager.flush_activity()
-    total, [row] = manager.reads.live_users()
+    total, [row] = reader_of(manager).live_users()
     assert total == 1 and row.active_sessions == 1
-    assert manager.reads.stats().live_sessions == 1
+    assert reader_of(manager).stats().live_sessions == 1
 
 
 def test_a_session_ended_on_another_server_stays_out_when_this_one_flushes(
@@ -114,29 +116,29 @@ def test_a_session_ended_on_another_server_stays_out_when_this_one_flushes(
     this_server.admit("alice", "movie", "s0")
     other_server.evict("alice", "s0")
     this_server.flush_activity()
-    assert this_server.reads.live_counts() == (0, 0)
+    assert reader_of(this_server).live_counts() == (0, 0)
     # A heartbeat after the eviction's cool-down, or a new session, is listed again.
     this_server.admit("alice", "movie", "s1")
     this_server.flush_activity()
-    assert this_server.reads.live_counts() == (1, 1)
+    assert reader_of(this_server).live_counts() == (1, 1)
 
 
 def test_a_batch_larger_than_one_call_is_written_whole(manager: StreamManager, monkeypatch) -> None:
-    monkeypatch.setattr(stream_manager_module, "ACTIVITY_CHUNK", 4)
+    monkeypatch.setattr(activity_writer, "ACTIVITY_CHUNK", 4)
     for user in range(10):
         manager.admit(f"user-{user}", "movie", "s0")
     assert manager.flush_activity() == 10
-    assert manager.reads.live_counts() == (10, 10)
-    assert sum(m.heartbeats for m in manager.reads.activity(2)) == 10
+    assert reader_of(manager).live_counts() == (10, 10)
+    assert sum(m.heartbeats for m in reader_of(manager).activity(2)) == 10
 
 
 def test_the_flusher_thread_writes_pending_activity_by_itself(make_manager: Callable[..., StreamManager]) -> None:
     manager = make_manager(activity_flush_seconds=0.05)
     manager.admit("alice", "movie", "s0")
     deadline = time.monotonic() + 10
-    while manager.reads.live_counts() != (1, 1) and time.monotonic() < deadline:
+    while reader_of(manager).live_counts() != (1, 1) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert manager.reads.live_counts() == (1, 1)
+    assert reader_of(manager).live_counts() == (1, 1)
 
 
 def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(key_prefix: str, json_log_lines) -> None:
@@ -144,7 +146,7 @@ def test_a_batch_that_cannot_be_written_is_dropped_with_a_warning(key_prefix: st
     manager = StreamManager(
         unreachable, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
     )
-    manager.pending_activity.note("alice", "s0", int(time.time() * 1000), at_limit=False)
+    manager.activity.pending.note("alice", "s0", int(time.time() * 1000), at_limit=False)
     assert manager.flush_activity() == 0
     [line] = [entry for entry in json_log_lines() if entry["message"] == "activity flush failed"]
     assert line["level"] == "warning" and line["sessions"] == 1 and "ConnectionError" in line["stack"]
@@ -158,16 +160,18 @@ def test_users_at_their_limit_are_kept_by_the_batches(manager: StreamManager) ->
     manager.admit("carol", "movie", "s0")
     manager.admit("carol", "movie", "s1")
     manager.flush_activity()
-    assert manager.reads.stats().users_at_limit == 1
+    assert reader_of(manager).stats().users_at_limit == 1
     manager.admit("bob", "movie", "s1")
     manager.admit("bob", "movie", "s2")  # bob fills up
     manager.flush_activity()
-    assert manager.reads.stats().users_at_limit == 2
+    assert reader_of(manager).stats().users_at_limit == 2
     manager.stop("alice", "s0")  # alice has a free slot again, at once
-    assert manager.reads.stats().users_at_limit == 1
+    assert reader_of(manager).stats().users_at_limit == 1
     manager.admit("alice", "movie", "s1")  # her next heartbeat agrees
     manager.flush_activity()
-    assert manager.reads.stats() == type(manager.reads.stats())(live_users=3, live_sessions=7, users_at_limit=1)
+    assert reader_of(manager).stats() == type(reader_of(manager).stats())(
+        live_users=3, live_sessions=7, users_at_limit=1
+    )
 
 
 def test_a_refused_heartbeat_marks_the_account_full(manager: StreamManager) -> None:
@@ -177,11 +181,11 @@ def test_a_refused_heartbeat_marks_the_account_full(manager: StreamManager) -> N
     manager.set_limit_override("alice", 5)
     manager.admit("alice", "movie", "s0")
     manager.flush_activity()
-    assert manager.reads.stats().users_at_limit == 0
+    assert reader_of(manager).stats().users_at_limit == 0
     manager.set_limit_override("alice", 2)  # lowered below her live sessions: she is over it
     manager.admit("alice", "movie", "s3")  # refused
     manager.flush_activity()
-    assert manager.reads.stats().users_at_limit == 1
+    assert reader_of(manager).stats().users_at_limit == 1
 
 
 def test_the_overview_reads_no_collection_whole(own_redis, key_prefix: str) -> None:
@@ -194,7 +198,8 @@ def test_the_overview_reads_no_collection_whole(own_redis, key_prefix: str) -> N
         manager.admit(f"user-{n}", "movie", "s0")
     manager.flush_activity()
     sent = commands_sent_by(
-        redis_client, lambda: (manager.reads.stats(), manager.reads.activity(60), manager.reads.live_users())
+        redis_client,
+        lambda: (reader_of(manager).stats(), reader_of(manager).activity(60), reader_of(manager).live_users()),
     )
     # Counts, the first page of each activity shard (ZREVRANGEBYSCORE ... LIMIT 0 50: O(log n + 50))
     # with one account's count and limit per row, and the 60 small per-minute hashes; never a

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 from tests.conftest import CHROMIUM, make_staff
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
@@ -102,7 +102,7 @@ def test_a_support_viewer_sees_sessions_but_no_buttons_and_cannot_evict(live_ser
     page.screenshot(path=str(OUTPUT / "user-as-viewer.png"), full_page=True)
     response = page.goto(f"{live_server.url}/dashboard/user/evict/?id=family-7&session=tv-0")
     assert response.status == 403 and page.locator("#forbidden").is_visible()
-    assert len(get_stream_manager().reads.sessions("family-7")) == 2
+    assert len(get_live_state().sessions("family-7")) == 2
 
 
 @pytest.mark.django_db(transaction=True)

@@ -6,7 +6,7 @@ import pytest
 from django.test import Client
 
 from dashboard.models import AuditRecord
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state
 from tests.test_dashboard_views import PAGES, POSTS, play, user_page
 
 pytestmark = pytest.mark.django_db
@@ -16,8 +16,8 @@ ACTION_PAGES = ["/dashboard/user/evict/?id=alice&session=s0", "/dashboard/user/e
 
 
 def nothing_changed() -> None:
-    assert len(get_stream_manager().reads.sessions("alice")) == 2
-    assert get_stream_manager().reads.get_limit("alice").override is None
+    assert len(get_live_state().sessions("alice")) == 2
+    assert get_live_state().get_limit("alice").override is None
     assert AuditRecord.objects.count() == 0
 
 
@@ -75,7 +75,7 @@ def test_superusers_may_do_everything(client: Client, django_user_model) -> None
     assert client.get(user_page("alice")).status_code == 200
     assert client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0"}).status_code == 302
     assert client.post("/dashboard/user/limit/", {"id": "alice", "limit": "4"}).status_code == 302
-    assert get_stream_manager().reads.get_limit("alice").override == 4
+    assert get_live_state().get_limit("alice").override == 4
 
 
 def test_the_migration_made_both_groups_with_their_permissions() -> None:

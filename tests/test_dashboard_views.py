@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from dashboard.models import AuditRecord
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 
 pytestmark = pytest.mark.django_db
 
@@ -56,8 +56,8 @@ def test_non_staff_users_are_sent_to_the_login_page(outsider_client: Client, url
 def test_outsiders_can_change_nothing(client: Client, outsider_client: Client, url: str, data: dict) -> None:
     play("alice", 2)
     assert outsider_client.post(url, data).status_code == 302
-    assert len(get_stream_manager().reads.sessions("alice")) == 2
-    assert get_stream_manager().reads.get_limit("alice").override is None
+    assert len(get_live_state().sessions("alice")) == 2
+    assert get_live_state().get_limit("alice").override is None
     assert AuditRecord.objects.count() == 0
 
 
@@ -145,14 +145,14 @@ def test_evict_asks_for_confirmation_before_doing_anything(staff_client: Client)
     play("alice", 2)
     response = staff_client.get("/dashboard/user/evict/", {"id": "alice", "session": "s0"})
     assert b'id="confirm-evict"' in response.content
-    assert len(get_stream_manager().reads.sessions("alice")) == 2
+    assert len(get_live_state().sessions("alice")) == 2
 
 
 def test_evict_frees_the_slot_and_writes_an_audit_record(staff_client: Client, staff_user) -> None:
     play("alice", 3)
     response = staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s1"})
     assert response.status_code == 302 and response["Location"] == user_page("alice")
-    assert [s.session_id for s in get_stream_manager().reads.sessions("alice")] == ["s0", "s2"]
+    assert [s.session_id for s in get_live_state().sessions("alice")] == ["s0", "s2"]
     record = AuditRecord.objects.get()
     assert (record.actor, record.action, record.stream_user_id, record.session_id) == (
         staff_user,
@@ -167,7 +167,7 @@ def test_evict_frees_the_slot_and_writes_an_audit_record(staff_client: Client, s
 def test_evict_all_frees_every_slot(staff_client: Client) -> None:
     play("alice", 3)
     staff_client.post("/dashboard/user/evict-all/", {"id": "alice"})
-    assert get_stream_manager().reads.sessions("alice") == []
+    assert get_live_state().sessions("alice") == []
     assert AuditRecord.objects.get().action == "evict_all"
 
 
@@ -177,7 +177,7 @@ def test_posts_without_a_csrf_token_are_refused(staff_user) -> None:
     play("alice", 2)
     for url, data in POSTS:
         assert client.post(url, data).status_code == 403
-    assert len(get_stream_manager().reads.sessions("alice")) == 2
+    assert len(get_live_state().sessions("alice")) == 2
     assert AuditRecord.objects.count() == 0
 
 
@@ -189,13 +189,13 @@ def test_posts_with_the_csrf_token_from_the_page_work(staff_user) -> None:
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     response = client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "csrfmiddlewaretoken": token})
     assert response.status_code == 302
-    assert [s.session_id for s in get_stream_manager().reads.sessions("alice")] == ["s1"]
+    assert [s.session_id for s in get_live_state().sessions("alice")] == ["s1"]
 
 
 def test_setting_a_limit_override_is_applied_and_audited(staff_client: Client) -> None:
     response = staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "5"})
     assert response.status_code == 302
-    assert get_stream_manager().reads.get_limit("alice").override == 5
+    assert get_live_state().get_limit("alice").override == 5
     assert AuditRecord.objects.get().detail == "limit 3 -> 5 (override 5)"
     assert "5 at once" in staff_client.get(user_page("alice")).content.decode()
 
@@ -203,7 +203,7 @@ def test_setting_a_limit_override_is_applied_and_audited(staff_client: Client) -
 def test_clearing_the_override_restores_the_default(staff_client: Client) -> None:
     staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "7"})
     staff_client.post("/dashboard/user/limit/", {"id": "alice", "clear": "1"})
-    assert get_stream_manager().reads.get_limit("alice").override is None
+    assert get_live_state().get_limit("alice").override is None
     assert [r.action for r in AuditRecord.objects.order_by("id")] == ["set_limit", "clear_limit"]
 
 
@@ -211,7 +211,7 @@ def test_clearing_the_override_restores_the_default(staff_client: Client) -> Non
 def test_bad_limits_are_refused_with_a_message(staff_client: Client, bad: str) -> None:
     response = staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": bad}, follow=True)
     assert "Limit not changed" in response.content.decode()
-    assert get_stream_manager().reads.get_limit("alice").override is None
+    assert get_live_state().get_limit("alice").override is None
     assert AuditRecord.objects.count() == 0
 
 
@@ -250,7 +250,7 @@ def test_evicting_a_session_that_is_not_live_says_so_and_arms_no_cool_down(staff
 def test_clear_override_works_whatever_the_number_field_holds(staff_client: Client) -> None:
     staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "7"})
     staff_client.post("/dashboard/user/limit/", {"id": "alice", "limit": "abc", "clear": "1"})
-    assert get_stream_manager().reads.get_limit("alice").override is None
+    assert get_live_state().get_limit("alice").override is None
 
 
 @pytest.mark.parametrize("number", ["4", "99999999999999999999999"])
@@ -333,7 +333,7 @@ def test_an_eviction_reason_is_kept_in_the_audit_trail(staff_client: Client) -> 
 def test_an_over_long_reason_is_refused_and_nothing_is_evicted(staff_client: Client) -> None:
     play("alice", 2)
     staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0", "reason": "x" * 201})
-    assert len(get_stream_manager().reads.sessions("alice")) == 2 and AuditRecord.objects.count() == 0
+    assert len(get_live_state().sessions("alice")) == 2 and AuditRecord.objects.count() == 0
 
 
 def test_live_users_can_be_filtered_to_those_at_their_limit(staff_client: Client) -> None:
@@ -434,7 +434,7 @@ def test_evict_all_can_block_new_sessions_for_a_while_and_the_block_can_be_lifte
 def test_support_viewers_cannot_lift_a_block(viewer_client: Client) -> None:
     get_stream_manager().block_new_sessions("alice", 600)
     assert viewer_client.post("/dashboard/user/unblock/", {"id": "alice"}).status_code == 403
-    assert get_stream_manager().reads.blocked_until("alice") is not None
+    assert get_live_state().blocked_until("alice") is not None
     assert 'id="unblock"' not in viewer_client.get(user_page("alice")).content.decode()
 
 

@@ -16,8 +16,9 @@ from urllib.parse import quote
 import pytest
 
 from heartbeat.limiter.manager import StreamManager
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 from tests.conftest import needs_chromium
+from tests.live_state_helpers import reader_of
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
@@ -59,7 +60,7 @@ def state(page) -> str:
 
 
 def live_devices(account: str) -> list[str | None]:
-    return sorted(s.device_name for s in get_stream_manager().reads.sessions(account))
+    return sorted(s.device_name for s in get_live_state().sessions(account))
 
 
 @pytest.mark.parametrize("required", [True, False], ids=["tokens required", "tokens optional (make run)"])
@@ -124,7 +125,7 @@ def test_a_reloaded_tab_plays_on_in_its_own_slot(chromium, live_gunicorn, token_
     page.reload()
     page.wait_for_selector("#status[data-state=playing]")
     assert page.inner_text("#session-id") == session_id  # sessionStorage keeps the tab's id
-    assert [s.session_id for s in get_stream_manager().reads.sessions("family-11")] == [session_id]
+    assert [s.session_id for s in get_live_state().sessions("family-11")] == [session_id]
     context.close()
 
 
@@ -175,5 +176,5 @@ def test_a_redis_outage_keeps_the_tabs_playing_then_they_recover_never_faster_th
     on_own_redis = StreamManager(
         redis.client(), key_prefix=key_prefix, default_limit=3, session_ttl_seconds=6, eviction_cooldown_seconds=0
     )
-    assert sorted(s.device_name for s in on_own_redis.reads.sessions("family-10")) == ["Tab 1", "Tab 2"]
+    assert sorted(s.device_name for s in reader_of(on_own_redis).sessions("family-10")) == ["Tab 1", "Tab 2"]
     context.close()

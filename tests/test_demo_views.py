@@ -13,7 +13,7 @@ from django.test import Client
 from jwt.algorithms import ECAlgorithm
 
 from heartbeat.api.tokens import PlaybackClaims, get_verifier
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state
 from tests.conftest import ROOT
 
 
@@ -72,7 +72,7 @@ def test_the_token_endpoint_signs_an_account_token_the_service_accepts(
         headers={"Authorization": f"Bearer {body['token']}"},
     )
     assert answer.status_code == 200
-    assert [s.session_id for s in get_stream_manager().reads.sessions("family-1")] == ["s"]
+    assert [s.session_id for s in get_live_state().sessions("family-1")] == ["s"]
     session_token = post_token(client, {"userId": "family-1", "sessionId": "tab-1"}).json()["token"]
     assert get_verifier().verify(session_token) == PlaybackClaims("family-1", "tab-1")
     short = post_token(client, {"userId": "family-1", "ttlSeconds": 5}).json()

@@ -13,6 +13,7 @@ from redis import Redis
 from heartbeat.limiter import metrics
 from heartbeat.limiter.activity import FLUSHER
 from tests.conftest import TOKEN_SECRETS, make_token
+from tests.live_state_helpers import reader_of
 
 URL = "/heartbeat"
 STOP_URL = "/heartbeat/stop"
@@ -124,7 +125,7 @@ def test_both_rotation_keys_are_accepted(client: Client) -> None:
 def test_the_body_may_leave_user_id_out_and_the_token_names_the_account(client: Client, manager) -> None:
     response = post(client, body(user=None), token=make_token("alice"))
     assert response.status_code == 200
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0"]
 
 
 @pytest.mark.usefixtures("tokens_on")
@@ -268,7 +269,7 @@ def test_a_device_name_of_64_odd_characters_is_kept(client: Client, manager) -> 
     name = "Salon 名 {tv} " + "x" * 51
     assert len(name) == 64
     assert post(client, body(deviceName=name), token=make_token("alice")).status_code == 200
-    assert manager.reads.sessions("alice")[0].device_name == name
+    assert reader_of(manager).sessions("alice")[0].device_name == name
 
 
 # --- Stopping ------------------------------------------------------------------------
@@ -315,7 +316,7 @@ def test_an_account_token_cannot_stop_another_accounts_session(client: Client, m
     post(client, body(user="bob", session="tv"), token=make_token("bob"))
     response = post(client, body(user="bob", session="tv"), url=STOP_URL, token=make_token("alice"))
     assert response.status_code == 403
-    assert [s.session_id for s in manager.reads.sessions("bob")] == ["tv"]
+    assert [s.session_id for s in reader_of(manager).sessions("bob")] == ["tv"]
 
 
 @pytest.mark.usefixtures("tokens_on")
@@ -325,7 +326,7 @@ def test_the_token_may_come_in_a_text_plain_beacon_body(client: Client, manager)
     beacon = json.dumps({"sessionId": "tv", "token": token})
     response = post(client, beacon, url=STOP_URL, content_type="text/plain;charset=UTF-8")
     assert response.status_code == 204
-    assert manager.reads.sessions("alice") == []
+    assert reader_of(manager).sessions("alice") == []
 
 
 @pytest.mark.usefixtures("tokens_on")
@@ -335,7 +336,7 @@ def test_a_beacon_body_with_a_bad_token_is_401(client: Client, manager) -> None:
         beacon = json.dumps({"sessionId": "tv", "token": bad})
         response = post(client, beacon, url=STOP_URL, content_type="text/plain")
         assert response.status_code == 401
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["tv"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["tv"]
 
 
 @pytest.mark.usefixtures("tokens_on")

@@ -14,7 +14,7 @@ from django.core.management import CommandError, call_command
 
 from dashboard.limit_backups import BackupFormatError, LimitOverride, parse_lines
 from dashboard.models import AuditRecord
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +35,7 @@ def set_overrides(limits: dict[str, int]) -> None:
 
 
 def overrides_now() -> dict[str, int]:
-    return dict(get_stream_manager().reads.limit_overrides())
+    return dict(get_live_state().limit_overrides())
 
 
 def test_export_writes_every_override_as_json_lines() -> None:
@@ -67,7 +67,7 @@ def test_export_to_a_file_and_import_into_an_empty_prefix_restores_them(tmp_path
         out = run("import_limits", str(backup), "--operator", "restore")
         assert f"{len(limits)} override(s) set, 0 already" in out
         assert overrides_now() == limits
-        assert get_stream_manager().reads.get_limit("brace{in}side").limit == limits["brace{in}side"]
+        assert get_live_state().get_limit("brace{in}side").limit == limits["brace{in}side"]
         # The dashboard's mirror of the overrides is written too (it counts users at their limit).
         mirror = redis_client.hgetall(get_stream_manager().keys.limit_overrides)
         assert {k.decode(): int(v) for k, v in mirror.items()} == limits

@@ -13,7 +13,9 @@ from redis import Redis
 
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.manager import StreamManager
-from heartbeat.limiter.reads import LiveStateReader, redis_now_ms
+from heartbeat.limiter.reads import LiveStateReader
+from heartbeat.store.helpers import redis_now_ms
+from tests.live_state_helpers import reader_of
 
 
 def fill_live_index(redis_client: Redis, keys: KeyLayout, scores: dict[str, int], *, at_limit: bool = False) -> None:
@@ -82,7 +84,7 @@ def test_prefix_search_and_sharing_signals_merge_the_shards(
             manager.admit(user_id, "movie", f"screen-{n}")
     manager.admit("friends-1", "movie", "tv")
     manager.flush_activity()
-    found = manager.reads.find_users("family-1", count=5)
+    found = reader_of(manager).find_users("family-1", count=5)
     assert [f.user_id for f in found] == [f"family-{n}" for n in range(10, 15)]
     assert all(f.watching for f in found)
 
@@ -90,7 +92,7 @@ def test_prefix_search_and_sharing_signals_merge_the_shards(
         ranked = sorted(counts.items(), key=lambda item: (item[1], item[0].encode()), reverse=True)
         return [(uid, n) for uid, n in ranked if n][:8]
 
-    refused, distinct = manager.reads.sharing_signals(int(redis_now_ms(redis_client) // 86_400_000), count=8)
+    refused, distinct = reader_of(manager).sharing_signals(int(redis_now_ms(redis_client) // 86_400_000), count=8)
     assert [(s.user_id, s.count) for s in refused] == top({uid: max(0, k - 2) for uid, k in tries.items()})
     assert [(s.user_id, s.count) for s in distinct] == top({uid: min(k, 2) for uid, k in tries.items()})
 

@@ -12,7 +12,7 @@ import pytest
 from redis import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from heartbeat.limiter.manager import Outcome
+from heartbeat.limiter.outcomes import Outcome
 from heartbeat.store.scripts import ScriptConnections
 from tests.conftest import ROOT
 

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from dashboard.models import AuditRecord
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.django_db
@@ -106,7 +106,7 @@ def test_evict_one_session_is_audited_with_the_operator() -> None:
     play("alice", 3)
     out = run("evict", "alice", "--session", "s1", "--operator", "oncall-ann")
     assert "Evicted session \u2068s1\u2069 of \u2068alice\u2069; its slot is free." in out
-    assert [s.session_id for s in get_stream_manager().reads.sessions("alice")] == ["s0", "s2"]
+    assert [s.session_id for s in get_live_state().sessions("alice")] == ["s0", "s2"]
     record = AuditRecord.objects.get()
     assert (record.actor_name, record.action, record.session_id) == ("cli:oncall-ann", "evict_session", "s1")
 
@@ -114,7 +114,7 @@ def test_evict_one_session_is_audited_with_the_operator() -> None:
 def test_evict_all_sessions() -> None:
     play("alice", 3)
     assert "Evicted 3 session(s)" in run("evict", "alice", "--all")
-    assert get_stream_manager().reads.sessions("alice") == []
+    assert get_live_state().sessions("alice") == []
     assert AuditRecord.objects.get().action == "evict_all"
 
 
@@ -125,7 +125,7 @@ def test_evict_needs_a_target() -> None:
 
 def test_set_and_clear_a_limit() -> None:
     assert "now 7 (override)" in run("set_limit", "alice", "7")
-    assert get_stream_manager().reads.get_limit("alice").override == 7
+    assert get_live_state().get_limit("alice").override == 7
     assert "now 3 (default)" in run("set_limit", "alice", "--clear")
     assert [r.action for r in AuditRecord.objects.order_by("id")] == ["set_limit", "clear_limit"]
 
@@ -134,7 +134,7 @@ def test_set_and_clear_a_limit() -> None:
 def test_bad_limits_are_refused_with_a_message(args: tuple[str, ...]) -> None:
     with pytest.raises(CommandError):
         call_command("set_limit", *args)
-    assert get_stream_manager().reads.get_limit("alice").override is None
+    assert get_live_state().get_limit("alice").override is None
 
 
 def test_invalid_user_id_gives_a_message_not_a_traceback() -> None:
@@ -181,7 +181,7 @@ def test_purge_without_yes_and_without_a_terminal_refuses() -> None:
     play("alice", 1)
     with pytest.raises(CommandError, match="--yes"):
         call_command("purge")
-    assert len(get_stream_manager().reads.sessions("alice")) == 1
+    assert len(get_live_state().sessions("alice")) == 1
 
 
 def test_commands_exit_non_zero_with_a_plain_message_from_the_shell(key_prefix) -> None:
@@ -238,7 +238,7 @@ def test_ids_copied_from_the_output_with_their_isolates_are_accepted() -> None:
     play("alice", 2)
     out = run("evict", "\u2068alice\u2069", "--session", "\u2068s0\u2069")
     assert "its slot is free" in out
-    assert [s.session_id for s in get_stream_manager().reads.sessions("alice")] == ["s1"]
+    assert [s.session_id for s in get_live_state().sessions("alice")] == ["s1"]
 
 
 def test_evict_from_the_shell_keeps_the_reason() -> None:
@@ -250,8 +250,8 @@ def test_evict_from_the_shell_keeps_the_reason() -> None:
 def test_evict_all_from_the_shell_can_block_and_unblock_new_sessions() -> None:
     play("alice", 1)
     assert "new sessions refused until" in run("evict", "alice", "--all", "--block-minutes", "30")
-    assert get_stream_manager().reads.blocked_until("alice") is not None
+    assert get_live_state().blocked_until("alice") is not None
     assert "may start again" in run("evict", "alice", "--unblock")
-    assert get_stream_manager().reads.blocked_until("alice") is None
+    assert get_live_state().blocked_until("alice") is None
     with pytest.raises(CommandError, match="goes with --all"):
         run("evict", "alice", "--session", "s0", "--block-minutes", "5")

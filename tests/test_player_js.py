@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state
 from tests.conftest import make_token, needs_chromium
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -118,7 +118,7 @@ def test_follows_the_heartbeat_interval_of_each_answer(chromium, live_gunicorn) 
         player.run_for(100 if n == 2 else INTERVAL * 1000)
         assert player.wait_for("allowed", n)["detail"]["first"] is False
     assert all(gap >= INTERVAL * 1000 for gap in gaps(player.heartbeat_calls()))
-    [session] = get_stream_manager().reads.sessions("acct")
+    [session] = get_live_state().sessions("acct")
     assert (session.session_id, session.device_name) == (player.page.evaluate("window.session.sessionId"), "Kitchen")
     # Autoplay: the next heartbeat names the new stream, in the same slot; nothing is sent sooner.
     player.page.evaluate("window.session.changeStream('movie-2')")
@@ -126,7 +126,7 @@ def test_follows_the_heartbeat_interval_of_each_answer(chromium, live_gunicorn) 
     assert len(player.heartbeat_calls()) == 6
     player.run_for(INTERVAL * 1000)
     player.wait_for("allowed", 7)
-    [session] = get_stream_manager().reads.sessions("acct")
+    [session] = get_live_state().sessions("acct")
     assert (session.session_id, session.stream_id) == (player.page.evaluate("window.session.sessionId"), "movie-2")
 
 
@@ -238,19 +238,19 @@ def test_stop_frees_the_slot_and_stop_other_stops_another_screen(chromium, live_
     assert post_heartbeat(service.url, tv, token).ok
     player = PagePlayer(chromium, service.url, streamId="movie", sessionId="laptop", tokens=[token])
     player.wait_for("allowed")
-    assert {s.session_id for s in get_stream_manager().reads.sessions("family")} == {"tv", "laptop"}
+    assert {s.session_id for s in get_live_state().sessions("family")} == {"tv", "laptop"}
 
     listed = player.page.evaluate("window.session.listSessions()")
     assert (listed["limit"], sorted(s["sessionId"] for s in listed["sessions"])) == (3, ["laptop", "tv"])
     player.page.evaluate("window.session.stopOther('tv')")
-    assert [s.session_id for s in get_stream_manager().reads.sessions("family")] == ["laptop"]
+    assert [s.session_id for s in get_live_state().sessions("family")] == ["laptop"]
     answer = post_heartbeat(service.url, tv, token)
     assert (answer.status_code, answer.json()["code"]) == (400, "session_stopped")
 
     player.page.evaluate("window.session.stop()")
     stopped = player.wait_for("stopped")["detail"]
     assert (stopped["code"], stopped["local"]) == ("stopped_locally", True)
-    assert get_stream_manager().reads.sessions("family") == []
+    assert get_live_state().sessions("family") == []
     player.run_for(5 * 60 * 1000)
     player.settle()
     assert len(player.heartbeat_calls()) == 1
@@ -329,7 +329,7 @@ def test_a_player_on_another_site_needs_that_site_in_player_allowed_origins(
     page.goto(f"{player_site}/watch")
     # The module loads from the service whatever the site (static files allow every origin) ...
     assert page.evaluate(CROSS_ORIGIN_START, [allowing.url, "site-viewer"]) == {"type": "allowed", "limit": 3}
-    assert [s.session_id for s in get_stream_manager().reads.sessions("site-viewer")] != []
+    assert [s.session_id for s in get_live_state().sessions("site-viewer")] != []
     # ... but only a service that lists the site lets its page call the API.
     assert page.evaluate(CROSS_ORIGIN_START, [closed.url, "other-viewer"]) == {"type": "error", "code": "network_error"}
-    assert get_stream_manager().reads.sessions("other-viewer") == []
+    assert get_live_state().sessions("other-viewer") == []

@@ -28,6 +28,7 @@ from heartbeat.services import get_stream_manager
 from heartbeat.store import connection as redis_connection
 from heartbeat.store.connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
 from tests.conftest import free_port
+from tests.live_state_helpers import reader_of
 
 # --- Which setting names the topology ----------------------------------------------------
 
@@ -283,7 +284,7 @@ def test_the_dashboard_and_the_commands_work_on_sentinel_and_cluster(
         assert "family-04" in staff_client.get("/dashboard/find/?id=family-0").content.decode()
         response = staff_client.post("/dashboard/user/evict/", {"id": "family-04", "session": "screen-1"})
         assert response.status_code == 302
-        assert [s.session_id for s in manager.reads.sessions("family-04")] == ["screen-0", "screen-2"]
+        assert [s.session_id for s in reader_of(manager).sessions("family-04")] == ["screen-0", "screen-2"]
         out = StringIO()
         call_command("stats", stdout=out)
         call_command("check_service", stdout=out)
@@ -307,7 +308,7 @@ def test_a_cluster_that_lost_its_scripts_gets_them_again_on_every_primary(
     assert not manager.scripts_loaded()
     assert all(manager.admit(u, "movie", "tv").allowed for u in users)  # NOSCRIPT, loaded, sent again
     manager.flush_activity()  # (the flusher thread may have written part of it already)
-    assert manager.reads.stats().live_sessions == 40
+    assert reader_of(manager).stats().live_sessions == 40
     for primary in cluster.primaries():
         cluster.client(primary).script_flush()
     readiness = manager.check_ready()
@@ -325,6 +326,6 @@ def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(
     assert manager.check_ready().ready
     assert all(manager.admit(f"user-{n}", "movie", "tv").allowed for n in range(30))
     manager.flush_activity()  # (the flusher thread may have written part of it already)
-    assert manager.reads.stats().live_sessions == 30
+    assert reader_of(manager).stats().live_sessions == 30
     with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
         redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))

@@ -15,7 +15,8 @@ from django.core.management.base import CommandError
 from django.test import Client
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from heartbeat.limiter.manager import ADMIT, StreamManager
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.scripts import ADMIT
 from tests.test_probes_and_metrics import metric
 
 BODY = {"userId": "alice", "streamId": "movie", "sessionId": "tv"}

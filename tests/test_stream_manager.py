@@ -11,8 +11,11 @@ from redis import Redis
 
 from heartbeat.limiter.ids import InvalidIdError
 from heartbeat.limiter.keys import KeyLayout
-from heartbeat.limiter.manager import LimitOutOfRangeError, Outcome, StreamManager
+from heartbeat.limiter.limits import LimitOutOfRangeError
+from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.outcomes import Outcome
 from heartbeat.limiter.reads import ServiceStats
+from tests.live_state_helpers import reader_of
 
 
 def admit_sessions(manager: StreamManager, user: str, count: int, stream: str = "movie") -> list:
@@ -31,7 +34,7 @@ def test_fourth_session_is_refused(manager: StreamManager) -> None:
     result = manager.admit("alice", "movie", "s4")
     assert result.outcome is Outcome.LIMIT_REACHED
     assert (result.active_sessions, result.limit, result.allowed) == (3, 3, False)
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0", "s1", "s2"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0", "s1", "s2"]
 
 
 def test_a_refusal_for_the_limit_lists_the_live_sessions_only_when_asked(manager: StreamManager) -> None:
@@ -43,7 +46,9 @@ def test_a_refusal_for_the_limit_lists_the_live_sessions_only_when_asked(manager
     assert refused.outcome is Outcome.LIMIT_REACHED
     # The same sessions, times and devices as the dashboard's read gives (which reads the clock later).
     without_countdown = [dataclasses.replace(s, expires_in_seconds=0) for s in refused.sessions]
-    assert without_countdown == [dataclasses.replace(s, expires_in_seconds=0) for s in manager.reads.sessions("alice")]
+    assert without_countdown == [
+        dataclasses.replace(s, expires_in_seconds=0) for s in reader_of(manager).sessions("alice")
+    ]
     assert all(0 < s.expires_in_seconds <= manager.session_ttl_ms / 1000 for s in refused.sessions)
     assert [(s.session_id, s.stream_id, s.device_name) for s in refused.sessions] == [
         ("s0", "movie-0", "Living room TV"),
@@ -69,7 +74,7 @@ def test_stream_change_keeps_the_slot_and_records_the_new_stream(manager: Stream
     admit_sessions(manager, "alice", 3, stream="episode-1")
     result = manager.admit("alice", "episode-2", "s0")
     assert result.allowed and result.active_sessions == 3
-    streams = {s.session_id: s.stream_id for s in manager.reads.sessions("alice")}
+    streams = {s.session_id: s.stream_id for s in reader_of(manager).sessions("alice")}
     assert streams == {"s0": "episode-2", "s1": "episode-1", "s2": "episode-1"}
 
 
@@ -80,7 +85,7 @@ def test_expired_session_frees_its_slot(make_manager) -> None:
     time.sleep(1.1)
     result = manager.admit("alice", "movie", "late")
     assert result.allowed and result.active_sessions == 1
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["late"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["late"]
 
 
 def test_expired_sessions_are_pruned_while_others_play_on(make_manager) -> None:
@@ -91,7 +96,7 @@ def test_expired_sessions_are_pruned_while_others_play_on(make_manager) -> None:
     time.sleep(0.6)
     result = manager.admit("alice", "movie", "new")
     assert (result.allowed, result.active_sessions, result.pruned) == (True, 2, 2)
-    assert {s.session_id for s in manager.reads.sessions("alice")} == {"s0", "new"}
+    assert {s.session_id for s in reader_of(manager).sessions("alice")} == {"s0", "new"}
 
 
 def test_heartbeats_keep_a_session_alive_past_its_first_ttl(make_manager) -> None:
@@ -100,21 +105,21 @@ def test_heartbeats_keep_a_session_alive_past_its_first_ttl(make_manager) -> Non
     for _ in range(3):
         time.sleep(0.5)
         assert manager.admit("alice", "movie", "s0").allowed
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0"]
 
 
 def test_stop_frees_a_slot_at_once(manager: StreamManager) -> None:
     admit_sessions(manager, "alice", 3)
     assert manager.stop("alice", "s1") is True
     assert manager.admit("alice", "movie", "s4").allowed
-    assert {s.session_id for s in manager.reads.sessions("alice")} == {"s0", "s2", "s4"}
+    assert {s.session_id for s in reader_of(manager).sessions("alice")} == {"s0", "s2", "s4"}
 
 
 def test_stop_of_an_unknown_session_is_harmless(manager: StreamManager) -> None:
     manager.admit("alice", "movie", "s0")
     assert manager.stop("alice", "nobody") is False
     assert manager.stop("alice", "nobody") is False
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0"]
 
 
 def test_limit_override_wins_over_the_default(manager: StreamManager) -> None:
@@ -122,13 +127,13 @@ def test_limit_override_wins_over_the_default(manager: StreamManager) -> None:
     results = admit_sessions(manager, "alice", 6)
     assert [r.allowed for r in results] == [True] * 5 + [False]
     assert results[-1].limit == 5
-    assert manager.reads.get_limit("alice").override == 5
+    assert reader_of(manager).get_limit("alice").override == 5
 
 
 def test_clearing_the_override_restores_the_default(manager: StreamManager) -> None:
     manager.set_limit_override("alice", 1)
     manager.set_limit_override("alice", None)
-    limit = manager.reads.get_limit("alice")
+    limit = reader_of(manager).get_limit("alice")
     assert (limit.limit, limit.override, limit.default) == (3, None, 3)
 
 
@@ -143,7 +148,7 @@ def test_lowering_the_limit_never_displaces_a_live_session(manager: StreamManage
 def test_limit_override_outside_1_to_50_is_refused(manager: StreamManager, bad: object) -> None:
     with pytest.raises(LimitOutOfRangeError):
         manager.set_limit_override("alice", bad)  # type: ignore[arg-type]
-    assert manager.reads.get_limit("alice").override is None
+    assert reader_of(manager).get_limit("alice").override is None
 
 
 def test_every_session_key_carries_an_expiry(manager: StreamManager, redis_client: Redis, key_prefix: str) -> None:
@@ -174,8 +179,8 @@ def test_a_user_who_stops_watching_leaves_nothing_behind(make_manager, redis_cli
     assert all(
         redis_client.pttl(k) <= 120_000 for k in leftover if ":minute:" not in k and not any(s in k for s in support)
     )
-    assert manager.reads.stats() == ServiceStats(live_users=0, live_sessions=0, users_at_limit=0)
-    assert manager.reads.live_users() == (0, [])
+    assert reader_of(manager).stats() == ServiceStats(live_users=0, live_sessions=0, users_at_limit=0)
+    assert reader_of(manager).live_users() == (0, [])
 
 
 ODD_IDS = ["{a}", "a}", "}", "{", "*", "a:b|c@d/e", "with space", "名前", "%7D", "x" * 128, "ünïcødé 🎬"]
@@ -184,7 +189,7 @@ ODD_IDS = ["{a}", "a}", "}", "{", "*", "a:b|c@d/e", "with space", "名前", "%7D
 @pytest.mark.parametrize("odd", ODD_IDS)
 def test_odd_ids_are_valid_and_round_trip(manager: StreamManager, odd: str) -> None:
     assert manager.admit(odd, odd, odd).allowed
-    [session] = manager.reads.sessions(odd)
+    [session] = reader_of(manager).sessions(odd)
     assert (session.session_id, session.stream_id) == (odd, odd)
 
 
@@ -194,7 +199,7 @@ def test_one_users_ids_never_reach_another_users_keys(manager: StreamManager) ->
     for user in users:
         admit_sessions(manager, user, 3)
     for user in users:
-        assert len(manager.reads.sessions(user)) == 3
+        assert len(reader_of(manager).sessions(user)) == 3
         assert manager.admit(user, "movie", "extra").outcome is Outcome.LIMIT_REACHED
 
 
@@ -232,7 +237,7 @@ def test_concurrent_first_heartbeats_admit_exactly_the_limit(make_manager) -> No
         thread.join()
     assert outcomes.count(Outcome.ALLOWED) == 5
     assert outcomes.count(Outcome.LIMIT_REACHED) == 95
-    assert len(manager.reads.sessions("family")) == 5
+    assert len(reader_of(manager).sessions("family")) == 5
 
 
 def test_scripts_are_reloaded_after_redis_forgets_them(own_redis, key_prefix: str) -> None:
@@ -254,7 +259,7 @@ def test_session_details_show_start_last_heartbeat_and_expiry(manager: StreamMan
     manager.admit("alice", "movie", "s0")
     time.sleep(0.05)
     manager.admit("alice", "movie", "s0")
-    [session] = manager.reads.sessions("alice")
+    [session] = reader_of(manager).sessions("alice")
     assert session.last_heartbeat_at > session.started_at
     assert 39 < session.expires_in_seconds <= 40
 
@@ -265,10 +270,10 @@ def test_live_users_are_listed_most_recent_first(manager: StreamManager) -> None
         time.sleep(0.002)
     manager.admit("u2", "movie", "s1")
     manager.flush_activity()
-    total, page = manager.reads.live_users(offset=0, count=2)
+    total, page = reader_of(manager).live_users(offset=0, count=2)
     assert total == 3
     assert [(u.user_id, u.active_sessions) for u in page] == [("u2", 2), ("u3", 1)]
-    total, page = manager.reads.live_users(offset=2, count=2)
+    total, page = reader_of(manager).live_users(offset=2, count=2)
     assert [u.user_id for u in page] == ["u1"]
 
 
@@ -278,7 +283,7 @@ def test_refused_and_stopped_sessions_leave_the_live_counts(manager: StreamManag
     manager.admit("bob", "movie", "s0")
     manager.flush_activity()
     manager.stop("bob", "s0")
-    stats = manager.reads.stats()
+    stats = reader_of(manager).stats()
     assert (stats.live_users, stats.live_sessions, stats.users_at_limit) == (1, 3, 1)
 
 
@@ -288,7 +293,7 @@ def test_activity_counts_heartbeats_refusals_and_evictions(manager: StreamManage
     manager.admit("alice", "movie", "s0")
     manager.flush_activity()
     manager.evict("alice", "s2")
-    minutes = manager.reads.activity(minutes=2)
+    minutes = reader_of(manager).activity(minutes=2)
     assert len(minutes) == 2
     assert sum(m.heartbeats for m in minutes) == 5
     assert sum(m.refused for m in minutes) == 1
@@ -316,11 +321,14 @@ def test_the_override_in_redis_wins_over_the_asked_limit(manager: StreamManager)
 
 def test_get_limit_reports_the_source_the_latest_heartbeat_asked_for(make_manager) -> None:
     manager = make_manager(plan_limits={"premium": 4})
-    assert manager.reads.get_limit("alice").source == "default"
+    assert reader_of(manager).get_limit("alice").source == "default"
     manager.admit("alice", "movie", "s0", plan="premium")
-    assert (manager.reads.get_limit("alice").limit, manager.reads.get_limit("alice").source) == (4, "plan")
+    assert (reader_of(manager).get_limit("alice").limit, reader_of(manager).get_limit("alice").source) == (4, "plan")
     manager.set_limit_override("alice", 1)
-    assert (manager.reads.get_limit("alice").limit, manager.reads.get_limit("alice").source) == (1, "override")
+    assert (reader_of(manager).get_limit("alice").limit, reader_of(manager).get_limit("alice").source) == (
+        1,
+        "override",
+    )
 
 
 def test_the_device_name_is_kept_and_forgotten_with_its_session(
@@ -328,7 +336,7 @@ def test_the_device_name_is_kept_and_forgotten_with_its_session(
 ) -> None:
     manager.admit("alice", "movie", "s0", device_name="TV")
     manager.admit("alice", "movie", "s0")  # a heartbeat without the name keeps it
-    assert manager.reads.sessions("alice")[0].device_name == "TV"
+    assert reader_of(manager).sessions("alice")[0].device_name == "TV"
     manager.stop("alice", "s0")
     left = redis_client.hgetall(manager.keys.user("alice").details)
     assert left == {b"limit": b"3", b"limitSource": b"default"}
@@ -358,9 +366,9 @@ def test_replace_oldest_gives_a_new_session_the_slot_of_the_first_started(make_m
     manager.admit("alice", "movie", "s0")  # the oldest stays the oldest by start, not by heartbeat
     result = manager.admit("alice", "movie", "s3")
     assert (result.outcome, result.active_sessions, result.replaced) == (Outcome.ALLOWED, 3, ("s0",))
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s1", "s2", "s3"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s1", "s2", "s3"]
     assert manager.admit("alice", "movie", "s0").outcome is Outcome.REPLACED
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s1", "s2", "s3"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s1", "s2", "s3"]
 
 
 def test_replace_oldest_makes_room_under_a_lowered_limit(make_manager) -> None:
@@ -369,7 +377,7 @@ def test_replace_oldest_makes_room_under_a_lowered_limit(make_manager) -> None:
     manager.set_limit_override("alice", 1)
     result = manager.admit("alice", "movie", "new")
     assert result.replaced == ("s0", "s1", "s2") and result.active_sessions == 1
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["new"]
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["new"]
 
 
 def test_replaced_sessions_leave_the_live_counts_at_once(make_manager) -> None:
@@ -378,7 +386,7 @@ def test_replaced_sessions_leave_the_live_counts_at_once(make_manager) -> None:
     manager.flush_activity()
     manager.admit("alice", "movie", "s1")
     manager.flush_activity()
-    assert manager.reads.live_counts() == (1, 1)
+    assert reader_of(manager).live_counts() == (1, 1)
 
 
 def test_an_unknown_limit_policy_is_refused(make_manager) -> None:
@@ -403,6 +411,6 @@ def test_concurrent_new_sessions_under_replace_oldest_keep_exactly_the_limit(mak
     assert all(r.allowed for r in results) and all(r.active_sessions <= 3 for r in results)
     replaced = [sid for r in results for sid in r.replaced]
     assert len(replaced) == len(set(replaced)) == 47
-    live = {s.session_id for s in manager.reads.sessions("family")}
+    live = {s.session_id for s in reader_of(manager).sessions("family")}
     assert len(live) == 3 and not live & set(replaced)
     assert all(manager.admit("family", "movie", sid).outcome is Outcome.REPLACED for sid in replaced)

@@ -25,8 +25,8 @@ from heartbeat.api.tokens import (
     TokenVerifier,
     load_jwks,
     parse_hs256_keys,
-    parse_plan_limits,
 )
+from heartbeat.limiter.limits import parse_plan_limits
 from tests.conftest import ROOT, TOKEN_SECRETS, make_token
 
 

@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
 from heartbeat.limiter.ids import InvalidIdError
-from heartbeat.limiter.manager import LimitOutOfRangeError
+from heartbeat.limiter.limits import LimitOutOfRangeError
 from streamlimit.logging import SINK
 
 

@@ -64,14 +64,6 @@ def method_not_allowed(allowed: Iterable[str]) -> JsonResponse:
     return response
 
 
-def invalid_host() -> JsonResponse:
-    """400 for a Host header outside ``DJANGO_ALLOWED_HOSTS`` on a player path."""
-    return JsonResponse(
-        {"code": "invalid_host", "message": "This host name is not served here (see DJANGO_ALLOWED_HOSTS)."},
-        status=400,
-    )
-
-
 # Django's error handlers (``handler404`` ... in streamlimit/urls.py): JSON on
 # the player paths and probes, Django's own pages for staff.
 

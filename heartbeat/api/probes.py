@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hmac
-import ipaddress
 from collections.abc import Callable
 
 import structlog
@@ -13,7 +11,9 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from heartbeat.api.errors import method_not_allowed
-from heartbeat.limiter.metrics import REDIS_ERRORS, render_metrics
+from heartbeat.api.scrape import render_metrics
+from heartbeat.edge.metrics_access import metrics_allowed
+from heartbeat.limiter.metrics import REDIS_ERRORS
 from heartbeat.services import get_stream_manager
 
 logger = structlog.get_logger(__name__)
@@ -46,19 +46,6 @@ def readyz(request: HttpRequest) -> JsonResponse:
         logger.warning("not ready", reason=readiness.reason, error=readiness.detail)
         return JsonResponse({"status": "not_ready", "reason": readiness.detail, "code": readiness.reason}, status=503)
     return JsonResponse({"status": "ready", "redis": "ok", "scripts": "loaded", "writes": "ok"})
-
-
-def metrics_allowed(request: HttpRequest) -> bool:
-    """Whether this client may read /metrics (right bearer token, or an allowed network)."""
-    token = settings.METRICS_BEARER_TOKEN
-    header = request.headers.get("Authorization", "")
-    if token and hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-        return True
-    try:
-        client = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(client in network for network in settings.METRICS_ALLOWED_NETWORKS)
 
 
 @json_safe_methods

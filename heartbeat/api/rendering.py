@@ -14,8 +14,7 @@ from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
 
-# How much of an unparseable body is kept for the log line.
-RECEIVED_LOG_BYTES = 160
+from heartbeat.limiter.limits import LOGGED_FIELD_LENGTH
 
 
 def parse_json(raw: bytes) -> Any:
@@ -25,7 +24,7 @@ def parse_json(raw: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         error = ParseError(f"The body is not valid JSON: {exc}")
         # For the request's log line: what was sent, as text.
-        error.received = raw[:RECEIVED_LOG_BYTES].decode(errors="replace")  # type: ignore[attr-defined]
+        error.received = raw[:LOGGED_FIELD_LENGTH].decode(errors="replace")  # type: ignore[attr-defined]
         raise error from None
 
 

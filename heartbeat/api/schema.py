@@ -12,6 +12,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 
 from heartbeat.limiter.ids import MAX_DEVICE_NAME_LENGTH, MAX_ID_LENGTH
+from heartbeat.limiter.outcomes import LIMIT_SOURCES, REFUSALS
 
 # The same rule as heartbeat.limiter.ids, in a form JSON Schema can state.
 _NO_CONTROL_CHARACTERS = RegexValidator(r"^[^\u0000-\u001F\u007F-\u009F]*$")
@@ -70,7 +71,7 @@ class SessionsSerializer(serializers.Serializer):
     """200 from /sessions: the account's limit and live sessions."""
 
     limit = serializers.IntegerField()
-    limitSource = serializers.ChoiceField(choices=["override", "token", "plan", "default"])  # noqa: N815
+    limitSource = serializers.ChoiceField(choices=list(LIMIT_SOURCES))  # noqa: N815
     sessions = SessionSerializer(many=True)
 
 
@@ -81,7 +82,7 @@ class AllowedSerializer(serializers.Serializer):
     activeSessions = serializers.IntegerField(allow_null=True, help_text="Null only when degraded.")  # noqa: N815
     limit = serializers.IntegerField()
     limitSource = serializers.ChoiceField(  # noqa: N815
-        choices=["override", "token", "plan", "default"], help_text="Where the limit comes from."
+        choices=list(LIMIT_SOURCES), help_text="Where the limit comes from."
     )
     heartbeatInterval = serializers.IntegerField(help_text="Seconds until the next heartbeat.")  # noqa: N815
     degraded = serializers.BooleanField(
@@ -92,20 +93,11 @@ class AllowedSerializer(serializers.Serializer):
 class HeartbeatBadRequestSerializer(serializers.Serializer):
     """400 from /heartbeat: stop playing (limit reached, evicted, stopped, replaced), or fix the body."""
 
-    code = serializers.ChoiceField(
-        choices=[
-            "concurrency_limit_reached",
-            "session_evicted",
-            "session_stopped",
-            "session_replaced",
-            "account_blocked",
-            "invalid_request",
-        ]
-    )
+    code = serializers.ChoiceField(choices=[*(row.api_code for row in REFUSALS), "invalid_request"])
     allowed = serializers.BooleanField(required=False, help_text="false when the player must stop.")
     activeSessions = serializers.IntegerField(required=False)  # noqa: N815
     limit = serializers.IntegerField(required=False)
-    limitSource = serializers.ChoiceField(choices=["override", "token", "plan", "default"], required=False)  # noqa: N815
+    limitSource = serializers.ChoiceField(choices=list(LIMIT_SOURCES), required=False)  # noqa: N815
     sessions = SessionSerializer(
         many=True,
         required=False,

@@ -38,10 +38,11 @@ from jwt.exceptions import (
 )
 
 from heartbeat.limiter.ids import MAX_ID_LENGTH, id_error
+from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
 
 MIN_SECRET_BYTES = 32
-MIN_MAX_STREAMS = 1
-MAX_MAX_STREAMS = 50
+MIN_LIMIT = MIN_LIMIT
+MAX_LIMIT = MAX_LIMIT
 # The public-key algorithms a JWKS key may use (HS256 keys come from PLAYBACK_TOKEN_KEYS only).
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 # Verified tokens remembered per process (a player sends the same token every heartbeat).
@@ -137,25 +138,6 @@ def _jwks_keys(document: Any, path: str) -> dict[str, PyJWK]:
             raise ValueError(f"{path}: kid {key.key_id!r} is given twice")
         keys[key.key_id] = key  # type: ignore[index]
     return keys
-
-
-def parse_plan_limits(raw: str) -> dict[str, int]:
-    """``basic=1,premium=4`` as a dict of limits (1 to 50). Raises ValueError."""
-    plans: dict[str, int] = {}
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        plan, sep, value = (s.strip() for s in item.partition("="))
-        if not sep or not plan:
-            raise ValueError(f"{item!r} must be plan=limit")
-        try:
-            limit = int(value)
-        except ValueError:
-            raise ValueError(f"the limit of plan {plan!r} must be a whole number, got {value!r}") from None
-        if not MIN_MAX_STREAMS <= limit <= MAX_MAX_STREAMS:
-            raise ValueError(f"the limit of plan {plan!r} must be between 1 and 50, got {limit}")
-        plans[plan] = limit
-    return plans
 
 
 class TokenVerifier:
@@ -263,9 +245,9 @@ class TokenVerifier:
         if max_streams is not None and (
             isinstance(max_streams, bool)
             or not isinstance(max_streams, int)
-            or not MIN_MAX_STREAMS <= max_streams <= MAX_MAX_STREAMS
+            or not MIN_LIMIT <= max_streams <= MAX_LIMIT
         ):
-            raise bad("The token's maxStreams must be a whole number from 1 to 50.")
+            raise bad(f"The token's maxStreams must be a whole number from {MIN_LIMIT} to {MAX_LIMIT}.")
         plan = payload.get("plan")
         if plan is not None and (not isinstance(plan, str) or not plan or len(plan) > MAX_ID_LENGTH):
             raise bad("The token's plan must be a non-empty string.")

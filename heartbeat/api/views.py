@@ -32,44 +32,18 @@ from heartbeat.api.tokens import PlaybackClaims, TokenError, get_verifier
 from heartbeat.edge.request_body import MAX_BODY_BYTES
 from heartbeat.limiter import metrics
 from heartbeat.limiter.ids import ID_FIELDS, device_name_error, id_error
-from heartbeat.limiter.manager import HeartbeatResult, Outcome
+from heartbeat.limiter.limits import LOGGED_FIELD_LENGTH
+from heartbeat.limiter.manager import HeartbeatResult
+from heartbeat.limiter.outcomes import ROWS
 from heartbeat.limiter.reads import SessionInfo
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 from heartbeat.store.breaker import CircuitOpenError
 
 logger = structlog.get_logger(__name__)
 
-# Logged as ``reqBody``: only the fields the API reads, each cut short, so a
-# client cannot flood the logs through the body.
-_LOGGED_FIELD_LENGTH = 160
 # A JWT's first segment (base64url of its header) followed by a dot: what is
 # cut from logged bodies. A token cut before its first dot has no signature.
 _JWT_LIKE = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_.-]*")
-
-REFUSAL_MESSAGES = {
-    Outcome.LIMIT_REACHED: (
-        "concurrency_limit_reached",
-        "This account is already playing on {limit} screens, the most its plan allows. "
-        "Stop a video on another screen to watch here.",
-    ),
-    Outcome.EVICTED: (
-        "session_evicted",
-        "Playback on this screen was stopped by support. Start it again in a few minutes, "
-        "or contact support if this keeps happening.",
-    ),
-    Outcome.STOPPED: (
-        "session_stopped",
-        "Playback on this screen was stopped from another screen of this account.",
-    ),
-    Outcome.REPLACED: (
-        "session_replaced",
-        "This account started playing on another screen, which took this screen's place.",
-    ),
-    Outcome.BLOCKED: (
-        "account_blocked",
-        "Support has paused new playback on this account for a while. Contact support if you do not know why.",
-    ),
-}
 
 # How a field of the body is checked; absent optional fields are fine.
 _FIELD_RULES = {
@@ -179,8 +153,8 @@ def _log_body(data: Any) -> Any:
     body): anything shaped like a JWT is cut out of it.
     """
     if isinstance(data, dict):
-        return {k: str(data[k])[:_LOGGED_FIELD_LENGTH] for k in ID_FIELDS if k in data}
-    return _JWT_LIKE.sub("[token removed]", str(data)[:_LOGGED_FIELD_LENGTH])
+        return {k: str(data[k])[:LOGGED_FIELD_LENGTH] for k in ID_FIELDS if k in data}
+    return _JWT_LIKE.sub("[token removed]", str(data)[:LOGGED_FIELD_LENGTH])
 
 
 def declared_content_type(meta: dict[str, Any]) -> str:
@@ -396,12 +370,12 @@ class HeartbeatView(_PlayerAPIView):
         }
         if result.allowed:
             return json_response(body)
-        code, message = REFUSAL_MESSAGES[result.outcome]
-        body["code"] = code
-        body["message"] = message.format(limit=result.limit)
+        row = ROWS[result.outcome]
+        body["code"] = row.api_code
+        body["message"] = row.player_message.format(limit=result.limit)
         if sessions is not None:
             body["sessions"] = sessions
-        return json_response(body, status=status.HTTP_400_BAD_REQUEST)
+        return json_response(body, status=row.http_status)
 
     @staticmethod
     def _degraded_body(claims: PlaybackClaims | None) -> dict[str, Any]:
@@ -470,7 +444,7 @@ class SessionsView(_PlayerAPIView):
         manager = get_stream_manager()
         try:
             limit = manager.limit_for(claims.user_id, claims.max_streams, claims.plan)
-            sessions = manager.reads.sessions(claims.user_id)
+            sessions = get_live_state().sessions(claims.user_id)
         except RedisError as exc:
             log_redis_failure("sessions", exc)
             return internal_error(request)

@@ -13,7 +13,7 @@ heartbeat). So a ``Host`` header Django allowed is remembered, for that
 from __future__ import annotations
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, JsonResponse
 
 # Host headers remembered per process: a deployment has a handful; with a
 # wildcard in ALLOWED_HOSTS a client could send endless allowed names, which
@@ -54,3 +54,11 @@ class AllowedHosts:
 
 
 ALLOWED_HOSTS = AllowedHosts()
+
+
+def invalid_host() -> JsonResponse:
+    """400 for a Host header outside ``DJANGO_ALLOWED_HOSTS`` on a player path."""
+    return JsonResponse(
+        {"code": "invalid_host", "message": "This host name is not served here (see DJANGO_ALLOWED_HOSTS)."},
+        status=400,
+    )

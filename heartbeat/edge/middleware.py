@@ -16,11 +16,11 @@ from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django_structlog.middlewares import RequestMiddleware
 
-from heartbeat.api.errors import invalid_host
-from heartbeat.api.probes import metrics_allowed
+from heartbeat.adapters.django import mark_response_logged
 from heartbeat.edge import cors
-from heartbeat.edge.hosts import ALLOWED_HOSTS
+from heartbeat.edge.hosts import ALLOWED_HOSTS, invalid_host
 from heartbeat.edge.logging_context import CORRELATION_HEADER, correlation_id_for
+from heartbeat.edge.metrics_access import metrics_allowed
 from heartbeat.edge.paths import is_player_api_path
 
 logger = structlog.get_logger("django_structlog.middlewares.request")
@@ -37,7 +37,7 @@ class RequestLogMiddleware(RequestMiddleware):
         response = super().__call__(request)
         # django-structlog's request_finished line is this response's log line
         # (see log_player_request): no second, id-less "Not Found: ..." line.
-        response._has_been_logged = True  # type: ignore[attr-defined]
+        mark_response_logged(response)
         return response
 
     def log_player_request(self, request: HttpRequest) -> HttpResponse:
@@ -72,7 +72,7 @@ class RequestLogMiddleware(RequestMiddleware):
             # This line is the response's log line: Django would add its own
             # "Bad Request: /heartbeat" for every 4xx (a refusal included), after
             # the correlation id is unbound, through the slower stdlib path.
-            response._has_been_logged = True  # type: ignore[attr-defined]
+            mark_response_logged(response)
             return response
         finally:
             structlog.contextvars.clear_contextvars()

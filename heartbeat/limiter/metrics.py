@@ -1,9 +1,9 @@
-"""Prometheus metrics of the heartbeat service.
+"""Prometheus metrics of the heartbeat service: their definitions and the heartbeat tally.
 
 Under gunicorn the metrics live in prometheus-client's multiprocess mode
 (``PROMETHEUS_MULTIPROC_DIR``, set by gunicorn.conf.py), so a scrape sees the
-sum over every worker. Live users and sessions are read from Redis at scrape
-time, so they are the same whichever worker answers.
+sum over every worker. The exposition (with the live counts read from Redis
+at scrape time) is ``heartbeat.api.scrape``.
 """
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
-from django.conf import settings
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
+from prometheus_client import Counter, Gauge, Histogram
+
+from heartbeat.adapters.prometheus import add_observations, histogram_bounds
+from heartbeat.limiter.activity import FLUSHER
+from heartbeat.limiter.outcomes import LIMIT_SOURCES as LIMIT_SOURCES_NAMES
+from heartbeat.limiter.outcomes import METRIC_LABELS
 
 HEARTBEATS = Counter(
     "streamlimit_heartbeats",
-    "Heartbeats answered, by outcome (allowed, limit_reached, evicted, invalid, error).",
+    "Heartbeats answered, by outcome (" + ", ".join(METRIC_LABELS) + ").",
     ["outcome"],
 )
 HEARTBEAT_SECONDS = Histogram(
@@ -40,7 +40,7 @@ TOKEN_FAILURES = Counter(
 )
 LIMIT_SOURCES = Counter(
     "streamlimit_heartbeat_limit_source",
-    "Heartbeats answered, by where their limit came from (override, token, plan, default).",
+    "Heartbeats answered, by where their limit came from (" + ", ".join(LIMIT_SOURCES_NAMES) + ").",
     ["source"],
 )
 UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
@@ -62,21 +62,8 @@ REDIS_BREAKER_TRANSITIONS = Counter(
 
 # Looked up once: ``labels()`` takes a lock and a dict lookup on every call.
 # Every outcome is exported from the start, at 0.
-HEARTBEATS_BY_OUTCOME = {
-    outcome: HEARTBEATS.labels(outcome)
-    for outcome in (
-        "allowed",
-        "limit_reached",
-        "evicted",
-        "stopped",
-        "replaced",
-        "blocked",
-        "invalid",
-        "unauthorized",
-        "error",
-    )
-}
-LIMIT_SOURCES_BY_NAME = {source: LIMIT_SOURCES.labels(source) for source in ("override", "token", "plan", "default")}
+HEARTBEATS_BY_OUTCOME = {outcome: HEARTBEATS.labels(outcome) for outcome in METRIC_LABELS}
+LIMIT_SOURCES_BY_NAME = {source: LIMIT_SOURCES.labels(source) for source in LIMIT_SOURCES_NAMES}
 
 
 class HeartbeatTally:
@@ -104,8 +91,10 @@ class HeartbeatTally:
         self._source_counters = sources
         self._durations = durations
         # The histogram's upper bounds, +Inf last, as prometheus-client keeps them.
-        self._bounds: list[float] = list(durations._upper_bounds)
+        self._bounds: list[float] = histogram_bounds(durations)
         self._lock = threading.Lock()
+        # How often the flusher thread adds the counts up (ACTIVITY_FLUSH_SECONDS, set by heartbeat.services).
+        self.flush_seconds = 1.0
         self._reset()
         # Without the flusher thread (tests), only ``flush`` adds the counts up.
         self._registered = not flush_in_background
@@ -136,10 +125,8 @@ class HeartbeatTally:
             self._buckets[bucket] += 1
             self._seconds += seconds
         if not self._registered:
-            from heartbeat.limiter.activity import FLUSHER
-
             self._registered = True
-            FLUSHER.register(self, settings.ACTIVITY_FLUSH_SECONDS)
+            FLUSHER.register(self, self.flush_seconds)
 
     def flush(self) -> None:
         """Add what was counted since the last flush to the Prometheus metrics."""
@@ -152,12 +139,7 @@ class HeartbeatTally:
         for source, count in sources.items():
             if count:
                 self._source_counters[source].inc(count)
-        # prometheus-client has no batch observe; its buckets and sum take the sums directly.
-        for index, count in enumerate(buckets):
-            if count:
-                self._durations._buckets[index].inc(count)
-        if any(buckets):
-            self._durations._sum.inc(seconds)
+        add_observations(self._durations, buckets, seconds)
 
     def flush_activity(self) -> None:
         """What the activity flusher calls (``heartbeat.limiter.activity.Flushable``)."""
@@ -165,66 +147,3 @@ class HeartbeatTally:
 
 
 HEARTBEAT_TALLY = HeartbeatTally(HEARTBEATS_BY_OUTCOME, LIMIT_SOURCES_BY_NAME, HEARTBEAT_SECONDS)
-
-
-class LiveStateCollector(Collector):
-    """Gauges of live users and sessions, read from Redis when scraped."""
-
-    @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily("streamlimit_live_users", "Users with at least one live session."),
-            GaugeMetricFamily("streamlimit_live_sessions", "Live sessions across all users."),
-            GaugeMetricFamily("streamlimit_redis_up", "1 if Redis answered this scrape, else 0."),
-        )
-
-    def describe(self) -> Iterator[GaugeMetricFamily]:
-        # Without it, registering calls collect(), i.e. Redis, while this
-        # module is imported: a stalled Redis would then hold the import lock
-        # of the URLconf, and every first request of a worker, /healthz
-        # included, would wait for it.
-        yield from self._families()
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from heartbeat.services import get_stream_manager
-
-        users, sessions, up = self._families()
-        try:
-            live_users, live_sessions = get_stream_manager().reads.live_counts()
-        except RedisError:
-            REDIS_ERRORS.labels("metrics").inc()
-            up.add_metric([], 0)
-            yield up
-            return
-        users.add_metric([], live_users)
-        sessions.add_metric([], live_sessions)
-        up.add_metric([], 1)
-        yield from (users, sessions, up)
-
-
-class BuildInfoCollector(Collector):
-    """``streamlimit_build_info{version=...} 1``: which version each scraped replica runs.
-
-    Outside the multiprocess registry, so it appears once per scrape, not once per worker.
-    """
-
-    def collect(self) -> Iterator[InfoMetricFamily]:
-        yield InfoMetricFamily(
-            "streamlimit_build", "The StreamLimit version this process runs.", {"version": settings.STREAMLIMIT_VERSION}
-        )
-
-
-_LIVE_STATE = CollectorRegistry(auto_describe=True)
-_LIVE_STATE.register(LiveStateCollector())
-_LIVE_STATE.register(BuildInfoCollector())
-
-
-def render_metrics() -> bytes:
-    """The text exposition of every metric: all workers' when in multiprocess mode."""
-    HEARTBEAT_TALLY.flush()
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)
-    else:
-        registry = REGISTRY
-    return generate_latest(registry) + generate_latest(_LIVE_STATE)

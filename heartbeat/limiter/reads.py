@@ -23,22 +23,9 @@ from redis import Redis
 from heartbeat.limiter.activity import REFUSALS_KEPT
 from heartbeat.limiter.ids import id_error, require_id
 from heartbeat.limiter.keys import KeyLayout
+from heartbeat.store.helpers import as_text, batched, ms_to_datetime, redis_now_ms
 
 logger = structlog.get_logger(__name__)
-
-
-def redis_now_ms(client: Redis) -> int:
-    """Redis' clock, in ms: the one the scripts use, so no server's clock matters."""
-    sec, usec = client.time()
-    return sec * 1000 + usec // 1000
-
-
-def ms_to_datetime(ms: float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def as_text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True)
@@ -161,16 +148,15 @@ class AccountSignal:
     count: int
 
 
-def batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    """``items`` in lists of ``size`` (the last may be shorter)."""
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def user_limit(
+    override: bytes | int | None, asked: bytes | None, source: bytes | None, default_limit: int
+) -> UserLimit:
+    """The override, else what the latest heartbeat asked for (kept in the details hash), else the default."""
+    if override is not None:
+        return UserLimit(int(override), int(override), default_limit, "override")
+    if asked is not None and source is not None:
+        return UserLimit(int(asked), None, default_limit, as_text(source))
+    return UserLimit(default_limit, None, default_limit, "default")
 
 
 class LiveStateReader:
@@ -216,12 +202,7 @@ class LiveStateReader:
         return self._user_limit(override, asked, source)
 
     def _user_limit(self, override: bytes | None, asked: bytes | None, source: bytes | None) -> UserLimit:
-        """The override, else what the latest heartbeat asked for (kept in the details hash), else the default."""
-        if override is not None:
-            return UserLimit(int(override), int(override), self.default_limit, "override")
-        if asked is not None and source is not None:
-            return UserLimit(int(asked), None, self.default_limit, as_text(source))
-        return UserLimit(self.default_limit, None, self.default_limit, "default")
+        return user_limit(override, asked, source, self.default_limit)
 
     def limit_overrides(self) -> Iterator[tuple[str, int]]:
         """Every user's limit override, as (user id, limit), in no particular order.

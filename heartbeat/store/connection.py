@@ -30,8 +30,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
-MODES = ("standalone", "sentinel", "cluster")
-
 
 class RedisSettingsError(ValueError):
     """A Redis setting is wrong; the message names the variable(s)."""
@@ -206,12 +204,30 @@ class ClusterUnavailableError(RedisConnectionError):
     """The cluster could not be reached or mapped (redis-py's ``RedisClusterException``), as a Redis error."""
 
 
-class _ClusterPipeline(ClusterPipeline):
+class _ClusterPipelineErrors:
+    """A cluster pipeline whose ``execute`` raises ``ClusterUnavailableError`` for ``RedisClusterException``.
+
+    A wrapper, not a subclass: ``RedisCluster.pipeline`` builds its own class
+    with many arguments; every other attribute is the pipeline's own.
+    """
+
+    def __init__(self, pipe: ClusterPipeline) -> None:
+        self._pipe = pipe
+
     def execute(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().execute(*args, **kwargs)
+            return self._pipe.execute(*args, **kwargs)
         except RedisClusterException as error:
             raise ClusterUnavailableError(str(error)) from error
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def __enter__(self) -> _ClusterPipelineErrors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pipe.reset()
 
 
 class StreamLimitCluster(RedisCluster):
@@ -229,11 +245,8 @@ class StreamLimitCluster(RedisCluster):
         except RedisClusterException as error:
             raise ClusterUnavailableError(str(error)) from error
 
-    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
-        pipe = super().pipeline(transaction, shard_hint)
-        # The same object with the one method above: RedisCluster.pipeline names its class.
-        pipe.__class__ = _ClusterPipeline
-        return pipe
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        return _ClusterPipelineErrors(super().pipeline(transaction, shard_hint))
 
 
 @functools.cache
@@ -270,8 +283,3 @@ def redis_client() -> Redis | RedisCluster:
     from django_redis import get_redis_connection
 
     return get_redis_connection("default")
-
-
-def is_cluster(client: Redis | RedisCluster) -> bool:
-    """Whether ``client`` talks to a Redis Cluster."""
-    return isinstance(client, RedisCluster)

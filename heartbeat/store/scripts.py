@@ -26,16 +26,16 @@ FollowUp = Callable[[list[Any]], tuple[Any, ...] | None]
 
 @dataclass(frozen=True)
 class LuaScript:
-    """One script's source and SHA1, read from ``heartbeat/scripts/<name>.lua``."""
+    """One script's source and SHA1, read from a ``<name>.lua`` file shipped in a package."""
 
     name: str
     source: str
     sha: str
 
     @classmethod
-    def load(cls, name: str) -> LuaScript:
-        """Read the script file shipped with the package."""
-        source = resources.files("heartbeat.limiter.scripts").joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    def from_package(cls, package: str, name: str) -> LuaScript:
+        """Read ``<name>.lua`` from ``package`` (a script file shipped with the code)."""
+        source = resources.files(package).joinpath(f"{name}.lua").read_text(encoding="utf-8")
         return cls(name, source, hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest())
 
 
@@ -212,7 +212,7 @@ class ScriptRunner:
         while True:
             connection = self.connections.take()
             # Connected means it served calls before: every failure disconnects it.
-            kept = connection._sock is not None
+            kept = connection.is_connected
             try:
                 if not kept:
                     # connect() itself, not the implicit connect of a send: a Sentinel-managed

@@ -8,6 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
 from dashboard.management.base import OperatorCommand, add_operator_argument, id_argument, isolate, operator_name
+from heartbeat.limiter.limits import MAX_REASON_LENGTH
 
 
 class Command(OperatorCommand):
@@ -28,7 +29,9 @@ class Command(OperatorCommand):
             default=0,
             help="with --all: also refuse the user's new sessions for this many minutes (1 to 10080)",
         )
-        parser.add_argument("--reason", default="", help="why, for the audit trail (optional, up to 200 characters)")
+        parser.add_argument(
+            "--reason", default="", help=f"why, for the audit trail (optional, up to {MAX_REASON_LENGTH} characters)"
+        )
         add_operator_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> str:

@@ -11,7 +11,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from dashboard.limit_backups import LimitOverride, dump_lines
 from dashboard.management.base import OperatorCommand
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state
 
 
 class Command(OperatorCommand):
@@ -26,7 +26,7 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> str | None:
         overrides = sorted(
-            (LimitOverride(user_id, limit) for user_id, limit in get_stream_manager().reads.limit_overrides()),
+            (LimitOverride(user_id, limit) for user_id, limit in get_live_state().limit_overrides()),
             key=lambda override: override.user_id,
         )
         target: Path | None = options["output"]

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError, CommandParser
 from dashboard import actions
 from dashboard.limit_backups import BackupFormatError, LimitOverride, parse_lines
 from dashboard.management.base import OperatorCommand, add_operator_argument, operator_name
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state
 
 
 class Command(OperatorCommand):
@@ -27,8 +27,7 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> str:
         overrides = self._read(options["file"])
-        manager = get_stream_manager()
-        changes = [o for o in overrides if manager.reads.get_limit(o.user_id).override != o.limit]
+        changes = [o for o in overrides if get_live_state().get_limit(o.user_id).override != o.limit]
         unchanged = len(overrides) - len(changes)
         if options["dry_run"]:
             for override in changes:

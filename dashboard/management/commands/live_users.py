@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from dashboard.management.base import OperatorCommand, id_argument, isolate
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state
 
 
 class Command(OperatorCommand):
@@ -23,17 +23,16 @@ class Command(OperatorCommand):
         if options["limit"] < 1:
             self.stderr.write("--limit must be at least 1")
             raise SystemExit(2)
-        manager = get_stream_manager()
         if options["user"] is not None:
             user_ids = [options["user"]]
             total = 1
         else:
-            total, rows = manager.reads.live_users(offset=0, count=options["limit"])
+            total, rows = get_live_state().live_users(offset=0, count=options["limit"])
             user_ids = [row.user_id for row in rows]
         users = []
         for user_id in user_ids:
-            limit = manager.reads.get_limit(user_id)
-            sessions = manager.reads.sessions(user_id)
+            limit = get_live_state().get_limit(user_id)
+            sessions = get_live_state().sessions(user_id)
             users.append(
                 {
                     "userId": user_id,

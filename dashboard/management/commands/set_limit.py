@@ -8,12 +8,12 @@ from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
 from dashboard.management.base import OperatorCommand, add_operator_argument, id_argument, isolate, operator_name
-from heartbeat.limiter.manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
+from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
 
 
 class Command(OperatorCommand):
     help = (
-        f"Set a user's limit override ({MIN_LIMIT_OVERRIDE} to {MAX_LIMIT_OVERRIDE}) or clear it with --clear. "
+        f"Set a user's limit override ({MIN_LIMIT} to {MAX_LIMIT}) or clear it with --clear. "
         "Lowering a limit never cuts a live session; it only refuses newcomers."
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from dashboard.management.base import OperatorCommand
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 
 
 class Command(OperatorCommand):
@@ -19,8 +19,8 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         manager = get_stream_manager()
-        stats = manager.reads.stats()
-        keys, memory = manager.reads.key_count_and_memory()
+        stats = get_live_state().stats()
+        keys, memory = get_live_state().key_count_and_memory()
         data = {
             "liveUsers": stats.live_users,
             "liveSessions": stats.live_sessions,

@@ -11,7 +11,7 @@ from django.db.utils import DatabaseError
 from redis.exceptions import RedisError
 
 from dashboard.management.base import OperatorCommand
-from heartbeat.services import get_stream_manager
+from heartbeat.services import get_live_state, get_stream_manager
 
 
 class Command(OperatorCommand):
@@ -27,7 +27,7 @@ class Command(OperatorCommand):
         problems = []
         readiness = manager.check_ready()
         if readiness.ready:
-            info = manager.reads.server_info()
+            info = get_live_state().server_info()
             self.stdout.write(
                 f"redis: ok (version {info['redis_version']}, mode {info['redis_mode']}; "
                 f"{settings.REDIS_TOPOLOGY.describe()})"

@@ -8,8 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from heartbeat.api.tokens import MAX_MAX_STREAMS, MIN_MAX_STREAMS, issue_token
+from heartbeat.api.tokens import issue_token
 from heartbeat.limiter.ids import id_error
+from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
 
 MAX_TTL_SECONDS = 30 * 86400
 
@@ -39,8 +40,8 @@ class Command(BaseCommand):
         for name, value in (("user", options["user"]), ("--session", options["session"])):
             if value is not None and (error := id_error(value)):
                 raise CommandError(f"{name}: {error}")
-        if options["max_streams"] is not None and not MIN_MAX_STREAMS <= options["max_streams"] <= MAX_MAX_STREAMS:
-            raise CommandError(f"--max-streams must be between {MIN_MAX_STREAMS} and {MAX_MAX_STREAMS}.")
+        if options["max_streams"] is not None and not MIN_LIMIT <= options["max_streams"] <= MAX_LIMIT:
+            raise CommandError(f"--max-streams must be between {MIN_LIMIT} and {MAX_LIMIT}.")
         if options["plan"] is not None and (error := id_error(options["plan"])):
             raise CommandError(f"--plan: {error}")
         if not 1 <= options["ttl"] <= MAX_TTL_SECONDS:

@@ -1,0 +1,214 @@
+"""The activity writer: what heartbeats did, written to the dashboard's shared keys in batches.
+
+Request threads note each heartbeat in an ``ActivityBuffer``; the process's
+flusher thread (``ActivityFlusher``) writes the batch every
+``flush_seconds`` and at exit: one round trip per node for the live index
+(``record_activity``), the accounts seen, refused and their new sessions
+(``record_accounts``), and the per-minute counts (``record_minute``). Ended
+sessions (stopped, evicted, replaced) leave the live index at once
+(``forget``). Nothing here decides who may play: a lost batch costs the
+dashboard a second of history, never a limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from itertools import zip_longest
+from typing import Any
+
+import orjson
+import structlog
+from redis.exceptions import RedisError
+
+from heartbeat.limiter.activity import FLUSHER, REFUSALS_KEPT, ActivityBatch, ActivityBuffer, Refusal
+from heartbeat.limiter.keys import KeyLayout
+from heartbeat.limiter.scripts import END_SESSIONS, RECORD_ACCOUNTS, RECORD_ACTIVITY, RECORD_MINUTE
+from heartbeat.store.helpers import batched
+from heartbeat.store.scripts import ScriptCall, ScriptRunner
+
+logger = structlog.get_logger(__name__)
+
+# Per-minute activity is kept a little over the hour the dashboard charts.
+MINUTE_KEY_TTL_SECONDS = 2 * 3600
+# Sessions (or accounts) per record_activity (record_accounts) call: bounds how long one call holds Redis.
+ACTIVITY_CHUNK = 1000
+# Support's memory of accounts: "seen in the last day" and the prefix search,
+# refusals kept a day, the daily sharing signals kept two days.
+SEEN_MS = 86_400_000
+REFUSALS_TTL_SECONDS = 86_400
+DAY_KEY_TTL_SECONDS = 2 * 86_400
+
+
+def _chunks(values: list[Any], size: int) -> list[list[Any]]:
+    return list(batched(values, size))
+
+
+class ActivityWriter:
+    """Buffers what heartbeats did in this process and writes it to the shared activity keys."""
+
+    def __init__(
+        self,
+        keys: KeyLayout,
+        *,
+        request_scripts: ScriptRunner,
+        flush_scripts: ScriptRunner,
+        session_ttl_ms: int,
+        flush_seconds: float,
+    ) -> None:
+        self.keys = keys
+        # Ended sessions leave the index on the request's own connections; the
+        # flusher has connections of its own: a flush waiting on a stalled Redis
+        # must not take the connection a heartbeat would reuse.
+        self.request_scripts = request_scripts
+        self.flush_scripts = flush_scripts
+        self.session_ttl_ms = session_ttl_ms
+        self.flush_seconds = flush_seconds
+        self.pending = ActivityBuffer()
+        self._flush_lock = threading.Lock()
+        self._flusher_pid = 0
+
+    def note(
+        self,
+        user_id: str,
+        session_id: str,
+        heard_at_ms: int,
+        *,
+        at_limit: bool,
+        new_session: bool,
+        refusal: Refusal | None,
+    ) -> None:
+        """Note one heartbeat for the next flush (see ``ActivityBuffer.note``)."""
+        self.pending.note(user_id, session_id, heard_at_ms, at_limit=at_limit, new_session=new_session, refusal=refusal)
+        if self._flusher_pid != os.getpid():
+            # A forked worker has no flusher thread yet: register on its first heartbeat.
+            FLUSHER.register(self, self.flush_seconds)
+            self._flusher_pid = os.getpid()
+
+    def discard(self, user_id: str, session_ids: list[str]) -> None:
+        """Drop noted heartbeats of sessions that ended in this process before they were written."""
+        self.pending.discard([f"{user_id}\x00{s}" for s in session_ids])
+
+    def flush_activity(self) -> int:
+        """Write the activity noted since the last flush to the shared keys; return the sessions written.
+
+        The flusher thread calls this every ``flush_seconds`` and at exit. A
+        batch that cannot be written (Redis down) is dropped with a warning:
+        each of its sessions is written again by its next heartbeat.
+        """
+        # One flush at a time: when this returns, everything noted before it
+        # is written, even what the flusher thread had just taken.
+        with self._flush_lock:
+            batch = self.pending.take()
+            return self._write(batch) if batch else 0
+
+    def forget(self, user_id: str, session_ids: list[str], *, user_has_sessions: bool, evicted: int = 0) -> None:
+        """Take ended sessions out of the activity keys, and out of this process's pending batch."""
+        members = [f"{user_id}\x00{s}" for s in session_ids]
+        self.pending.discard(members)
+        shard = self.keys.shard_of(user_id)
+        calls = [
+            ScriptCall(
+                END_SESSIONS,
+                [shard.live_users, shard.live_sessions, shard.ended_sessions, shard.users_at_limit],
+                [user_id, int(user_has_sessions), self.session_ttl_ms, *members],
+            )
+        ]
+        if evicted:
+            # The API server's clock names the minute; a skewed clock only moves a
+            # count into a neighbouring minute of the chart, never a limit.
+            minute = self.keys.minute(int(time.time() // 60))
+            calls.append(ScriptCall(RECORD_MINUTE, [minute], [0, 0, evicted, 0, MINUTE_KEY_TTL_SECONDS]))
+        self.request_scripts.run(calls)
+
+    def _write(self, batch: ActivityBatch) -> int:
+        """One round trip per node: ``record_activity`` and ``record_accounts`` on every shard, then the minute."""
+        shards = self.keys.shards
+        by_shard: list[tuple[list[Any], list[Any]]] = [([], []) for _ in shards]
+        for member, (uid, heard) in batch.sessions.items():
+            by_shard[self.keys.shard_number(uid)][0].extend((uid, member, heard))
+        for uid, (heard, full) in batch.users.items():
+            by_shard[self.keys.shard_number(uid)][1].extend((uid, heard, int(full)))
+        calls = []
+        # Every shard, touched or not: each trims its expired entries and counts
+        # its live sessions, and the minute's peak is their sum.
+        for shard, (sessions, users) in zip(shards, by_shard, strict=True):
+            keys = [shard.live_users, shard.live_sessions, shard.ended_sessions, shard.users_at_limit]
+            # Chunks bound how long one call holds Redis.
+            chunks = list(
+                zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
+            ) or [([], [])]
+            for session_chunk, user_chunk in chunks:
+                args = [self.session_ttl_ms, len(session_chunk) // 3, *session_chunk, *user_chunk]
+                calls.append((shard, ScriptCall(RECORD_ACTIVITY, keys, args)))
+        activity_calls = len(calls)
+        account_calls = self._account_records(batch)
+        try:
+            written = self.flush_scripts.run([call for _, call in calls] + account_calls)
+            live: dict[str, int] = {}
+            for (shard, _), (_, shard_live) in zip(calls, written[:activity_calls], strict=True):
+                live[shard.base] = int(shard_live)  # a shard's last chunk has its count after every write
+            minutes = sorted(batch.counts)
+            if minutes:
+                self._record_minutes(batch, minutes, sum(live.values()))
+        except RedisError:
+            logger.warning("activity flush failed", sessions=len(batch.sessions), exc_info=True)
+            return 0
+        return sum(int(n) for n, _ in written[:activity_calls])
+
+    def _record_minutes(self, batch: ActivityBatch, minutes: list[int], live: int) -> None:
+        """The batch's per-minute counts, and the live sessions (all shards) as the newest minute's peak."""
+        self.flush_scripts.run(
+            [
+                ScriptCall(
+                    RECORD_MINUTE,
+                    [self.keys.minute(minute)],
+                    [
+                        *batch.counts[minute],
+                        0,
+                        live if minute == minutes[-1] else 0,
+                        MINUTE_KEY_TTL_SECONDS,
+                    ],
+                )
+                for minute in minutes
+            ]
+        )
+
+    def _account_records(self, batch: ActivityBatch) -> list[ScriptCall]:
+        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; by shard, chunked."""
+        day = int(time.time() // 86_400)
+        shards = self.keys.shards
+        seen: list[list[Any]] = [[] for _ in shards]
+        refusals: list[list[Any]] = [[] for _ in shards]
+        new_sessions: list[list[Any]] = [[] for _ in shards]
+        for uid, (heard, _) in batch.users.items():
+            seen[self.keys.shard_number(uid)].append((uid, heard))
+        for uid, kept in batch.refusals.items():
+            refusals[self.keys.shard_number(uid)].append((uid, kept))
+        for uid, sids in batch.new_sessions.items():
+            new_sessions[self.keys.shard_number(uid)].append((uid, sids))
+        calls = []
+        for n, shard in enumerate(shards):
+            most = max(len(seen[n]), len(refusals[n]), len(new_sessions[n]))
+            for start in range(0, most, ACTIVITY_CHUNK):
+                end = start + ACTIVITY_CHUNK
+                keys = [
+                    shard.seen_users,
+                    shard.seen_users_by_name,
+                    shard.refused_on(day),
+                    shard.distinct_sessions_on(day),
+                ]
+                args = [SEEN_MS, DAY_KEY_TTL_SECONDS, REFUSALS_TTL_SECONDS, REFUSALS_KEPT]
+                args += [len(seen[n][start:end]), *(v for uid, heard in seen[n][start:end] for v in (uid, heard))]
+                args.append(len(refusals[n][start:end]))
+                for uid, kept in refusals[n][start:end]:
+                    keys.append(shard.refusals(uid))
+                    args += [uid, len(kept), *(orjson.dumps(dataclasses.asdict(r)).decode() for r in kept)]
+                args.append(len(new_sessions[n][start:end]))
+                for uid, sids in new_sessions[n][start:end]:
+                    keys.append(shard.sessions_seen_on(day, uid))
+                    args += [uid, len(sids), *sids]
+                calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
+        return calls
