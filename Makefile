@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup lint format bench bench-dashboard bench-dashboard-cost bench-topologies clean
+.PHONY: run test setup lint format docs docs-check bench bench-dashboard bench-dashboard-cost bench-topologies clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@echo "[make] setting up .venv: installing the pinned Python packages (about 1-2 minutes the first time, then only when requirements change)" >&2
@@ -33,7 +33,7 @@ run: setup
 	fi; \
 	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
-test: setup
+test: setup docs-check
 	bash devtools/install_chromium.sh
 	bash devtools/install_deploy_tools.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
@@ -46,6 +46,14 @@ lint: setup
 format: setup
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The manual (mkdocs.yml, docs/): `make docs` serves it with live reload,
+# `make docs-check` builds it with --strict (a broken link fails; `make test` runs it first).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+docs-check: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir var/site
 
 bench: setup
 	$(BIN)/python -m devtools.with_redis bash bench/run.sh

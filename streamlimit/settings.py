@@ -311,8 +311,8 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "StreamLimit API",
-    "DESCRIPTION": "Concurrent-stream limiter: players send a heartbeat every few seconds "
-    "and keep playing while the answer is 200.",
+    "DESCRIPTION": "Concurrent-stream limiter: players send a heartbeat every heartbeatInterval seconds "
+    "(20 by default; each answer says) and keep playing while the answer is 200.",
     "VERSION": VERSION,
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -76,9 +76,9 @@ REQUIRED_IN_DOTENV = {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD"}
 
 
 def readme_settings() -> list[str]:
-    """The variables of the README's configuration table."""
-    text = (ROOT / "README.md").read_text()
-    table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    """The variables of the manual's table of the service's settings (docs/operators/configuration.md)."""
+    text = (ROOT / "docs" / "operators" / "configuration.md").read_text()
+    table = text.split("## The service's variables", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", table, re.MULTILINE)
 
 

@@ -133,5 +133,6 @@ def test_every_setting_read_at_start_up_has_a_line_in_the_readme() -> None:
     import re
 
     read = set(re.findall(r'env_\w+\(\s*"([A-Z_]+)"', (ROOT / "streamlimit" / "settings.py").read_text()))
-    table = set(re.findall(r"^\| `([A-Z_]+)` \|", (ROOT / "README.md").read_text(), re.MULTILINE))
+    manual = ROOT / "docs" / "operators" / "configuration.md"
+    table = set(re.findall(r"^\| `([A-Z_]+)` \|", manual.read_text(), re.MULTILINE))
     assert read - table == set()
