@@ -33,15 +33,17 @@ run: setup
 	fi; \
 	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
-test: setup docs-check
+test: setup lint docs-check
 	bash devtools/install_chromium.sh
 	bash devtools/install_deploy_tools.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	$(BIN)/python -m devtools.with_redis $(BIN)/pytest
 
+# Style, and the layer rules of heartbeat/ (pyproject.toml's [tool.importlinter]); `make test` runs it first.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 format: setup
 	$(BIN)/ruff format .

@@ -1,7 +1,7 @@
 """Admission scripts per second on one Redis shard: a pipelined load driver.
 
 Starts a redis-server of its own on a free loopback port (never the shared
-one), loads the real ``heartbeat/scripts/admit.lua`` and fills it with a
+one), loads the real ``heartbeat/limiter/scripts/admit.lua`` and fills it with a
 population of accounts (1, 2 or 3 live sessions: 40/35/25%, as
 ``bench/heartbeat.lua``), every session admitted once and the activity batch
 written, so the measured runs see live sessions. Then, for each mode, driver

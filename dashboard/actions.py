@@ -13,7 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from dashboard.models import AuditRecord
 from heartbeat.limiter.limits import MAX_REASON_LENGTH
 from heartbeat.limiter.metrics import EVICTIONS
-from heartbeat.limiter.reads import UserLimit
+from heartbeat.limiter.read_models import UserLimit
 from heartbeat.services import get_live_state, get_stream_manager
 
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from heartbeat.limiter.reads import MinuteActivity
+from heartbeat.limiter.read_models import MinuteActivity
 
 WIDTH, HEIGHT = 640, 170
 # Room for the value labels on the left and the time labels below.

@@ -62,13 +62,13 @@ STREAMLIMIT_DEMO = env_bool("STREAMLIMIT_DEMO", False)
 # Sites whose pages may call the player paths from the browser (CORS); empty: same origin only.
 PLAYER_ALLOWED_ORIGINS = env_parsed("PLAYER_ALLOWED_ORIGINS", "", parse_origins)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01, maximum=60.0)
-# The player path's circuit breaker (heartbeat/breaker.py): after this many
+# The player path's circuit breaker (heartbeat/store/breaker.py): after this many
 # Redis failures in a row, heartbeats fail at once for REDIS_BREAKER_SECONDS
 # (0: no breaker), then one trial call decides.
 REDIS_BREAKER_FAILURES = env_int("REDIS_BREAKER_FAILURES", 3, minimum=1, maximum=1000)
 REDIS_BREAKER_SECONDS = env_float("REDIS_BREAKER_SECONDS", 5.0, minimum=0.0, maximum=600.0)
 # How often each process writes its heartbeats to the shared activity keys
-# (dashboard lists and counts, metrics); see heartbeat/activity.py.
+# (dashboard lists and counts, metrics); see heartbeat/limiter/activity.py.
 ACTIVITY_FLUSH_SECONDS = env_float("ACTIVITY_FLUSH_SECONDS", 1.0, minimum=0.05, maximum=10.0)
 if ACTIVITY_FLUSH_SECONDS * 4 > SESSION_TTL_SECONDS:
     raise ImproperlyConfigured(
@@ -76,7 +76,7 @@ if ACTIVITY_FLUSH_SECONDS * 4 > SESSION_TTL_SECONDS:
         f"SESSION_TTL_SECONDS ({SESSION_TTL_SECONDS}), or live sessions would drop off the dashboard"
     )
 
-# --- Playback tokens, plans and the limit policy (see heartbeat/tokens.py) -----
+# --- Playback tokens, plans and the limit policy (see heartbeat/api/tokens.py) -----
 # HS256 secrets as kid=secret pairs, and/or a JWKS file of public keys; none: tokens off.
 PLAYBACK_TOKEN_KEYS = env_parsed("PLAYBACK_TOKEN_KEYS", "", parse_hs256_keys)
 PLAYBACK_TOKEN_JWKS_FILE = env_str("PLAYBACK_TOKEN_JWKS_FILE", "").strip()
@@ -117,7 +117,7 @@ try:
     REDIS_TOPOLOGY = parse_topology(os.environ, socket_timeout=REDIS_SOCKET_TIMEOUT)
 except RedisSettingsError as _error:
     raise ImproperlyConfigured(str(_error)) from None
-# The activity index's shards (heartbeat/keys.py): fixed for a deployment.
+# The activity index's shards (heartbeat/limiter/keys.py): fixed for a deployment.
 ACTIVITY_SHARDS = env_int("ACTIVITY_SHARDS", 16, minimum=1, maximum=MAX_ACTIVITY_SHARDS)
 # After admitting a NEW session, wait until this many replicas have it (Redis
 # WAIT), at most REDIS_WAIT_TIMEOUT_MS; 0: never wait (asynchronous replication).
@@ -345,7 +345,7 @@ DJANGO_STRUCTLOG_STATUS_2XX_LOG_LEVEL = logging.INFO
 DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = logging.WARNING
 DJANGO_STRUCTLOG_STATUS_5XX_LOG_LEVEL = logging.ERROR
 DJANGO_STRUCTLOG_REQUEST_CANCELLED_LOG_LEVEL = logging.WARNING
-# The correlation id is chosen in heartbeat/logging_context.py, which checks the
+# The correlation id is chosen in heartbeat/edge/logging_context.py, which checks the
 # caller's header before trusting it.
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = False
 DJANGO_STRUCTLOG_TRUST_UPSTREAM_CORRELATION_ID = False

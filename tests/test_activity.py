@@ -1,4 +1,4 @@
-"""The activity batches behind the dashboard's lists and counts (heartbeat/activity.py).
+"""The activity batches behind the dashboard's lists and counts (heartbeat/limiter/activity.py).
 
 Heartbeats are admitted in one round trip each; what they did reaches the
 shared activity keys in one write per process per ``ACTIVITY_FLUSH_SECONDS``.

@@ -178,7 +178,11 @@ def test_dockerignore_keeps_out_state_secrets_and_tests_and_keeps_what_the_image
     for left_out in ignored:
         assert dockerignored(left_out, patterns), left_out
     needed = ["manage.py", "gunicorn.conf.py", "requirements.txt", "pyproject.toml", "deploy/docker-entrypoint.sh"]
-    needed += ["streamlimit/settings.py", "heartbeat/scripts/admit.lua", "dashboard/templates/dashboard/base.html"]
+    needed += [
+        "streamlimit/settings.py",
+        "heartbeat/limiter/scripts/admit.lua",
+        "dashboard/templates/dashboard/base.html",
+    ]
     needed += ["dashboard/static/dashboard/dashboard.css", "LICENSE"]
     for path in needed:
         assert (ROOT / path).exists(), path

@@ -1,4 +1,4 @@
-"""heartbeat/live_state.py: the dashboard's reads merge the activity shards exactly."""
+"""heartbeat/limiter/reads.py: the dashboard's reads merge the activity shards exactly."""
 
 from __future__ import annotations
 

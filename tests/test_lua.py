@@ -1,4 +1,4 @@
-"""The script connections of a process (heartbeat/lua.py): bounded, reused, gevent-safe."""
+"""The script connections of a process (heartbeat/store/scripts.py): bounded, reused, gevent-safe."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""heartbeat/redis_connection.py: one setting picks the topology; auth and TLS in every mode; staff tools on each."""
+"""heartbeat/store/connection.py: one setting picks the topology; auth and TLS in every mode; staff tools on each."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LimitOutOfRangeError
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import Outcome
-from heartbeat.limiter.reads import ServiceStats
+from heartbeat.limiter.read_models import ServiceStats
 from tests.live_state_helpers import reader_of
 
 

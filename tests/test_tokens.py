@@ -1,4 +1,4 @@
-"""heartbeat/tokens.py: key parsing, the verifier, and start-up checks of the token settings."""
+"""heartbeat/api/tokens.py: key parsing, the verifier, and start-up checks of the token settings."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from heartbeat.limiter.ids import ID_FIELDS, device_name_error, id_error
 from heartbeat.limiter.limits import LOGGED_FIELD_LENGTH
 from heartbeat.limiter.manager import HeartbeatResult
 from heartbeat.limiter.outcomes import ROWS
-from heartbeat.limiter.reads import SessionInfo
+from heartbeat.limiter.read_models import SessionInfo
 from heartbeat.services import get_live_state, get_stream_manager
 from heartbeat.store.breaker import CircuitOpenError
 

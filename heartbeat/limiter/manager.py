@@ -4,6 +4,10 @@ What heartbeats did goes to the activity writer (``activity_writer.py``);
 the reads that serve the dashboard and the commands are the read model
 (``reads.py``), beside it, over the same keys. No Django here: settings
 arrive as arguments (``heartbeat.services`` builds one per process).
+
+Over 300 lines on purpose: this is the one writer, and every write a player,
+support or an operator makes is one method here, next to the breaker and
+replica-wait rules they share; about half of the lines are docstrings.
 """
 
 from __future__ import annotations
@@ -28,11 +32,12 @@ from heartbeat.limiter.ids import require_device_name, require_id
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LIMIT_POLICIES, MAX_BLOCK_SECONDS, check_limit
 from heartbeat.limiter.outcomes import BY_SCRIPT_CODE, LIMIT_REACHED_CODE, NEW_SESSION_CODE, Outcome
-from heartbeat.limiter.reads import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
+from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
 from heartbeat.store.breaker import CircuitBreaker
+from heartbeat.store.cluster_scripts import script_runner_for
 from heartbeat.store.helpers import as_text, batched, ms_to_datetime, redis_now_ms
-from heartbeat.store.scripts import FollowUp, LuaScript, ScriptCall, load_scripts, script_runner_for, scripts_loaded
+from heartbeat.store.scripts import FollowUp, LuaScript, ScriptCall, load_scripts, scripts_loaded
 
 logger = structlog.get_logger(__name__)
 

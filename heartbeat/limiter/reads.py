@@ -3,16 +3,19 @@
 The player path and every write to Redis belong to the ``StreamManager``;
 this module answers the questions support and operators ask (who is
 watching, who was seen, an account's limit, refusals and cool-downs, totals,
-activity) over the same key layout (``heartbeat/keys.py``) and connection.
+activity) over the same key layout (``heartbeat/limiter/keys.py``) and connection.
 Every read is a count, a bounded range or one account's keys: none reads a
 shared collection whole, whatever the number of viewers.
+
+A little over 300 lines: one reader whose queries share the shard merge
+(``_page``, ``_score_at_rank``, ``_live_totals``); the answers' types are in
+``read_models.py``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,140 +26,21 @@ from redis import Redis
 from heartbeat.limiter.activity import REFUSALS_KEPT
 from heartbeat.limiter.ids import id_error, require_id
 from heartbeat.limiter.keys import KeyLayout
+from heartbeat.limiter.read_models import (
+    AccountSignal,
+    FoundUser,
+    LiveUser,
+    MinuteActivity,
+    RecentRefusal,
+    ServiceStats,
+    SessionInfo,
+    UserLimit,
+    session_infos,
+    user_limit,
+)
 from heartbeat.store.helpers import as_text, batched, ms_to_datetime, redis_now_ms
 
 logger = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """One live session of a user, as the dashboard shows it."""
-
-    session_id: str
-    stream_id: str
-    started_at: datetime
-    last_heartbeat_at: datetime
-    expires_in_seconds: float
-    device_name: str | None = None
-
-
-# Fields per session in the admit script's list of live sessions (a refusal for the limit).
-ADMIT_REPLY_SESSION_FIELDS = 5
-
-
-def sessions_from_admit_reply(now: int, session_ttl_ms: int, fields: list[Any]) -> list[SessionInfo]:
-    """The live sessions the admit script listed with a refusal, oldest first, as ``sessions()`` gives them.
-
-    ``fields`` holds, per session: id, last heartbeat (ms), stream id,
-    started (ms), device name ("" for none).
-    """
-    rows = (
-        (as_text(sid), float(last), as_text(stream), float(started), as_text(device) or None)
-        for sid, last, stream, started, device in batched(iter(fields), ADMIT_REPLY_SESSION_FIELDS)
-    )
-    return session_infos(now, session_ttl_ms, rows)
-
-
-def session_infos(
-    now: int, session_ttl_ms: int, rows: Iterable[tuple[str, float, str, float, str | None]]
-) -> list[SessionInfo]:
-    """``SessionInfo``s, oldest first, from (id, last heartbeat ms, stream id, started ms, device name) rows."""
-    found = [
-        SessionInfo(
-            session_id=sid,
-            stream_id=stream,
-            started_at=ms_to_datetime(started),
-            last_heartbeat_at=ms_to_datetime(last),
-            expires_in_seconds=max(0.0, (last + session_ttl_ms - now) / 1000),
-            device_name=device,
-        )
-        for sid, last, stream, started, device in rows
-    ]
-    found.sort(key=lambda s: s.started_at)
-    return found
-
-
-@dataclass(frozen=True)
-class UserLimit:
-    """A user's limit and where it comes from (``source``: override, token, plan or default).
-
-    Without an override, the limit is what the user's latest allowed heartbeat
-    asked for (its token's maxStreams or plan), while a session is live.
-    """
-
-    limit: int
-    override: int | None
-    default: int
-    source: str = "default"
-
-
-@dataclass(frozen=True)
-class LiveUser:
-    """One row of the live-user list."""
-
-    user_id: str
-    last_heartbeat_at: datetime
-    active_sessions: int
-    limit: int
-
-
-@dataclass(frozen=True)
-class ServiceStats:
-    """Totals across all users, now."""
-
-    live_users: int
-    live_sessions: int
-    users_at_limit: int
-
-
-@dataclass(frozen=True)
-class MinuteActivity:
-    """Activity counters of one minute."""
-
-    minute: datetime
-    heartbeats: int
-    refused: int
-    evicted: int
-    peak_sessions: int
-
-
-@dataclass(frozen=True)
-class FoundUser:
-    """An account found by its id's prefix among those heard in the last day."""
-
-    user_id: str
-    last_heartbeat_at: datetime
-    watching: bool
-
-
-@dataclass(frozen=True)
-class RecentRefusal:
-    """A refused heartbeat of an account, newest first on its page."""
-
-    at: datetime
-    session_id: str
-    stream_id: str
-    device_name: str
-    code: str
-
-
-@dataclass(frozen=True)
-class AccountSignal:
-    """An account and its count on a sharing signal (refusals, or distinct sessions, in a day)."""
-
-    user_id: str
-    count: int
-
-
-def user_limit(
-    override: bytes | int | None, asked: bytes | None, source: bytes | None, default_limit: int
-) -> UserLimit:
-    """The override, else what the latest heartbeat asked for (kept in the details hash), else the default."""
-    if override is not None:
-        return UserLimit(int(override), int(override), default_limit, "override")
-    if asked is not None and source is not None:
-        return UserLimit(int(asked), None, default_limit, as_text(source))
-    return UserLimit(default_limit, None, default_limit, "default")
 
 
 class LiveStateReader:

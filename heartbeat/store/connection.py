@@ -267,7 +267,7 @@ def _connect_cluster(topology: RedisTopology) -> RedisCluster:
         socket_timeout=topology.socket_timeout,
         socket_connect_timeout=topology.socket_timeout,
         # One retry lets a read find a failed-over slot's new primary; scripts
-        # go through heartbeat.store.scripts.ClusterScriptRunner, which has its own rule.
+        # go through heartbeat.store.cluster_scripts.ClusterScriptRunner, which has its own rule.
         retry=Retry(NoBackoff(), 1),
         **_auth_kwargs(topology),
         **_tls_kwargs(topology),

@@ -1,7 +1,7 @@
 -- Write one process's batch of heartbeat activity to one activity shard.
 --
 -- Called by StreamManager.flush_activity about once a second per process, not
--- per heartbeat (see heartbeat/activity.py), once per shard the batch touches.
+-- per heartbeat (see heartbeat/limiter/activity.py), once per shard the batch touches.
 -- A shard's keys have their own hash tag, so on Redis Cluster they may live on
 -- another node than the users' keys.
 --
