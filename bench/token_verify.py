@@ -27,7 +27,7 @@ import jwt  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa  # noqa: E402
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm  # noqa: E402
 
-from heartbeat.api.tokens import TokenVerifier  # noqa: E402
+from heartbeat.limiter.tokens import TokenVerifier  # noqa: E402
 
 ROUNDS, PER_ROUND = 7, 500
 

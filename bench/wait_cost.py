@@ -3,7 +3,7 @@
 Starts a ``SentinelSet`` of its own (``devtools/redis_topology.py``: a primary,
 one replica, three sentinels, on loopback ports) and reaches it as the service
 does with ``REDIS_SENTINELS`` and ``REDIS_SENTINEL_MASTER`` (the client of
-``heartbeat.store.connection.redis_client()``, django-redis' Sentinel client).
+``heartbeat.services.redis_client()``, django-redis' Sentinel client).
 Then ``StreamManager.admit`` is called from ``--threads`` threads (1, and
 several), four ways, interleaved over ``--rounds``:
 
@@ -118,7 +118,7 @@ def measure_all(sentinel_set: SentinelSet, args: argparse.Namespace) -> str:
 
     from heartbeat.limiter.manager import StreamManager
     from heartbeat.limiter.metrics import WAIT_REPLICAS_SHORT
-    from heartbeat.store.connection import redis_client
+    from heartbeat.services import redis_client
     from streamlimit.logging import SINK
 
     SINK.target = open(os.devnull, "wb")  # noqa: SIM115  # one log line per new session

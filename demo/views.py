@@ -21,8 +21,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from heartbeat.api.tokens import get_verifier, issue_token
 from heartbeat.limiter.ids import id_error
+from heartbeat.limiter.tokens import issue_token
+from heartbeat.services import get_verifier
 
 # Demo tokens are short-lived; the page asks for one per play.
 DEMO_TOKEN_TTL_SECONDS = 600

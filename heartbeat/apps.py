@@ -9,5 +9,4 @@ class HeartbeatConfig(AppConfig):
     def ready(self) -> None:
         # Imported for their side effects: system checks and setting_changed receivers.
         from heartbeat import checks, services  # noqa: F401
-        from heartbeat.api import tokens  # noqa: F401
         from heartbeat.edge import logging_context  # noqa: F401

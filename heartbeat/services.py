@@ -12,18 +12,26 @@ import functools
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django_redis import get_redis_connection
+from redis import Redis
+from redis.cluster import RedisCluster
 
 from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.reads import LiveStateReader
+from heartbeat.limiter.tokens import TokenVerifier
 from heartbeat.store.breaker import BreakerState, CircuitBreaker
-from heartbeat.store.connection import redis_client
+from heartbeat.store.connection import cluster_client
+
+
+def redis_client() -> Redis | RedisCluster:
+    """This process's Redis client for the configured topology (django-redis' for one server or Sentinel)."""
+    if settings.REDIS_TOPOLOGY.mode == "cluster":
+        return cluster_client(settings.REDIS_TOPOLOGY)
+    return get_redis_connection("default")
 
 
 def _breaker_changed(state: BreakerState) -> None:
-    # Imported here: heartbeat.limiter.metrics reads this module when it registers its collector.
-    from heartbeat.limiter import metrics
-
     metrics.REDIS_BREAKER_OPEN.set(0 if state is BreakerState.CLOSED else 1)
     metrics.REDIS_BREAKER_TRANSITIONS.labels(state.name.lower()).inc()
 
@@ -71,6 +79,18 @@ def get_live_state() -> LiveStateReader:
     )
 
 
+@functools.cache
+def get_verifier() -> TokenVerifier:
+    """The playback-token verifier of this process, from the settings checked at start-up."""
+    return TokenVerifier(
+        settings.PLAYBACK_TOKEN_KEYS,
+        settings.PLAYBACK_TOKEN_JWKS,
+        issuer=settings.PLAYBACK_TOKEN_ISSUER,
+        audience=settings.PLAYBACK_TOKEN_AUDIENCE,
+        leeway_seconds=settings.PLAYBACK_TOKEN_LEEWAY_SECONDS,
+    )
+
+
 _MANAGER_SETTINGS = {
     "REDIS_KEY_PREFIX",
     "MAX_CONCURRENT_STREAMS",
@@ -89,9 +109,20 @@ _MANAGER_SETTINGS = {
 }
 
 
+_TOKEN_SETTINGS = {
+    "PLAYBACK_TOKEN_KEYS",
+    "PLAYBACK_TOKEN_JWKS",
+    "PLAYBACK_TOKEN_ISSUER",
+    "PLAYBACK_TOKEN_AUDIENCE",
+    "PLAYBACK_TOKEN_LEEWAY_SECONDS",
+}
+
+
 @receiver(setting_changed)
 def _rebuild_on_setting_change(setting: str, **_kwargs: object) -> None:
     # Tests override these settings; the next request must see them.
     if setting in _MANAGER_SETTINGS:
         get_stream_manager.cache_clear()
         get_live_state.cache_clear()
+    if setting in _TOKEN_SETTINGS:
+        get_verifier.cache_clear()

@@ -16,10 +16,10 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from heartbeat.api.tokens import TokenVerifier, load_jwks, parse_hs256_keys
 from heartbeat.edge.cors import parse_origins
 from heartbeat.limiter.keys import MAX_ACTIVITY_SHARDS
 from heartbeat.limiter.limits import parse_plan_limits
+from heartbeat.limiter.tokens import TokenVerifier, load_jwks, parse_hs256_keys
 from heartbeat.store.connection import RedisSettingsError, cache_config, parse_topology
 from streamlimit.env import (
     env_bool,
@@ -76,7 +76,7 @@ if ACTIVITY_FLUSH_SECONDS * 4 > SESSION_TTL_SECONDS:
         f"SESSION_TTL_SECONDS ({SESSION_TTL_SECONDS}), or live sessions would drop off the dashboard"
     )
 
-# --- Playback tokens, plans and the limit policy (see heartbeat/api/tokens.py) -----
+# --- Playback tokens, plans and the limit policy (see heartbeat/limiter/tokens.py) -----
 # HS256 secrets as kid=secret pairs, and/or a JWKS file of public keys; none: tokens off.
 PLAYBACK_TOKEN_KEYS = env_parsed("PLAYBACK_TOKEN_KEYS", "", parse_hs256_keys)
 PLAYBACK_TOKEN_JWKS_FILE = env_str("PLAYBACK_TOKEN_JWKS_FILE", "").strip()

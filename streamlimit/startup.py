@@ -21,6 +21,7 @@ EXIT_BAD_SETTING = 2
 def load_settings_or_exit(program: str = "streamlimit") -> None:
     """Import the Django settings now; on a bad value print one line and exit with status 2."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamlimit.settings")
+    # Imported here, after the settings module is named: callers run before Django is set up.
     from django.conf import settings
 
     try:

@@ -22,9 +22,9 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from devtools.with_redis import find_redis_server, start_redis
+from heartbeat import services
 from heartbeat.limiter.activity import FLUSHER
 from heartbeat.limiter.manager import StreamManager
-from heartbeat.store import connection as redis_connection
 from heartbeat.store.connection import RedisTopology, cache_config
 from streamlimit.logging import SINK
 
@@ -70,7 +70,7 @@ def topology(request: pytest.FixtureRequest, settings) -> str:
 @pytest.fixture
 def redis_client(topology: str) -> Redis | RedisCluster:
     """The service's own Redis client, on this test's topology (django-redis', or a RedisCluster)."""
-    return redis_connection.redis_client()
+    return services.redis_client()
 
 
 @pytest.fixture(autouse=True)

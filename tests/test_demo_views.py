@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.test import Client
 from jwt.algorithms import ECAlgorithm
 
-from heartbeat.api.tokens import PlaybackClaims, get_verifier
-from heartbeat.services import get_live_state
+from heartbeat.limiter.tokens import PlaybackClaims
+from heartbeat.services import get_live_state, get_verifier
 from tests.conftest import ROOT
 
 

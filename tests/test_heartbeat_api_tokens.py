@@ -428,7 +428,7 @@ def test_the_development_key_is_made_once_and_kept_private(tmp_path) -> None:
     import stat
 
     from devtools.dev_token_key import dev_token_key
-    from heartbeat.api.tokens import parse_hs256_keys
+    from heartbeat.limiter.tokens import parse_hs256_keys
 
     first = dev_token_key(tmp_path)
     assert dev_token_key(tmp_path) == first

@@ -51,7 +51,8 @@ def test_live_users_shows_device_names_and_limit_sources(settings) -> None:
 
 
 def test_issue_token_prints_a_token_the_service_accepts(token_keys, settings) -> None:
-    from heartbeat.api.tokens import PlaybackClaims, get_verifier
+    from heartbeat.limiter.tokens import PlaybackClaims
+    from heartbeat.services import get_verifier
 
     token = run("issue_token", "alice", "--session", "tv", "--max-streams", "2", "--ttl", "60").strip()
     assert get_verifier().verify(token) == PlaybackClaims("alice", "tv", 2, None)

@@ -1,4 +1,4 @@
-"""heartbeat/api/tokens.py: key parsing, the verifier, and start-up checks of the token settings."""
+"""heartbeat/limiter/tokens.py: key parsing, the verifier, and start-up checks of the token settings."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from django.core.checks import run_checks
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
-from heartbeat.api.tokens import (
+from heartbeat.limiter.limits import parse_plan_limits
+from heartbeat.limiter.tokens import (
     PlaybackClaims,
     TokenError,
     TokenVerifier,
     load_jwks,
     parse_hs256_keys,
 )
-from heartbeat.limiter.limits import parse_plan_limits
 from tests.conftest import ROOT, TOKEN_SECRETS, make_token
 
 

@@ -28,7 +28,6 @@ from heartbeat.api.rendering import (
     media_type_of,
     parse_json,
 )
-from heartbeat.api.tokens import PlaybackClaims, TokenError, get_verifier
 from heartbeat.edge.request_body import MAX_BODY_BYTES
 from heartbeat.limiter import metrics
 from heartbeat.limiter.ids import ID_FIELDS, device_name_error, id_error
@@ -36,7 +35,8 @@ from heartbeat.limiter.limits import LOGGED_FIELD_LENGTH
 from heartbeat.limiter.manager import HeartbeatResult
 from heartbeat.limiter.outcomes import ROWS
 from heartbeat.limiter.read_models import SessionInfo
-from heartbeat.services import get_live_state, get_stream_manager
+from heartbeat.limiter.tokens import PlaybackClaims, TokenError
+from heartbeat.services import get_live_state, get_stream_manager, get_verifier
 from heartbeat.store.breaker import CircuitOpenError
 
 logger = structlog.get_logger(__name__)

@@ -11,7 +11,7 @@ Three topologies, chosen by which setting is given (exactly one):
   (django-redis has no cluster client).
 
 The StreamManager, the dashboard's reads and the commands all take their
-client from ``redis_client()``; scripts run through ``heartbeat.store.scripts``'s runner
+client from ``heartbeat.services.redis_client()``; scripts run through ``heartbeat.store.scripts``'s runner
 for the same topology (``script_runner_for``).
 """
 
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -272,14 +271,3 @@ def _connect_cluster(topology: RedisTopology) -> RedisCluster:
         **_auth_kwargs(topology),
         **_tls_kwargs(topology),
     )
-
-
-def redis_client() -> Redis | RedisCluster:
-    """This process's Redis client for the configured topology."""
-    from django.conf import settings
-
-    if settings.REDIS_TOPOLOGY.mode == "cluster":
-        return cluster_client(settings.REDIS_TOPOLOGY)
-    from django_redis import get_redis_connection
-
-    return get_redis_connection("default")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
@@ -33,6 +34,4 @@ class Command(OperatorCommand):
 
     @staticmethod
     def stdin_is_interactive() -> bool:
-        import sys
-
         return sys.stdin is not None and sys.stdin.isatty()

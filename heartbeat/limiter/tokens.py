@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import time
 from collections.abc import Mapping
@@ -22,9 +21,6 @@ from typing import Any
 
 import jwt
 import orjson
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from jwt import PyJWK, PyJWKSet
 from jwt.exceptions import (
     DecodeError,
@@ -296,31 +292,3 @@ def issue_token(
     if audience:
         claims["aud"] = audience
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid})
-
-
-@functools.cache
-def get_verifier() -> TokenVerifier:
-    """The verifier of this process, from the settings checked at start-up."""
-    return TokenVerifier(
-        settings.PLAYBACK_TOKEN_KEYS,
-        settings.PLAYBACK_TOKEN_JWKS,
-        issuer=settings.PLAYBACK_TOKEN_ISSUER,
-        audience=settings.PLAYBACK_TOKEN_AUDIENCE,
-        leeway_seconds=settings.PLAYBACK_TOKEN_LEEWAY_SECONDS,
-    )
-
-
-_TOKEN_SETTINGS = {
-    "PLAYBACK_TOKEN_KEYS",
-    "PLAYBACK_TOKEN_JWKS",
-    "PLAYBACK_TOKEN_ISSUER",
-    "PLAYBACK_TOKEN_AUDIENCE",
-    "PLAYBACK_TOKEN_LEEWAY_SECONDS",
-}
-
-
-@receiver(setting_changed)
-def _rebuild_on_setting_change(setting: str, **_kwargs: object) -> None:
-    # Tests turn tokens on and off; the next request must see it.
-    if setting in _TOKEN_SETTINGS:
-        get_verifier.cache_clear()
