@@ -6,19 +6,18 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from heartbeat.tokens import MAX_MAX_STREAMS, MIN_MAX_STREAMS, issue_token
 from heartbeat.validation import id_error
+from streamlimit.commands import OperatorCommand, add_json_argument
 
 MAX_TTL_SECONDS = 30 * 86400
 
 
-class Command(BaseCommand):
-    help = (
-        "Print a playback token for USER, signed with an HS256 key of PLAYBACK_TOKEN_KEYS (the first, or --kid). "
-        "Without --session it is an account token: it may stop any session of the account."
-    )
+class Command(OperatorCommand):
+    summary = "Print a playback token for USER, signed with an HS256 key of PLAYBACK_TOKEN_KEYS (the first, or --kid)."
+    details = "Without --session it is an account token: it may stop any session of the account."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("user", help="the account (the token's sub)")
@@ -28,8 +27,9 @@ class Command(BaseCommand):
         limit.add_argument("--max-streams", type=int, help="the maxStreams claim (1 to 50)")
         parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
         parser.add_argument("--kid", help="which key of PLAYBACK_TOKEN_KEYS signs it (default: the first)")
+        add_json_argument(parser, "one JSON object (the token, its kid and expiry), for scripts")
 
-    def handle(self, *args: Any, **options: Any) -> str:
+    def handle(self, *args: Any, **options: Any) -> str | None:
         keys: dict[str, str] = settings.PLAYBACK_TOKEN_KEYS
         if not keys:
             raise CommandError("PLAYBACK_TOKEN_KEYS is empty: set kid=secret (a secret of 32 bytes or more) first.")
@@ -45,7 +45,8 @@ class Command(BaseCommand):
             raise CommandError(f"--plan: {error}")
         if not 1 <= options["ttl"] <= MAX_TTL_SECONDS:
             raise CommandError(f"--ttl must be between 1 and {MAX_TTL_SECONDS} seconds.")
-        return issue_token(
+        now = time.time()
+        token = issue_token(
             kid,
             keys[kid],
             options["user"],
@@ -55,5 +56,9 @@ class Command(BaseCommand):
             max_streams=options["max_streams"],
             issuer=settings.PLAYBACK_TOKEN_ISSUER,
             audience=settings.PLAYBACK_TOKEN_AUDIENCE,
-            now=time.time(),
+            now=now,
         )
+        if options["json"]:
+            self.write_json({"token": token, "kid": kid, "expiresAt": int(now) + options["ttl"]})
+            return None
+        return token
