@@ -380,3 +380,12 @@ def test_existing_json_output_is_unchanged() -> None:
     assert stats.startswith('{"liveUsers": 1, "liveSessions": 1, ') and stats.endswith("}\n")
     listed = run("live_users", "--json")
     assert listed.startswith('{\n  "liveUsers": 1,\n  "users": [\n    {\n      "userId": "alice",')
+
+
+def test_with_debug_logs_stdout_is_the_json_answer_alone(key_prefix) -> None:
+    # LOG_LEVEL=DEBUG lets the libraries' stdlib loggers speak too (redis-py's among them):
+    # all of it goes to stderr, so that a script can read stdout as one JSON document.
+    result = manage("stats", ["--json"], {"REDIS_KEY_PREFIX": key_prefix, "LOG_LEVEL": "DEBUG"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["keyPrefix"] == key_prefix
+    assert all(json.loads(line) for line in result.stderr.splitlines())
