@@ -91,7 +91,9 @@ class OperatorCommand(BaseCommand):
         except CommandError as exc:
             if not getattr(self, "_parsing", False) or "--traceback" in argv:
                 raise
-            self.stderr.write(f"CommandError: {exc} (see manage.py {argv[1]} --help)")
+            # CommandParser says "Error: ..."; the line already starts "CommandError:".
+            message = str(exc).removeprefix("Error: ")
+            self.stderr.write(f"CommandError: {message} (see manage.py {argv[1]} --help)")
             sys.exit(USAGE_ERROR_EXIT)
 
     def execute(self, *args: Any, **options: Any) -> str | None:

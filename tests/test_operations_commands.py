@@ -310,7 +310,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess, status: int) -> N
 @pytest.mark.parametrize("command", sorted(BAD_INPUT))
 def test_bad_input_is_one_error_line_and_a_non_zero_exit(command: str, key_prefix: str, token_env) -> None:
     args, status = BAD_INPUT[command]
-    assert_one_line_error(manage(command, args, {"REDIS_KEY_PREFIX": key_prefix, **token_env}), status)
+    result = manage(command, args, {"REDIS_KEY_PREFIX": key_prefix, **token_env})
+    assert_one_line_error(result, status)
+    if status == 2:
+        assert result.stderr.startswith("CommandError: unrecognized arguments: --bogus (see manage.py ") or (
+            result.stderr.startswith("CommandError: argument --limit: invalid int value: 'x'")
+        )
 
 
 @pytest.mark.parametrize("command", sorted(GOOD_INPUT))
