@@ -256,3 +256,142 @@ def test_evict_all_from_the_shell_can_block_and_unblock_new_sessions() -> None:
     assert get_live_state().blocked_until("alice") is None
     with pytest.raises(CommandError, match="goes with --all"):
         run("evict", "alice", "--session", "s0", "--block-minutes", "5")
+
+
+# --- Every command from the shell: one line on stderr and a non-zero exit when it fails ----------
+
+# For each command: arguments it refuses, and the exit status (1: a CommandError; 2: a usage error).
+BAD_INPUT = {
+    "check_service": (["--bogus"], 2),
+    "evict": (["alice", "--all", "--block-minutes", "99999"], 1),
+    "export_limits": (["--output", "/nonexistent-folder/limits.jsonl"], 1),
+    "fill_live_users": (["0"], 1),
+    "import_limits": (["/nonexistent-folder/limits.jsonl"], 1),
+    "issue_token": (["alice", "--ttl", "0"], 1),
+    "live_users": (["--limit", "0"], 1),
+    "live_users --limit x": (["--limit", "x"], 2),
+    "purge": ([], 1),  # no --yes, and stdin is not a terminal
+    "set_limit": (["alice", "99"], 1),
+    "stats": (["--bogus"], 2),
+}
+# For each command: arguments it takes; with Redis stopped, every one that needs Redis must fail cleanly.
+GOOD_INPUT = {
+    "check_service": [],
+    "evict": ["alice", "--all"],
+    "export_limits": [],
+    "fill_live_users": ["2", "--threads", "1"],
+    "import_limits": ["{backup}"],
+    "live_users": [],
+    "purge": ["--yes"],
+    "set_limit": ["alice", "5"],
+    "stats": [],
+}
+
+
+def manage(command: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``manage.py <command> <args>`` as an operator runs it, stdin not a terminal."""
+    return subprocess.run(
+        [sys.executable, "manage.py", command.split()[0], *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, status: int) -> None:
+    assert result.returncode == status, (result.returncode, result.stderr)
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("CommandError: ")
+
+
+@pytest.mark.parametrize("command", sorted(BAD_INPUT))
+def test_bad_input_is_one_error_line_and_a_non_zero_exit(command: str, key_prefix: str, token_env) -> None:
+    args, status = BAD_INPUT[command]
+    result = manage(command, args, {"REDIS_KEY_PREFIX": key_prefix, **token_env})
+    assert_one_line_error(result, status)
+    if status == 2:
+        assert result.stderr.startswith("CommandError: unrecognized arguments: --bogus (see manage.py ") or (
+            result.stderr.startswith("CommandError: argument --limit: invalid int value: 'x'")
+        )
+
+
+@pytest.mark.parametrize("command", sorted(GOOD_INPUT))
+def test_with_redis_down_every_command_fails_with_one_line(command: str, own_redis, key_prefix, tmp_path) -> None:
+    redis = own_redis()
+    redis.stop()
+    backup = tmp_path / "limits.jsonl"
+    backup.write_text('{"userId": "alice", "limit": 4}\n')
+    args = [arg.format(backup=backup) for arg in GOOD_INPUT[command]]
+    result = manage(command, args, {"REDIS_URL": redis.url, "REDIS_KEY_PREFIX": key_prefix})
+    assert_one_line_error(result, 1)
+    assert "Redis" in result.stderr
+
+
+def test_issue_token_needs_no_redis(own_redis, token_env) -> None:
+    redis = own_redis()
+    redis.stop()
+    result = manage("issue_token", ["alice", "--json"], {"REDIS_URL": redis.url, **token_env})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["kid"] == "k1"
+
+
+# --- --json on every command that prints data --------------------------------------------------
+
+
+def test_set_limit_and_evict_answer_json() -> None:
+    assert json.loads(run("set_limit", "alice", "4", "--json")) == {"userId": "alice", "limit": 4, "source": "override"}
+    play("alice", 2)
+    assert json.loads(run("evict", "alice", "--session", "s0", "--json")) == {"userId": "alice", "evicted": ["s0"]}
+    assert json.loads(run("evict", "alice", "--session", "gone", "--json")) == {"userId": "alice", "evicted": []}
+    data = json.loads(run("evict", "alice", "--all", "--block-minutes", "5", "--json"))
+    assert data["evicted"] == ["s1"] and data["blockedUntil"].endswith("+00:00")
+    assert json.loads(run("evict", "alice", "--unblock", "--json")) == {"userId": "alice", "unblocked": True}
+
+
+def test_check_service_answers_json(own_redis, use_redis) -> None:
+    redis = own_redis()
+    use_redis(redis.url)
+    data = json.loads(run("check_service", "--json"))
+    assert data["status"] == "ready" and data["redis"]["mode"] == "standalone"
+    assert data["maxmemoryPolicy"] == "noeviction" and data["database"] == "sqlite"
+
+
+def test_purge_fill_and_import_answer_json(tmp_path, key_prefix) -> None:
+    filled = json.loads(run("fill_live_users", "3", "--seed", "1", "--threads", "1", "--json"))
+    listed = json.loads(run("live_users", "--json"))["users"]
+    assert filled["users"] == 3 and filled["admitted"] == sum(len(user["sessions"]) for user in listed)
+    backup = tmp_path / "limits.jsonl"
+    backup.write_text('{"userId": "alice", "limit": 4}\n{"userId": "bob", "limit": 2}\n')
+    run("set_limit", "bob", "2")
+    assert json.loads(run("import_limits", str(backup), "--dry-run", "--json")) == {
+        "dryRun": True,
+        "set": [{"userId": "alice", "limit": 4}],
+        "unchanged": 1,
+    }
+    assert get_live_state().get_limit("alice").override is None
+    assert json.loads(run("import_limits", str(backup), "--json"))["set"] == [{"userId": "alice", "limit": 4}]
+    assert get_live_state().get_limit("alice").override == 4
+    purged = json.loads(run("purge", "--yes", "--json"))
+    assert purged["keyPrefix"] == key_prefix and purged["deleted"] > 0
+
+
+def test_existing_json_output_is_unchanged() -> None:
+    # stats and live_users had --json before the commands shared one base: byte for byte as then.
+    play("alice", 1)
+    stats = run("stats", "--json")
+    assert stats.startswith('{"liveUsers": 1, "liveSessions": 1, ') and stats.endswith("}\n")
+    listed = run("live_users", "--json")
+    assert listed.startswith('{\n  "liveUsers": 1,\n  "users": [\n    {\n      "userId": "alice",')
+
+
+def test_with_debug_logs_stdout_is_the_json_answer_alone(key_prefix) -> None:
+    # LOG_LEVEL=DEBUG lets the libraries' stdlib loggers speak too (redis-py's among them):
+    # all of it goes to stderr, so that a script can read stdout as one JSON document.
+    result = manage("stats", ["--json"], {"REDIS_KEY_PREFIX": key_prefix, "LOG_LEVEL": "DEBUG"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["keyPrefix"] == key_prefix
+    assert all(json.loads(line) for line in result.stderr.splitlines())

@@ -43,8 +43,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
     readiness = get_stream_manager().check_ready()
     if not readiness.ready:
         REDIS_ERRORS.labels("readyz").inc()
+        # The detail (Redis' own error text, a script's SHA) is for the log only:
+        # anyone may call /readyz, and learns the reason code alone.
         logger.warning("not ready", reason=readiness.reason, error=readiness.detail)
-        return JsonResponse({"status": "not_ready", "reason": readiness.detail, "code": readiness.reason}, status=503)
+        return JsonResponse({"status": "not_ready", "reason": readiness.reason, "code": readiness.reason}, status=503)
     return JsonResponse({"status": "ready", "redis": "ok", "scripts": "loaded", "writes": "ok"})
 
 

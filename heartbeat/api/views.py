@@ -235,6 +235,13 @@ class _PlayerAPIView(APIView):
             cls._response_headers = headers
         return dict(headers)  # finalize_response takes Vary out of its copy
 
+    def options(self, request: Any, *args: Any, **kwargs: Any) -> Response:
+        """A bare 204; ``finalize_response`` adds ``Allow``. Nothing about the view (DRF would send its docstring).
+
+        A CORS preflight from an allowed origin never gets here: heartbeat/edge/cors.py answers it.
+        """
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     def perform_authentication(self, request: Any) -> None:
         """Skip DRF's eager authentication: players are not Django users.
 

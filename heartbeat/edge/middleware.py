@@ -28,6 +28,16 @@ logger = structlog.get_logger("django_structlog.middlewares.request")
 _LEVELS = {2: logging.INFO, 4: logging.WARNING, 5: logging.ERROR}
 
 
+def add_player_headers(response: HttpResponse) -> None:
+    """What every player and probe answer carries: no content sniffing, no caching.
+
+    The answers are JSON about one account at one moment; a shared cache must
+    not keep them, and a browser must not read them as anything but JSON.
+    """
+    response["X-Content-Type-Options"] = "nosniff"
+    response.setdefault("Cache-Control", "no-store")
+
+
 class RequestLogMiddleware(RequestMiddleware):
     """django-structlog's RequestMiddleware; player paths take ``log_player_request``."""
 
@@ -69,6 +79,7 @@ class RequestLogMiddleware(RequestMiddleware):
                 status=response.status_code,
             )
             response[CORRELATION_HEADER] = correlation_id
+            add_player_headers(response)
             # This line is the response's log line: Django would add its own
             # "Bad Request: /heartbeat" for every 4xx (a refusal included), after
             # the correlation id is unbound, through the slower stdlib path.

@@ -33,17 +33,19 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from heartbeat.limiter.ids import MAX_ID_LENGTH, id_error
+from heartbeat.limiter.ids import id_error
 from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
 
 MIN_SECRET_BYTES = 32
-MIN_LIMIT = MIN_LIMIT
-MAX_LIMIT = MAX_LIMIT
 # The public-key algorithms a JWKS key may use (HS256 keys come from PLAYBACK_TOKEN_KEYS only).
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 # Verified tokens remembered per process (a player sends the same token every heartbeat).
 # About 9 MB per process at 20,000 (a token, its claims and two times: ~450 bytes).
 VERIFIED_CACHE_SIZE = 20_000
+# The time claims (RFC 7519's NumericDate), taken as whole seconds since 1970 up to the
+# last second of year 9999: a bigger number is no date, and would overflow a float.
+TIME_CLAIMS = ("exp", "nbf", "iat")
+MAX_NUMERIC_DATE = 253_402_300_799
 
 
 @dataclass(frozen=True)
@@ -192,11 +194,12 @@ class TokenVerifier:
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             # Cheaper than LRU bookkeeping on every request; refilled by the next heartbeats.
             self._verified.clear()
+        # Both are whole numbers within MAX_NUMERIC_DATE (see _check_times): exact as floats.
         not_before = payload.get("nbf")
         self._verified[token] = (
             claims,
             float(payload["exp"]),
-            float(not_before) if isinstance(not_before, (int, float)) else float("-inf"),
+            float(not_before) if not_before is not None else float("-inf"),
         )
         return claims
 
@@ -213,7 +216,9 @@ class TokenVerifier:
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway_seconds,
-                options={"require": ["exp", "sub"]},
+                # The times are checked in _check_times: PyJWT takes "123" and
+                # overflows on 1e400 (an exception that is not a PyJWTError).
+                options={"require": ["exp", "sub"], "verify_exp": False, "verify_nbf": False, "verify_iat": False},
             )
         except ExpiredSignatureError:
             raise TokenError("token_expired", "expired", "The token has expired: ask for a new one.") from None
@@ -225,7 +230,30 @@ class TokenVerifier:
             raise TokenError("invalid_token", "malformed", "The token is not a valid JWT.") from None
         except PyJWTError as error:
             raise TokenError("invalid_token", "claims", f"The token's claims are not valid: {error}") from None
+        self._check_times(payload)
         return self._claims(payload), payload
+
+    def _check_times(self, payload: dict[str, Any]) -> None:
+        """``exp``, ``nbf`` and ``iat``: whole numbers in range, and the token usable now (with the leeway)."""
+        for name in TIME_CLAIMS:
+            value = payload.get(name)
+            if name in payload and (
+                isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_NUMERIC_DATE
+            ):
+                raise TokenError(
+                    "invalid_token",
+                    "claims",
+                    f"The token's {name} must be a whole number of seconds since 1970 (a NumericDate up to year 9999).",
+                )
+        now = time.time()
+        # The same comparisons as PyJWT's own, with the same words.
+        if payload["exp"] <= now - self.leeway_seconds:
+            raise TokenError("token_expired", "expired", "The token has expired: ask for a new one.")
+        for name in ("nbf", "iat"):
+            if name in payload and payload[name] > now + self.leeway_seconds:
+                raise TokenError(
+                    "invalid_token", "claims", f"The token's claims are not valid: The token is not yet valid ({name})"
+                )
 
     @staticmethod
     def _claims(payload: dict[str, Any]) -> PlaybackClaims:
@@ -245,8 +273,8 @@ class TokenVerifier:
         ):
             raise bad(f"The token's maxStreams must be a whole number from {MIN_LIMIT} to {MAX_LIMIT}.")
         plan = payload.get("plan")
-        if plan is not None and (not isinstance(plan, str) or not plan or len(plan) > MAX_ID_LENGTH):
-            raise bad("The token's plan must be a non-empty string.")
+        if plan is not None and (error := id_error(plan)):
+            raise bad(f"The token's plan is not a valid plan id: {error}")
         return PlaybackClaims(payload["sub"], sid, max_streams, plan)
 
 

@@ -7,14 +7,22 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
-from dashboard.management.base import OperatorCommand, add_operator_argument, id_argument, isolate, operator_name
 from heartbeat.limiter.limits import MAX_REASON_LENGTH
+from streamlimit.commands import (
+    OperatorCommand,
+    add_json_argument,
+    add_operator_argument,
+    id_argument,
+    isolate,
+    operator_name,
+)
 
 
 class Command(OperatorCommand):
-    help = (
-        "Evict a session (--session ID) or every session of a user (--all). The evicted player is "
-        "refused with session_evicted for EVICTION_COOLDOWN_SECONDS; the audit trail names the operator."
+    summary = "Evict a session (--session ID) or every session of a user (--all), or lift a block (--unblock)."
+    details = (
+        "The evicted player is refused with session_evicted for EVICTION_COOLDOWN_SECONDS; "
+        "the audit trail names the operator."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -33,27 +41,39 @@ class Command(OperatorCommand):
             "--reason", default="", help=f"why, for the audit trail (optional, up to {MAX_REASON_LENGTH} characters)"
         )
         add_operator_argument(parser)
+        add_json_argument(parser)
 
-    def handle(self, *args: Any, **options: Any) -> str:
-        operator = operator_name(options)
-        if options["unblock"]:
-            lifted = actions.unblock_new_sessions(operator, options["user"])
-            return f"New sessions of {isolate(options['user'])} {'may start again' if lifted else 'were not blocked'}."
+    def handle(self, *args: Any, **options: Any) -> str | None:
         if options["block_minutes"] and not options["all"]:
             raise CommandError("--block-minutes goes with --all.")
         if not 0 <= options["block_minutes"] <= 7 * 24 * 60:
             raise CommandError("--block-minutes must be 1 to 10080 (a week).")
+        answer, data = self._act(operator_name(options), options)
+        if options["json"]:
+            self.write_json({"userId": options["user"], **data})
+            return None
+        return answer
+
+    @staticmethod
+    def _act(operator: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Do what the options say; the text answer and the JSON one."""
+        user_id = options["user"]
+        if options["unblock"]:
+            lifted = actions.unblock_new_sessions(operator, user_id)
+            text = f"New sessions of {isolate(user_id)} {'may start again' if lifted else 'were not blocked'}."
+            return text, {"unblocked": lifted}
         if options["all"]:
-            evicted = actions.evict_all(operator, options["user"], options["reason"])
+            evicted = actions.evict_all(operator, user_id, options["reason"])
             listed = ", ".join(isolate(s) for s in evicted) or "none live"
-            answer = f"Evicted {len(evicted)} session(s) of {isolate(options['user'])}: {listed}"
+            text = f"Evicted {len(evicted)} session(s) of {isolate(user_id)}: {listed}"
+            data: dict[str, Any] = {"evicted": list(evicted), "blockedUntil": None}
             if options["block_minutes"]:
-                until = actions.block_new_sessions(
-                    operator, options["user"], options["block_minutes"], options["reason"]
-                )
-                answer += f"; new sessions refused until {until:%Y-%m-%d %H:%M} UTC"
-            return answer
-        user, session = isolate(options["user"]), isolate(options["session"])
-        if actions.evict_session(operator, options["user"], options["session"], options["reason"]):
-            return f"Evicted session {session} of {user}; its slot is free."
-        return f"Session {session} of {user} is not live: nothing was evicted and no cool-down was set."
+                until = actions.block_new_sessions(operator, user_id, options["block_minutes"], options["reason"])
+                text += f"; new sessions refused until {until:%Y-%m-%d %H:%M} UTC"
+                data["blockedUntil"] = until.isoformat()
+            return text, data
+        user, session = isolate(user_id), isolate(options["session"])
+        if actions.evict_session(operator, user_id, options["session"], options["reason"]):
+            return f"Evicted session {session} of {user}; its slot is free.", {"evicted": [options["session"]]}
+        text = f"Session {session} of {user} is not live: nothing was evicted and no cool-down was set."
+        return text, {"evicted": []}

@@ -10,15 +10,15 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from dashboard.limit_backups import LimitOverride, dump_lines
-from dashboard.management.base import OperatorCommand
 from heartbeat.services import get_live_state
+from streamlimit.commands import OperatorCommand
 
 
 class Command(OperatorCommand):
-    help = (
-        "Write every account's limit override to stdout, or to --output FILE, one JSON object a line: "
-        '{"userId": ..., "limit": ...}. Overrides live only in Redis: back them up, and restore them '
-        "with import_limits."
+    summary = "Write every account's limit override to stdout, or to --output FILE, as JSON lines."
+    details = (
+        'One JSON object a line: {"userId": ..., "limit": ...} (already JSON: no --json flag). '
+        "Overrides live only in Redis: back them up, and restore them with import_limits."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from dashboard.management.base import OperatorCommand, id_argument, isolate
 from heartbeat.services import get_live_state
+from streamlimit.commands import OperatorCommand, id_argument, isolate
 
 
 class Command(OperatorCommand):
-    help = "List live users (most recent heartbeat first) and their live sessions."
+    summary = "List live users (most recent heartbeat first) and their live sessions."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--user", type=id_argument, help="show only this user id (exact)")
@@ -21,8 +21,7 @@ class Command(OperatorCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["limit"] < 1:
-            self.stderr.write("--limit must be at least 1")
-            raise SystemExit(2)
+            raise CommandError("--limit must be at least 1.")
         if options["user"] is not None:
             user_ids = [options["user"]]
             total = 1

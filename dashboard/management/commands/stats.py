@@ -7,12 +7,12 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from dashboard.management.base import OperatorCommand
 from heartbeat.services import get_live_state, get_stream_manager
+from streamlimit.commands import OperatorCommand
 
 
 class Command(OperatorCommand):
-    help = "Show live users, live sessions, users at their limit, and the keys and memory the service uses in Redis."
+    summary = "Show live users, live sessions, users at their limit, and the keys and memory the service uses in Redis."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")

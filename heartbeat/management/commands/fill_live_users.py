@@ -10,16 +10,14 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from dashboard.management.base import OperatorCommand
 from heartbeat.services import get_stream_manager
+from streamlimit.commands import OperatorCommand, add_json_argument
 from streamlimit.logging import SINK
 
 
 class Command(OperatorCommand):
-    help = (
-        "Send first heartbeats for N simulated users (1 to --max-sessions sessions each) through the "
-        "StreamManager, as real players would. They expire after SESSION_TTL_SECONDS like any other."
-    )
+    summary = "Send first heartbeats for N simulated users through the StreamManager, as real players would."
+    details = "Each user gets 1 to --max-sessions sessions; they expire after SESSION_TTL_SECONDS like any other."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("users", type=int, help="how many users to simulate")
@@ -27,8 +25,9 @@ class Command(OperatorCommand):
         parser.add_argument("--user-prefix", default="demo-user-", help="user ids are this prefix plus a number")
         parser.add_argument("--threads", type=int, default=8, help="parallel Redis connections (default 8)")
         parser.add_argument("--seed", type=int, default=None, help="random seed, for repeatable fills")
+        add_json_argument(parser)
 
-    def handle(self, *args: Any, **options: Any) -> str:
+    def handle(self, *args: Any, **options: Any) -> str | None:
         users, max_sessions = options["users"], options["max_sessions"]
         if users < 1 or max_sessions < 1 or options["threads"] < 1:
             raise CommandError("users, --max-sessions and --threads must be at least 1")
@@ -51,4 +50,7 @@ class Command(OperatorCommand):
             SINK.target.close()
             SINK.target = logs
         elapsed = time.monotonic() - started
+        if options["json"]:
+            self.write_json({"admitted": admitted, "users": users, "seconds": round(elapsed, 3)})
+            return None
         return f"Admitted {admitted} sessions for {users} users in {elapsed:.1f} s."

@@ -6,20 +6,19 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from heartbeat.api.tokens import issue_token
 from heartbeat.limiter.ids import id_error
 from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
-from heartbeat.limiter.tokens import issue_token
+from streamlimit.commands import OperatorCommand, add_json_argument
 
 MAX_TTL_SECONDS = 30 * 86400
 
 
-class Command(BaseCommand):
-    help = (
-        "Print a playback token for USER, signed with an HS256 key of PLAYBACK_TOKEN_KEYS (the first, or --kid). "
-        "Without --session it is an account token: it may stop any session of the account."
-    )
+class Command(OperatorCommand):
+    summary = "Print a playback token for USER, signed with an HS256 key of PLAYBACK_TOKEN_KEYS (the first, or --kid)."
+    details = "Without --session it is an account token: it may stop any session of the account."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("user", help="the account (the token's sub)")
@@ -29,8 +28,9 @@ class Command(BaseCommand):
         limit.add_argument("--max-streams", type=int, help="the maxStreams claim (1 to 50)")
         parser.add_argument("--ttl", type=int, default=3600, help="seconds until it expires (default 3600)")
         parser.add_argument("--kid", help="which key of PLAYBACK_TOKEN_KEYS signs it (default: the first)")
+        add_json_argument(parser, "one JSON object (the token, its kid and expiry), for scripts")
 
-    def handle(self, *args: Any, **options: Any) -> str:
+    def handle(self, *args: Any, **options: Any) -> str | None:
         keys: dict[str, str] = settings.PLAYBACK_TOKEN_KEYS
         if not keys:
             raise CommandError("PLAYBACK_TOKEN_KEYS is empty: set kid=secret (a secret of 32 bytes or more) first.")
@@ -46,7 +46,8 @@ class Command(BaseCommand):
             raise CommandError(f"--plan: {error}")
         if not 1 <= options["ttl"] <= MAX_TTL_SECONDS:
             raise CommandError(f"--ttl must be between 1 and {MAX_TTL_SECONDS} seconds.")
-        return issue_token(
+        now = time.time()
+        token = issue_token(
             kid,
             keys[kid],
             options["user"],
@@ -56,5 +57,9 @@ class Command(BaseCommand):
             max_streams=options["max_streams"],
             issuer=settings.PLAYBACK_TOKEN_ISSUER,
             audience=settings.PLAYBACK_TOKEN_AUDIENCE,
-            now=time.time(),
+            now=now,
         )
+        if options["json"]:
+            self.write_json({"token": token, "kid": kid, "expiresAt": int(now) + options["ttl"]})
+            return None
+        return token
