@@ -14,10 +14,10 @@ import time
 import jwt
 import pytest
 from django.test import Client
-from heartbeat.api.tokens import MAX_NUMERIC_DATE, PlaybackClaims, TokenError, TokenVerifier
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from heartbeat.limiter.tokens import MAX_NUMERIC_DATE, PlaybackClaims, TokenError, TokenVerifier
 from tests.conftest import TOKEN_SECRETS
 
 # Fixed, repeatable examples: the suite must not flake, and its time matters.

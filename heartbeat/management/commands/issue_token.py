@@ -8,9 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from heartbeat.api.tokens import issue_token
 from heartbeat.limiter.ids import id_error
 from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
+from heartbeat.limiter.tokens import issue_token
 from streamlimit.commands import OperatorCommand, add_json_argument
 
 MAX_TTL_SECONDS = 30 * 86400
