@@ -64,6 +64,7 @@ def get_stream_manager() -> StreamManager:
         activity_shards=settings.ACTIVITY_SHARDS,
         wait_replicas=settings.REDIS_WAIT_REPLICAS,
         wait_timeout_ms=settings.REDIS_WAIT_TIMEOUT_MS,
+        activity_memory_budget_mb=settings.ACTIVITY_MEMORY_BUDGET_MB,
     )
 
 
@@ -106,6 +107,7 @@ _MANAGER_SETTINGS = {
     "ACTIVITY_SHARDS",
     "REDIS_WAIT_REPLICAS",
     "REDIS_WAIT_TIMEOUT_MS",
+    "ACTIVITY_MEMORY_BUDGET_MB",
 }
 
 

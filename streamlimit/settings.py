@@ -119,6 +119,10 @@ except RedisSettingsError as _error:
     raise ImproperlyConfigured(str(_error)) from None
 # The activity index's shards (heartbeat/limiter/keys.py): fixed for a deployment.
 ACTIVITY_SHARDS = env_int("ACTIVITY_SHARDS", 16, minimum=1, maximum=MAX_ACTIVITY_SHARDS)
+# The dashboard's analytics (who was seen, refusals, daily sharing signals) stay under this many MB
+# of Redis memory: past it the accounts heard longest ago are trimmed, so a flood of made-up
+# accounts cannot fill the Redis that admission needs. 0 turns the budget off.
+ACTIVITY_MEMORY_BUDGET_MB = env_int("ACTIVITY_MEMORY_BUDGET_MB", 512, minimum=0, maximum=1_048_576)
 # After admitting a NEW session, wait until this many replicas have it (Redis
 # WAIT), at most REDIS_WAIT_TIMEOUT_MS; 0: never wait (asynchronous replication).
 REDIS_WAIT_REPLICAS = env_int("REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=16)

@@ -206,3 +206,39 @@ def test_the_overview_reads_no_collection_whole(own_redis, key_prefix: str) -> N
     # range over the live sessions, as the overview did before.
     assert set(sent) - {"hello", "client"} <= {"time", "zcount", "hgetall", "zrevrangebyscore", "get", "hmget"}, sent
     assert sent["hgetall"] == 60 and sent["zrevrangebyscore"] == len(manager.keys.shards)
+
+
+def test_analytics_past_the_memory_budget_lose_the_accounts_heard_longest_ago(
+    make_manager: Callable[..., StreamManager], redis_client: Redis
+) -> None:
+    # 1 MB over one shard: room for 1,497 accounts of about 700 bytes.
+    manager = make_manager(activity_shards=1, activity_memory_budget_mb=1)
+    cap = activity_writer.analytics_accounts_per_shard(1, 1)
+    assert cap == 1497
+    for n in range(cap + 200):
+        manager.admit(f"viewer-{n:05d}", "movie", "s0")
+        if n % 500 == 499:
+            manager.flush_activity()  # a flood arrives over several flushes, oldest first
+    manager.flush_activity()
+    shard = manager.keys.shards[0]
+    day = int(time.time() // 86_400)
+    assert redis_client.zcard(shard.seen_users) == cap
+    assert redis_client.zcard(shard.seen_users_by_name) == cap
+    # The first 200 accounts are gone from every analytics key, their own keys included; the newest stay.
+    assert reader_of(manager).find_users("viewer-0019") == []
+    assert [u.user_id for u in reader_of(manager).find_users("viewer-00200")] == ["viewer-00200"]
+    assert redis_client.exists(shard.sessions_seen_on(day, "viewer-00000")) == 0
+    assert redis_client.exists(shard.sessions_seen_on(day, f"viewer-{cap + 199:05d}")) == 1
+    assert redis_client.zscore(shard.distinct_sessions_on(day), "viewer-00000") is None
+    # Admission itself never depended on the analytics: the newest viewers still play.
+    assert manager.admit(f"viewer-{cap + 199:05d}", "movie", "s0").allowed
+
+
+def test_without_a_budget_no_account_is_trimmed(
+    make_manager: Callable[..., StreamManager], redis_client: Redis
+) -> None:
+    manager = make_manager(activity_shards=1, activity_memory_budget_mb=0)
+    for n in range(300):
+        manager.admit(f"viewer-{n:05d}", "movie", "s0")
+    manager.flush_activity()
+    assert redis_client.zcard(manager.keys.shards[0].seen_users) == 300

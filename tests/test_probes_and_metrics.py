@@ -110,6 +110,22 @@ def test_live_gauges_read_redis(client: Client) -> None:
     assert metric(text, "streamlimit_redis_up") == 1
 
 
+def test_analytics_and_redis_memory_gauges_read_redis(client: Client, settings, redis_client) -> None:
+    from heartbeat.limiter.activity_writer import analytics_accounts_per_shard
+    from heartbeat.services import get_stream_manager
+
+    settings.ACTIVITY_MEMORY_BUDGET_MB = 2
+    for user in ("alice", "bob", "carol"):
+        get_stream_manager().admit(user, "movie", "s0")
+    get_stream_manager().flush_activity()
+    text = client.get("/metrics").content.decode()
+    assert metric(text, "streamlimit_analytics_accounts") == 3
+    assert metric(text, "streamlimit_analytics_budget_accounts") == analytics_accounts_per_shard(2, 16) * 16
+    info = redis_client.info("memory")
+    assert metric(text, "streamlimit_redis_maxmemory_bytes") == info["maxmemory"]
+    assert 0 < metric(text, "streamlimit_redis_memory_used_bytes") < 2 * info["used_memory"] + 10_000_000
+
+
 def post_heartbeat(url: str, user: str, session: str) -> int:
     body = {"userId": user, "streamId": "movie", "sessionId": session}
     return requests.post(f"{url}/heartbeat", json=body, timeout=10).status_code

@@ -18,18 +18,27 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
 from heartbeat.limiter.metrics import HEARTBEAT_TALLY, REDIS_ERRORS
-from heartbeat.services import get_live_state
+from heartbeat.services import get_live_state, get_stream_manager
 
 
 class LiveStateCollector(Collector):
     """Gauges of live users and sessions, read from Redis when scraped."""
 
     @staticmethod
-    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    def _families() -> tuple[GaugeMetricFamily, ...]:
         return (
             GaugeMetricFamily("streamlimit_live_users", "Users with at least one live session."),
             GaugeMetricFamily("streamlimit_live_sessions", "Live sessions across all users."),
             GaugeMetricFamily("streamlimit_redis_up", "1 if Redis answered this scrape, else 0."),
+            GaugeMetricFamily(
+                "streamlimit_analytics_accounts", "Accounts the dashboard's analytics keep (heard in the last day)."
+            ),
+            GaugeMetricFamily(
+                "streamlimit_analytics_budget_accounts",
+                "Accounts ACTIVITY_MEMORY_BUDGET_MB keeps at most (0: no budget); past it the oldest are trimmed.",
+            ),
+            GaugeMetricFamily("streamlimit_redis_memory_used_bytes", "Redis' used memory (INFO memory)."),
+            GaugeMetricFamily("streamlimit_redis_maxmemory_bytes", "Redis' maxmemory (0: none set)."),
         )
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
@@ -40,9 +49,12 @@ class LiveStateCollector(Collector):
         yield from self._families()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        users, sessions, up = self._families()
+        users, sessions, up, analytics, budget, used, maxmemory = self._families()
+        live_state = get_live_state()
         try:
-            live_users, live_sessions = get_live_state().live_counts()
+            live_users, live_sessions = live_state.live_counts()
+            accounts = live_state.analytics_accounts()
+            used_bytes, max_bytes = live_state.memory()
         except RedisError:
             REDIS_ERRORS.labels("metrics").inc()
             up.add_metric([], 0)
@@ -51,7 +63,12 @@ class LiveStateCollector(Collector):
         users.add_metric([], live_users)
         sessions.add_metric([], live_sessions)
         up.add_metric([], 1)
-        yield from (users, sessions, up)
+        analytics.add_metric([], accounts)
+        writer = get_stream_manager().activity
+        budget.add_metric([], writer.accounts_per_shard * len(writer.keys.shards))
+        used.add_metric([], used_bytes)
+        maxmemory.add_metric([], max_bytes)
+        yield from (users, sessions, up, analytics, budget, used, maxmemory)
 
 
 class BuildInfoCollector(Collector):

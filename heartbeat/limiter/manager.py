@@ -101,6 +101,7 @@ class StreamManager:
         activity_shards: int = 16,
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
+        activity_memory_budget_mb: int = 0,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -127,6 +128,7 @@ class StreamManager:
             flush_scripts=script_runner_for(client),
             session_ttl_ms=self.session_ttl_ms,
             flush_seconds=activity_flush_seconds,
+            analytics_budget_mb=activity_memory_budget_mb,
         )
 
     # --- The player's side ---------------------------------------------------

@@ -325,6 +325,18 @@ class LiveStateReader:
                 used += size or 0
         return count, used
 
+    def analytics_accounts(self) -> int:
+        """Accounts the analytics keep (heard in the last day, within the memory budget): one ZCARD per shard."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.keys.shards:
+            pipe.zcard(shard.seen_users)
+        return sum(pipe.execute())
+
+    def memory(self) -> tuple[int, int]:
+        """Redis' used memory and its ``maxmemory`` (0: none set), in bytes, from INFO memory."""
+        info = self.client.info("memory")
+        return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+
     def server_info(self) -> dict[str, Any]:
         """Redis' version and mode, from INFO server."""
         info = self.client.info("server")

@@ -18,6 +18,10 @@
 -- ARGV[5] U, then U pairs: user id, time of its latest heartbeat (ms)
 -- then R, then for each account with refusals: user id, n, n refusals (JSON)
 -- then H, then for each account with new sessions: user id, n, n session ids
+-- then, optional (absent from older callers: no cap): the most accounts this shard's analytics
+-- keep (ACTIVITY_MEMORY_BUDGET_MB's share); past it the accounts heard longest ago are trimmed,
+-- their per-account keys (refusal list, today's and yesterday's session HyperLogLogs) deleted,
+-- at most 1000 a call (the next flush trims on)
 --
 -- Returns the number of accounts seen.
 
@@ -63,6 +67,26 @@ for _ = 1, with_new do
   redis.call('ZADD', KEYS[4], redis.call('PFCOUNT', KEYS[key]), user_id)
   key = key + 1
   i = i + 2 + n
+end
+
+-- The memory budget: the oldest analytics go first, so a flood of made-up accounts cannot
+-- fill a Redis that admission needs (noeviction). Per-account keys share the shard's hash tag.
+local cap = tonumber(ARGV[i])
+if cap and cap > 0 then
+  local excess = redis.call('ZCARD', KEYS[1]) - cap
+  if excess > 0 then
+    local base = string.sub(KEYS[1], 1, -5)  -- KEYS[1] is <shard base>seen
+    local day = tonumber(string.match(KEYS[3], 'refused%-day:(%d+)$'))
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, math.min(excess, 1000) - 1)
+    redis.call('ZREM', KEYS[1], unpack(oldest))
+    redis.call('ZREM', KEYS[2], unpack(oldest))
+    redis.call('ZREM', KEYS[3], unpack(oldest))
+    redis.call('ZREM', KEYS[4], unpack(oldest))
+    for _, user_id in ipairs(oldest) do
+      redis.call('UNLINK', base .. 'refusals:' .. user_id,
+        base .. 'sessions-hll:' .. day .. ':' .. user_id, base .. 'sessions-hll:' .. (day - 1) .. ':' .. user_id)
+    end
+  end
 end
 
 -- Forget accounts not seen for a day, a bounded number per batch.
