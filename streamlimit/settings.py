@@ -108,8 +108,9 @@ if SESSION_TTL_SECONDS < HEARTBEAT_INTERVAL_SECONDS:
         f"session would expire between two heartbeats (got {SESSION_TTL_SECONDS} < "
         f"{HEARTBEAT_INTERVAL_SECONDS})"
     )
-if not REDIS_KEY_PREFIX or any(c in REDIS_KEY_PREFIX for c in "{}") or REDIS_KEY_PREFIX.strip() != REDIS_KEY_PREFIX:
-    # Braces would change the Redis Cluster hash tag of every key.
+if not REDIS_KEY_PREFIX or any(c in "{}" or c.isspace() for c in REDIS_KEY_PREFIX):
+    # Braces would change the Redis Cluster hash tag of every key; whitespace
+    # (anywhere, not only at the ends) makes keys that redis-cli cannot name unquoted.
     raise ImproperlyConfigured(
         f"REDIS_KEY_PREFIX must be non-empty, without braces or spaces, got {REDIS_KEY_PREFIX!r}"
     )
