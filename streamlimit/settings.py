@@ -32,6 +32,7 @@ from streamlimit.env import (
     env_str,
 )
 from streamlimit.logging import build_logging_config, configure_structlog
+from streamlimit.media_types import STATIC_MEDIA_TYPES
 from streamlimit.version import VERSION
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -196,6 +197,7 @@ INSTALLED_APPS = [
     "django_structlog",
     "axes",
     "heartbeat",
+    "streamlimit.home",
 ]
 
 MIDDLEWARE = [
@@ -295,6 +297,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
+# player.d.ts as TypeScript, not MPEG video (streamlimit/media_types.py).
+WHITENOISE_MIMETYPES = STATIC_MEDIA_TYPES
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
