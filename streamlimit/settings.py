@@ -36,9 +36,11 @@ from streamlimit.media_types import STATIC_MEDIA_TYPES
 from streamlimit.version import VERSION
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Local state of a development checkout (SQLite file, generated secret key, a
-# Redis started for development); git ignores it.
-VAR_DIR = Path(env_str("STREAMLIMIT_VAR_DIR", str(BASE_DIR / "var")))
+# Local state (SQLite file, generated secret key, collected static files): in
+# a checkout, its var/ (git ignores it); in an installed package, whose code
+# sits in site-packages, var/ in the working directory.
+IS_CHECKOUT = (BASE_DIR / "manage.py").is_file()
+VAR_DIR = Path(env_str("STREAMLIMIT_VAR_DIR", str((BASE_DIR if IS_CHECKOUT else Path.cwd()) / "var")))
 # Collected static files. The image sets it outside VAR_DIR, so the runtime user
 # can write its state without being able to change what the service serves.
 STATIC_ROOT = Path(env_str("STREAMLIMIT_STATIC_ROOT", str(VAR_DIR / "static")))
