@@ -104,3 +104,19 @@ def test_player_types_are_served_as_typescript_by_django() -> None:
     request = RequestFactory().get("/static/streamlimit/player.d.ts")
     response = serve(request, "streamlimit/player.d.ts", insecure=True)
     assert response.status_code == 200 and response["Content-Type"] == "text/typescript"
+
+
+def test_check_warns_until_the_static_files_are_collected(settings, tmp_path) -> None:
+    from django.core.management import call_command
+
+    from streamlimit.static_check import static_files_collected
+
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    }
+    settings.STATIC_ROOT = str(tmp_path / "static")
+    (warning,) = static_files_collected()
+    assert warning.id == "streamlimit.W020" and "collectstatic" in warning.hint
+    call_command("collectstatic", "--noinput", verbosity=0)
+    assert static_files_collected() == []

@@ -117,12 +117,14 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_heartbeat(tmp_path: P
     )
     assert all(path.startswith(str(venv)) for path in where.stdout.split())
 
-    checked = run([command, "check"], cwd=workdir, env=env)
-    assert "System check identified no issues" in checked.stdout
-    # An installed package keeps its state in var/ of the working directory, not in site-packages.
-    assert (workdir / "var" / "secret_key").is_file()
-    assert not list(venv.glob("lib/python*/site-packages/var"))
+    # Before collectstatic, check says the pages would fail without their files.
+    assert "streamlimit.W020" in run([command, "check"], cwd=workdir, env=env).stderr
     run([command, "collectstatic", "--noinput", "--verbosity", "0"], cwd=workdir, env=env)
+    checked = run([command, "check"], cwd=workdir, env=env)
+    assert "System check identified no issues" in checked.stdout, checked.stderr
+    # An installed package keeps its state in var/ of the working directory, not in site-packages.
+    assert (workdir / "var" / "secret_key").is_file() and (workdir / "var" / "static" / "staticfiles.json").is_file()
+    assert not list(venv.glob("lib/python*/site-packages/var"))
 
     port = free_port()
     log_path = tmp_path / "serve.log"
