@@ -33,12 +33,15 @@ from streamlimit.env import (
     env_str,
 )
 from streamlimit.logging import build_logging_config, configure_structlog
+from streamlimit.media_types import STATIC_MEDIA_TYPES
 from streamlimit.version import VERSION
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Local state of a development checkout (SQLite file, generated secret key, a
-# Redis started for development); git ignores it.
-VAR_DIR = Path(env_str("STREAMLIMIT_VAR_DIR", str(BASE_DIR / "var")))
+# Local state (SQLite file, generated secret key, collected static files): in
+# a checkout, its var/ (git ignores it); in an installed package, whose code
+# sits in site-packages, var/ in the working directory.
+IS_CHECKOUT = (BASE_DIR / "manage.py").is_file()
+VAR_DIR = Path(env_str("STREAMLIMIT_VAR_DIR", str((BASE_DIR if IS_CHECKOUT else Path.cwd()) / "var")))
 # Collected static files. The image sets it outside VAR_DIR, so the runtime user
 # can write its state without being able to change what the service serves.
 STATIC_ROOT = Path(env_str("STREAMLIMIT_STATIC_ROOT", str(VAR_DIR / "static")))
@@ -108,8 +111,9 @@ if SESSION_TTL_SECONDS < HEARTBEAT_INTERVAL_SECONDS:
         f"session would expire between two heartbeats (got {SESSION_TTL_SECONDS} < "
         f"{HEARTBEAT_INTERVAL_SECONDS})"
     )
-if not REDIS_KEY_PREFIX or any(c in REDIS_KEY_PREFIX for c in "{}") or REDIS_KEY_PREFIX.strip() != REDIS_KEY_PREFIX:
-    # Braces would change the Redis Cluster hash tag of every key.
+if not REDIS_KEY_PREFIX or any(c in "{}" or c.isspace() for c in REDIS_KEY_PREFIX):
+    # Braces would change the Redis Cluster hash tag of every key; whitespace
+    # (anywhere, not only at the ends) makes keys that redis-cli cannot name unquoted.
     raise ImproperlyConfigured(
         f"REDIS_KEY_PREFIX must be non-empty, without braces or spaces, got {REDIS_KEY_PREFIX!r}"
     )
@@ -199,6 +203,7 @@ INSTALLED_APPS = [
     "django_structlog",
     "axes",
     "heartbeat",
+    "streamlimit.home",
 ]
 
 MIDDLEWARE = [
@@ -298,6 +303,8 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "static/"
+# player.d.ts as TypeScript, not MPEG video (streamlimit/media_types.py).
+WHITENOISE_MIMETYPES = STATIC_MEDIA_TYPES
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},

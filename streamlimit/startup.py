@@ -41,7 +41,12 @@ def check_settings_in_a_child(program: str) -> None:
     one line and this process exits with its status.
     """
     code = f"from streamlimit.startup import load_settings_or_exit; load_settings_or_exit({program!r})"
-    root = Path(__file__).resolve().parent.parent
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, check=False)  # noqa: S603
+    # The folder holding this package goes first on the child's import path, so
+    # it checks this copy of the code; the working directory stays this
+    # process' own, so relative paths in settings (STREAMLIMIT_VAR_DIR, an
+    # installed package's ./var) mean what they will mean to the workers.
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], env=env, check=False)  # noqa: S603
     if result.returncode:
         sys.exit(result.returncode)

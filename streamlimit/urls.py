@@ -1,4 +1,4 @@
-"""URL routes: the player API, the staff dashboard, the admin and the API docs."""
+"""URL routes: the player API, the staff dashboard, the admin, the API docs and the landing page."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -25,6 +25,8 @@ urlpatterns = [
     # 404 unless STREAMLIMIT_DEMO is on.
     path("demo/", include("demo.urls")),
     path("admin/", admin.site.urls),
+    # The landing page and /favicon.ico.
+    path("", include("streamlimit.home.urls")),
 ]
 
 # JSON on the player paths and probes, Django's pages elsewhere.

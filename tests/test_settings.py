@@ -16,6 +16,8 @@ BAD_SETTINGS = [
     ("PORT", "70000", "at most 65535"),
     ("REDIS_URL", "http://user:hunter2@cache:6379", "redis://"),
     ("REDIS_KEY_PREFIX", "{oops}", "without braces"),
+    ("REDIS_KEY_PREFIX", "a b", "without braces or spaces"),
+    ("REDIS_KEY_PREFIX", "tab\tin", "without braces or spaces"),
     ("REDIS_SENTINELS", "sentinel-a", "host:port pairs"),
     ("REDIS_SENTINEL_MASTER", "mymaster", "without REDIS_SENTINELS"),
     ("REDIS_SENTINEL_PASSWORD", "hunter2", "without REDIS_SENTINELS"),
