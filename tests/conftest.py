@@ -28,7 +28,7 @@ from heartbeat.redis_connection import RedisTopology, cache_config
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
 
-pytest_plugins = ["tests.topology_fixtures"]
+pytest_plugins = ["tests.topology_fixtures", "tests.browser_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
