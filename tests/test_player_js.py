@@ -134,7 +134,9 @@ def fetch_closing(route):
 
 def post_heartbeat(base_url: str, body: dict, token: str) -> requests.Response:
     """A heartbeat from another screen of the account, outside the browser."""
-    return requests.post(f"{base_url}/heartbeat", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    # Connection: close, else gunicorn's graceful stop waits for the idle connection (its keep-alive).
+    headers = {"Authorization": f"Bearer {token}", "Connection": "close"}
+    return requests.post(f"{base_url}/heartbeat", json=body, headers=headers, timeout=10)
 
 
 def gaps(times: list[int]) -> list[int]:
