@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import http.server
 import itertools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -292,6 +293,27 @@ def test_stop_before_the_first_answer_frees_the_slot_the_service_gave(live_brows
     assert player.events("allowed") == []
     player.run_for(5 * 60 * 1000)
     assert len(player.heartbeat_calls()) == 1
+
+
+def test_a_stop_that_lands_after_the_next_start_does_not_end_the_new_session(
+    live_browser, live_gunicorn, holding_proxy
+) -> None:
+    service = live_gunicorn(workers=2, **SERVICE_ENV)
+    # The page comes through a proxy that holds the stop back until the session played again.
+    proxy = holding_proxy(service)
+    player = PagePlayer(live_browser, proxy.url, userId="acct", streamId="movie")
+    player.wait_for("allowed")
+    stopped_id = player.page.evaluate("window.session.sessionId")
+    proxy.hold("/heartbeat/stop")
+    player.page.evaluate("window.stopping = window.session.stop(); window.session.start()")
+    assert player.wait_for("allowed", 2)["detail"]["first"] is True
+    wait_until(lambda: len(proxy.arrived) == 1, 15, "the stop at the proxy")
+    assert json.loads(proxy.arrived[0][1])["sessionId"] == stopped_id
+    proxy.release()
+    player.page.evaluate("window.stopping")  # resolves once the service answered the stop
+    new_id = player.page.evaluate("window.session.sessionId")
+    assert [s.session_id for s in get_stream_manager().reads.sessions("acct")] == [new_id]
+    assert new_id != stopped_id
 
 
 def test_an_expired_token_is_replaced_once_through_get_token(live_browser, live_gunicorn, token_env) -> None:
