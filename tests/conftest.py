@@ -28,7 +28,7 @@ from heartbeat.limiter.manager import StreamManager
 from heartbeat.store.connection import RedisTopology, cache_config
 from streamlimit.logging import SINK
 
-pytest_plugins = ["tests.topology_fixtures"]
+pytest_plugins = ["tests.topology_fixtures", "tests.browser_fixtures"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

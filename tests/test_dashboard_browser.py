@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import requests
 
 from heartbeat.services import get_live_state, get_stream_manager
 from tests.conftest import CHROMIUM, make_staff
-
-OUTPUT = Path(__file__).resolve().parent.parent / "test-output" / "screenshots"
 
 pytestmark = [
     pytest.mark.browser,
@@ -30,14 +26,15 @@ def send_heartbeat(base_url: str, user: str, session: str, stream: str) -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_staff_find_a_busy_account_evict_a_session_and_see_it_gone(live_server, browser, django_user_model) -> None:
+def test_staff_find_a_busy_account_evict_a_session_and_see_it_gone(
+    live_server, browser, django_user_model, screenshots
+) -> None:
     make_staff(django_user_model, "support", "Support agent")
     statuses = [send_heartbeat(live_server.url, "family-42", f"tv-{i}", f"episode-{i}") for i in range(4)]
     assert statuses == [200, 200, 200, 400]
     send_heartbeat(live_server.url, "<b>odd</b>", "s", "m")
     # live_server answers in this process: write its pending activity now rather than within a second.
     get_stream_manager().flush_activity()
-    OUTPUT.mkdir(parents=True, exist_ok=True)
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{live_server.url}/dashboard/")
@@ -48,19 +45,19 @@ def test_staff_find_a_busy_account_evict_a_session_and_see_it_gone(live_server, 
     page.wait_for_url(f"{live_server.url}/dashboard/")
     assert page.inner_text("#stat-live-sessions") == "4"
     assert page.inner_text("#stat-at-limit") == "1"
-    page.screenshot(path=str(OUTPUT / "overview.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "overview.png"), full_page=True)
 
     # The caller gives the start of the account id: the prefix search lists it.
     page.fill("#id_id", "fam")
     page.click("input[value=Find]")
     assert "family-42" in page.inner_text("#found")
-    page.screenshot(path=str(OUTPUT / "find.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "find.png"), full_page=True)
     page.click("#found >> text=family-42")
     assert page.inner_text("#user-id") == "family-42"
     assert page.locator("#sessions tbody tr[data-session]").count() == 3
     # Why could the caller not watch? The refusal is listed with its reason.
     assert "tv-3" in page.inner_text("#refusals") and "concurrency_limit_reached" in page.inner_text("#refusals")
-    page.screenshot(path=str(OUTPUT / "user.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "user.png"), full_page=True)
 
     page.locator('tr[data-session="tv-1"] input.evict').click()
     page.click("#confirm-evict")
@@ -69,7 +66,7 @@ def test_staff_find_a_busy_account_evict_a_session_and_see_it_gone(live_server, 
     assert sessions.count() == 2
     assert page.locator('tr[data-session="tv-1"]').count() == 0
     assert "Evicted a session" in page.inner_text("#audit")
-    page.screenshot(path=str(OUTPUT / "user-after-eviction.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "user-after-eviction.png"), full_page=True)
 
     assert send_heartbeat(live_server.url, "family-42", "tv-1", "episode-1") == 400
     assert send_heartbeat(live_server.url, "family-42", "tv-3", "episode-3") == 200
@@ -90,7 +87,9 @@ def log_in(browser, base_url: str, username: str):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_support_viewer_sees_sessions_but_no_buttons_and_cannot_evict(live_server, browser, django_user_model):
+def test_a_support_viewer_sees_sessions_but_no_buttons_and_cannot_evict(
+    live_server, browser, django_user_model, screenshots
+):
     make_staff(django_user_model, "viewer", "Support viewer")
     for i in range(2):
         send_heartbeat(live_server.url, "family-7", f"tv-{i}", "movie")
@@ -99,23 +98,23 @@ def test_a_support_viewer_sees_sessions_but_no_buttons_and_cannot_evict(live_ser
     page.goto(f"{live_server.url}/dashboard/user/?id=family-7")
     assert page.locator("#sessions tbody tr[data-session]").count() == 2
     assert page.locator("input.evict").count() == 0 and page.locator("form.limit-form").count() == 0
-    page.screenshot(path=str(OUTPUT / "user-as-viewer.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "user-as-viewer.png"), full_page=True)
     response = page.goto(f"{live_server.url}/dashboard/user/evict/?id=family-7&session=tv-0")
     assert response.status == 403 and page.locator("#forbidden").is_visible()
     assert len(get_live_state().sessions("family-7")) == 2
 
 
 @pytest.mark.django_db(transaction=True)
-def test_staff_without_a_role_get_the_not_allowed_page(live_server, browser, django_user_model):
+def test_staff_without_a_role_get_the_not_allowed_page(live_server, browser, django_user_model, screenshots):
     make_staff(django_user_model, "newcomer", None)
     page = log_in(browser, live_server.url, "newcomer")
     assert page.locator("#forbidden").is_visible()
     assert "Support viewer" in page.inner_text("#forbidden")
-    page.screenshot(path=str(OUTPUT / "forbidden.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "forbidden.png"), full_page=True)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_sharing_page_links_to_the_accounts(live_server, browser, django_user_model):
+def test_the_sharing_page_links_to_the_accounts(live_server, browser, django_user_model, screenshots):
     make_staff(django_user_model, "agent", "Support agent")
     for i in range(5):
         send_heartbeat(live_server.url, "shared-account", f"device-{i}", "movie")
@@ -123,7 +122,7 @@ def test_the_sharing_page_links_to_the_accounts(live_server, browser, django_use
     page = log_in(browser, live_server.url, "agent")
     page.click("text=Sharing signals")
     assert "shared-account" in page.inner_text(".refused-most")
-    page.screenshot(path=str(OUTPUT / "sharing.png"), full_page=True)
+    page.screenshot(path=str(screenshots / "sharing.png"), full_page=True)
     page.click(".refused-most >> text=shared-account")
     assert page.inner_text("#user-id") == "shared-account"
     assert page.locator("#refusals tbody tr").count() == 2

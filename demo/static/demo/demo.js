@@ -1,5 +1,5 @@
 // The demo player: StreamLimitSession driving a generated test pattern.
-import { StreamLimitSession, resetTabSessionId, tabSessionId } from "../streamlimit/player.js";
+import { StreamLimitSession, resetTabSessionId } from "../streamlimit/player.js";
 
 const root = document.getElementById("demo");
 const $ = (id) => document.getElementById(id);
@@ -100,7 +100,7 @@ function play() {
   lastStopCode = null;
   const account = $("account").value.trim();
   const device = $("device").value.trim();
-  session = new StreamLimitSession({
+  const created = new StreamLimitSession({
     endpoint: location.origin,
     userId: account,
     streamId: $("stream").value,
@@ -108,9 +108,11 @@ function play() {
     // ?timer=main: the throttled main-thread timer, to compare in a hidden tab (see docs/background-tabs.md).
     timer: params.get("timer") === "main" ? "main" : "worker",
     ...(root.dataset.tokensMode === "hs256"
-      ? { getToken: () => demoToken(tabSessionId()), getAccountToken: () => demoToken(null) }
+      ? // The id the session heartbeats with: a new one after a stop (see retire() in player.js).
+        { getToken: () => demoToken(created.sessionId), getAccountToken: () => demoToken(null) }
       : {}),
   });
+  session = created;
   window.streamlimitDemo = { session };
   $("shown-account").textContent = account;
   $("shown-device").textContent = device || "–";
@@ -118,6 +120,7 @@ function play() {
   session.on("answer", logAnswer);
   session.on("allowed", (detail) => {
     playing = true;
+    $("session-id").textContent = created.sessionId;
     showScreens(null);
     setStatus("playing", `playing (${detail.activeSessions ?? "?"} of ${detail.limit} screens)`,
       detail.degraded ? "StreamLimit is degraded: playing without a check." : "");

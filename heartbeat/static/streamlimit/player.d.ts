@@ -89,7 +89,12 @@ export interface StreamLimitSessionOptions {
   /** The account. May be left out with tokens (the token's sub is the account). */
   userId?: string;
   streamId: string;
-  /** Default: a random id kept in sessionStorage for the tab's life. */
+  /**
+   * Default: the tab's id, a random id kept in sessionStorage (a reload finds it). A stop
+   * (stop(), or the beacon on pagehide) retires it: the tab's next session (the reloaded page,
+   * or start() again) plays under a new id, so that a stop still on its way cannot end it.
+   * A sessionId given here is the page's to manage, and is never changed.
+   */
   sessionId?: string;
   /** Shown to the account's other screens ("Living room TV"), at most 64 characters. */
   deviceName?: string;
@@ -97,8 +102,9 @@ export interface StreamLimitSessionOptions {
   token?: string;
   /**
    * Called for the first token, and once more when the service answers token_expired. Best a
-   * session token (sid = this sessionId): a stop sent with an account token blocks the session
-   * for the session TTL (it is how "stop it there" works), so a reload could not resume at once.
+   * session token (sid = this sessionId; read session.sessionId when called, as it changes after
+   * a stop): a stop sent with an account token blocks the session for the session TTL (it is how
+   * "stop it there" works).
    */
   getToken?: () => string | Promise<string>;
   /** An account token (no sid) for stopOther() and listSessions(). Default: the session's own token. */
@@ -131,12 +137,17 @@ export declare class StreamLimitError extends Error {
 
 export declare class StreamLimitSession extends EventTarget {
   constructor(options: StreamLimitSessionOptions);
+  /** The id the heartbeats name; with the tab's id, a new one at the first start() after a stop. */
   readonly sessionId: string;
   readonly state: SessionState;
   /** Seconds between heartbeats, as the last answer said. */
   readonly heartbeatInterval: number;
   streamId: string;
-  /** Start heartbeating; the first heartbeat asks for a slot. */
+  /**
+   * Start heartbeating; the first heartbeat asks for a slot. Within 10 s after this tab sent a
+   * stop, a refusal for the limit (most likely the slot that stop is freeing) is asked again
+   * every second rather than reported, until that time is up.
+   */
   start(): void;
   /** Autoplay moved on: the next heartbeat names this stream; the slot is kept. */
   changeStream(streamId: string): void;

@@ -16,6 +16,13 @@ const DEFAULT_MAX_RETRY_SECONDS = 120;
 // so that players that failed together do not come back together.
 const RETRY_JITTER = 0.2;
 const SESSION_STORAGE_KEY = "streamlimit.sessionId";
+// Beside the tab's session id: when this tab last sent a stop (ms), for the hand-over below.
+const STOP_SENT_SUFFIX = ".stopSentAt";
+// After this tab sent a stop, its next session may find the account full until that stop
+// lands (a beacon of a page being reloaded can take a moment): for this long it asks again,
+// every HANDOVER_RETRY_MS, instead of taking the refusal as final.
+const HANDOVER_MS = 10_000;
+const HANDOVER_RETRY_MS = 1_000;
 
 // Answers that end playback on this screen because something else ended it.
 const STOPPED_CODES = new Set(["session_evicted", "session_replaced", "session_stopped"]);
@@ -53,6 +60,15 @@ export function resetTabSessionId(storageKey = SESSION_STORAGE_KEY) {
     globalThis.sessionStorage.removeItem(storageKey);
   } catch {
     // Nothing kept, nothing to forget.
+  }
+}
+
+/** When this tab last sent a stop for its session id (ms since the epoch), or 0. */
+function stopSentAt(storageKey) {
+  try {
+    return Number(globalThis.sessionStorage.getItem(storageKey + STOP_SENT_SUFFIX)) || 0;
+  } catch {
+    return 0;
   }
 }
 
@@ -177,7 +193,11 @@ export class StreamLimitSession extends EventTarget {
     this.endpoint = String(options.endpoint ?? new URL(import.meta.url).origin).replace(/\/+$/, "");
     this.userId = options.userId ?? null;
     this.streamId = options.streamId;
-    this.sessionId = options.sessionId ?? tabSessionId(options.sessionStorageKey);
+    // With no sessionId given, the session uses the tab's id, and retires it when it sends a stop.
+    this.storageKey = options.sessionId ? null : (options.sessionStorageKey ?? SESSION_STORAGE_KEY);
+    this.sessionId = options.sessionId ?? tabSessionId(this.storageKey);
+    this.retired = false;
+    this.handoverUntil = 0;
     this.deviceName = options.deviceName ?? null;
     this.token = options.token ?? null;
     this.getToken = options.getToken ?? null;
@@ -212,6 +232,13 @@ export class StreamLimitSession extends EventTarget {
   start() {
     if (this.state === "starting" || this.state === "playing") return;
     this.state = "starting";
+    if (this.retired) {
+      // This id's stop is on its way: play on under the tab's new id (see retire()).
+      this.retired = false;
+      this.sessionId = tabSessionId(this.storageKey);
+      if (this.getToken) this.token = null; // a session token names the old id
+    }
+    this.handoverUntil = this.storageKey === null ? 0 : stopSentAt(this.storageKey) + HANDOVER_MS;
     this.generation += 1;
     this.failures = 0;
     this.errorReported = false;
@@ -237,10 +264,12 @@ export class StreamLimitSession extends EventTarget {
     this.removePageListeners();
     if (!wasRunning) return;
     this.state = "stopped";
+    const body = this.stopBody(null);
+    this.retire();
     this.emit("stopped", { code: "stopped_locally", message: "Playback was stopped on this screen.", local: true });
     try {
       const token = await this.currentToken();
-      await this.request("POST", "/heartbeat/stop", this.stopBody(null), token, { keepalive: true });
+      await this.request("POST", "/heartbeat/stop", body, token, { keepalive: true });
     } catch {
       // The slot frees by itself one session TTL after the last heartbeat.
     }
@@ -321,6 +350,10 @@ export class StreamLimitSession extends EventTarget {
       this.token = null;
       return this.beat(generation);
     }
+    if (response.status === 400 && body && body.code === "concurrency_limit_reached" && this.handingOver()) {
+      // Most likely the slot this tab's own stop is freeing: ask again shortly (see HANDOVER_MS).
+      return this.schedule(generation, HANDOVER_RETRY_MS);
+    }
     if (response.status >= 500 || response.status === 429 || response.status === 0) {
       return this.transientFailure(generation, {
         code: (body && body.code) || "http_" + response.status,
@@ -357,6 +390,35 @@ export class StreamLimitSession extends EventTarget {
       this.emit("error", { ...detail, failures: this.failures, since: new Date(since).toISOString() });
     }
     this.schedule(generation, this.retryDelayMs());
+  }
+
+  /** Still starting, shortly after this tab sent a stop whose slot may not be free yet. */
+  handingOver() {
+    return this.state === "starting" && Date.now() < this.handoverUntil;
+  }
+
+  /**
+   * A stop for this session id is being sent: never heartbeat with this id again.
+   *
+   * A stop may reach the service after the next heartbeat of the same tab: the
+   * beacon of a page being reloaded races the reloaded page's first heartbeat
+   * (the service runs requests in parallel), and stop() then start() race the
+   * same way. Were both for one id, the late stop would end the session that
+   * replaced it (it does, for a sessionId given as an option: there the page
+   * owns the id). So the tab's id is retired: the tab's next session (the
+   * reloaded page, or this object's next start()) plays under a new id, which
+   * no stop in flight names. Its slot is the one the stop frees; until the stop
+   * lands, a full account refuses it, hence the short hand-over (HANDOVER_MS).
+   */
+  retire() {
+    if (this.storageKey === null) return;
+    this.retired = true;
+    try {
+      globalThis.sessionStorage.setItem(this.storageKey + STOP_SENT_SUFFIX, String(Date.now()));
+      if (globalThis.sessionStorage.getItem(this.storageKey) === this.sessionId) resetTabSessionId(this.storageKey);
+    } catch {
+      // No storage: each page life already has an id of its own.
+    }
   }
 
   /** The wait before retry number `failures`: never shorter than the interval. */
@@ -408,6 +470,7 @@ export class StreamLimitSession extends EventTarget {
     // sendBeacon survives the page's end, but sets no headers: the token goes in the body.
     const body = JSON.stringify(this.stopBody(this.token));
     this.halt();
+    this.retire();
     this.state = "stopped";
     this.resumeAfterShow = Boolean(event && event.persisted);
     if (!(navigator.sendBeacon && navigator.sendBeacon(this.endpoint + "/heartbeat/stop", body))) {
