@@ -32,9 +32,10 @@ from heartbeat.rendering import (
 )
 from heartbeat.request_body import MAX_BODY_BYTES
 from heartbeat.services import get_stream_manager
-from heartbeat.stream_manager import HeartbeatResult, Outcome
+from heartbeat.stream_manager import HeartbeatResult, Outcome, StopFromOtherNetworkError
 from heartbeat.tokens import PlaybackClaims, TokenError, get_verifier
 from heartbeat.validation import ID_FIELDS, device_name_error, id_error
+from streamlimit.client_network import client_network
 
 logger = structlog.get_logger(__name__)
 
@@ -371,6 +372,7 @@ class HeartbeatView(_PlayerAPIView):
                 plan=claims.plan if claims else None,
                 # Only a verified account may see who is watching on it.
                 list_sessions_when_full=claims is not None,
+                network=client_network(request),
             )
         except RedisError as exc:
             seconds = time.perf_counter() - started
@@ -440,6 +442,17 @@ class StopView(_PlayerAPIView):
                 ids["userId"],
                 ids["sessionId"],
                 from_other_screen=self.claims is not None and self.claims.is_account_token,
+                # Without a token nothing proves who stops: only the network that plays the session may.
+                network=client_network(request) if self.claims is None else "",
+            )
+        except StopFromOtherNetworkError:
+            return json_response(
+                {
+                    "code": "stop_from_other_network",
+                    "message": "This session plays on another network: without a playback token, "
+                    "a session can only be stopped from the network that plays it.",
+                },
+                status=status.HTTP_403_FORBIDDEN,
             )
         except RedisError as exc:
             log_redis_failure("stop", exc)
