@@ -111,7 +111,7 @@ def test_gunicorn_workers_sets_the_worker_count_and_gevent_boots_without_warning
     finally:
         stop(process)
     text = log.read_text()
-    assert "Using worker: gevent" in text
+    assert "Using worker: streamlimit.gevent_worker.SheddingGeventWorker" in text
     assert "Warning" not in text, text
 
 
