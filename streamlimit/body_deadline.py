@@ -4,7 +4,7 @@ gunicorn bounds the wait for a request's line and headers (``keepalive``) but
 not for its body: a client that sends ``Content-Length: 100`` and then nothing
 held its connection, and its worker's slot, for as long as it liked (issue 19).
 So the body is read here, before Django sees the request, under one deadline
-for the whole body (a gevent ``Timeout``: a client that trickles a byte at a
+for the whole body (``BodyDeadlines``: a client that trickles a byte at a
 time gains nothing); the bytes are handed on as ``wsgi.input``. When the
 deadline passes the client gets a 408 JSON answer and its connection is
 closed: its reading side is shut down, so gunicorn finds the end of the
@@ -27,10 +27,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import socket
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import gevent
 import orjson
 import structlog
 
@@ -57,7 +60,7 @@ class _TimeoutCount:
 
 @functools.cache
 def gevent_is_serving() -> bool:
-    """Whether this process' sockets are gevent's, so a gevent Timeout can interrupt a read.
+    """Whether this process' sockets are gevent's, so another greenlet can interrupt a read.
 
     Asked at the first request, after the worker patched the standard library.
     """
@@ -74,6 +77,52 @@ def declared_length(environ: dict[str, Any]) -> int:
         return 0
 
 
+class BodyDeadlines:
+    """The greenlets of this process reading a body, with their deadlines; one watcher ends the late ones.
+
+    A gevent ``Timeout`` per request costs a timer started and stopped on
+    every heartbeat; here a request only enters and leaves a dict, and a
+    watcher greenlet wakes every ``tick`` seconds. Deadlines are ``now +
+    seconds`` with one ``seconds`` per process, so the dict (in entry order)
+    is in deadline order and the watcher stops at the first one not due.
+    """
+
+    def __init__(self, tick: float = 0.1) -> None:
+        self.tick = tick
+        self.reading: dict[Any, float] = {}
+        self._watcher_pid = 0
+
+    def enter(self, seconds: float) -> None:
+        """The current greenlet starts reading a body, due within ``seconds``."""
+        if self._watcher_pid != os.getpid():  # first request of this (forked) worker
+            self._watcher_pid = os.getpid()
+            gevent.spawn(self._watch)
+        self.reading[gevent.getcurrent()] = time.monotonic() + seconds
+
+    def leave(self) -> None:
+        """The current greenlet is done reading (in time, or not)."""
+        self.reading.pop(gevent.getcurrent(), None)
+
+    def _watch(self) -> None:
+        hub = gevent.get_hub()
+        while True:
+            gevent.sleep(self.tick)
+            now = time.monotonic()
+            for glet, due in list(self.reading.items()):
+                if due > now:
+                    break
+                # Thrown from the hub, once the greenlet is still waiting in its read.
+                hub.loop.run_callback(self._end_if_still_reading, glet, due)
+
+    def _end_if_still_reading(self, glet: Any, due: float) -> None:
+        if self.reading.get(glet) == due:
+            del self.reading[glet]
+            glet.throw(BodyTimeoutError())
+
+
+DEADLINES = BodyDeadlines()
+
+
 def read_body_within(
     environ: dict[str, Any], seconds: float, max_bytes: int, read_chunked: Callable[[dict[str, Any]], None]
 ) -> None:
@@ -81,30 +130,28 @@ def read_body_within(
 
     ``read_chunked`` reads a body sent without a length (it may be a no-op).
     """
-    import gevent
-
     length = declared_length(environ)
     chunked = not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if not (0 < length <= max_bytes or chunked):
         return
+    DEADLINES.enter(seconds)
     try:
-        with gevent.Timeout(seconds, BodyTimeoutError):
-            if chunked:
-                read_chunked(environ)
-                return
-            stream = environ["wsgi.input"]
-            parts, got = [], 0
-            while got < length:
-                part = stream.read(length - got)
-                if not part:
-                    break  # the client closed early: the application sees a short body
-                parts.append(part)
-                got += len(part)
-            environ["wsgi.input"] = io.BytesIO(b"".join(parts))
-    except BodyTimeoutError:
-        raise
+        if chunked:
+            read_chunked(environ)
+            return
+        stream = environ["wsgi.input"]
+        parts, got = [], 0
+        while got < length:
+            part = stream.read(length - got)
+            if not part:
+                break  # the client closed early: the application sees a short body
+            parts.append(part)
+            got += len(part)
+        environ["wsgi.input"] = io.BytesIO(b"".join(parts))
     except OSError:
         environ["wsgi.input"] = io.BytesIO(b"")  # the client is gone; its answer will not arrive
+    finally:
+        DEADLINES.leave()
 
 
 def close_after_answer(environ: dict[str, Any]) -> None:
