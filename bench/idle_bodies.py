@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import resource
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -67,70 +68,73 @@ class AttackReport:
             f"connected {self.connected}, most open at once {self.most_open_at_once}, "
             f"408 {self.answered_408}, shed (closed without answer) {self.closed_without_answer}, "
             f"other answers {self.other_answers}, failed to connect {self.failed_to_connect}, "
-            f"still open at the end {self.open_now}"
+            f"open when the attack stopped {self.open_now}"
         )
 
 
 class IdleBodyAttack:
     """``count`` sockets on loopback that send request headers announcing a body, and never send it.
 
-    Runs an asyncio loop in a thread of its own; ``stop()`` closes every socket.
+    They run in a process of their own (an asyncio loop), so the attack does
+    not take the interpreter lock from the client threads that measure
+    latencies here; ``stop()`` closes every socket and returns the report.
     """
 
-    def __init__(self, port: int, count: int, *, reopen: bool = False, connect_timeout: float = 10.0) -> None:
-        self.port = port
-        self.count = count
-        self.reopen = reopen
-        self.connect_timeout = connect_timeout
-        self.report = AttackReport()
-        self._loop = asyncio.new_event_loop()
-        self._stopping: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="idle-body-attack", daemon=True)
+    def __init__(self, port: int, count: int, *, reopen: bool = False) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._stopping = context.Event()
+        self._connected = context.Value("i", 0, lock=False)
+        self._reports = context.Queue()
+        self._process = context.Process(
+            target=_attack_process,
+            args=(port, count, reopen, self._stopping, self._connected, self._reports),
+            name="idle-body-attack",
+            daemon=True,
+        )
 
     def start(self) -> IdleBodyAttack:
         """Start opening the sockets (returns at once)."""
-        self._thread.start()
+        self._process.start()
         return self
+
+    @property
+    def connected(self) -> int:
+        """How many sockets connected so far (reopened ones counted again)."""
+        return self._connected.value
 
     def stop(self) -> AttackReport:
         """Close every socket; the final report."""
-        if self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        self._thread.join(timeout=60)
-        return self.report
+        self._stopping.set()
+        try:
+            report = self._reports.get(timeout=120)
+        finally:
+            self._process.join(timeout=30)
+            if self._process.is_alive():
+                self._process.kill()
+        return report
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._attack())
-        self._loop.close()
 
-    async def _attack(self) -> None:
-        self._stopping = asyncio.Event()
-        connecting = asyncio.Semaphore(1024)  # connects in flight at once
+def _attack_process(port: int, count: int, reopen: bool, stopping: Any, connected: Any, reports: Any) -> None:
+    report = AttackReport()
+    asyncio.run(_attack(port, count, reopen, stopping, connected, report))
+    reports.put(report)
 
-        async def one_socket() -> None:
-            await self._hold_one(connecting)
-            while self.reopen and not self._stopping.is_set():
-                await self._hold_one(connecting)
 
-        tasks = [asyncio.ensure_future(one_socket()) for _ in range(self.count)]
-        await self._stopping.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+async def _attack(port: int, count: int, reopen: bool, stopping: Any, connected: Any, report: AttackReport) -> None:
+    connecting = asyncio.Semaphore(1024)  # connects in flight at once
+    headers = HEADERS.format(port=port).encode()
 
-    async def _hold_one(self, connecting: asyncio.Semaphore) -> None:
-        report = self.report
+    async def hold_one() -> None:
         try:
             async with connecting:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection("127.0.0.1", self.port), self.connect_timeout
-                )
-                writer.write(HEADERS.format(port=self.port).encode())
+                reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+                writer.write(headers)
         except (TimeoutError, OSError):
             report.failed_to_connect += 1
             await asyncio.sleep(0.1)
             return
         report.connected += 1
+        connected.value = report.connected
         report.open_now += 1
         report.most_open_at_once = max(report.most_open_at_once, report.open_now)
         try:
@@ -147,12 +151,27 @@ class IdleBodyAttack:
             report.open_now -= 1
             writer.close()
 
+    async def one_socket() -> None:
+        await hold_one()
+        while reopen and not stopping.is_set():
+            await hold_one()
+
+    tasks = [asyncio.ensure_future(one_socket()) for _ in range(count)]
+    while not stopping.is_set():
+        await asyncio.sleep(0.1)
+    open_at_stop = report.open_now
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    report.open_now = open_at_stop
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--reopen", action="store_true", help="open again each socket the server closes")
+    parser.add_argument("--wait-for", type=int, default=3_500, help="sockets connected before measuring")
     parser.add_argument("--worker-class", default=os.environ.get("GUNICORN_WORKER_CLASS", "gevent"))
     args = parser.parse_args()
 
@@ -166,6 +185,11 @@ def main() -> None:
         before = probe(port, seconds=3, clients=2, timeout=5)
         attack = IdleBodyAttack(port, args.sockets, reopen=args.reopen).start()
         started = time.monotonic()
+        # Measure once more sockets have connected than gunicorn's own worker would hold
+        # (3 workers x 1,000): from then on it answered nothing until the attacker let go.
+        while attack.connected < min(args.sockets, args.wait_for) and time.monotonic() - started < 90:
+            time.sleep(0.2)
+        reached, waited = attack.connected, time.monotonic() - started
         during = probe(port, seconds=args.seconds, clients=2, timeout=5)
         report = attack.stop()
         took = time.monotonic() - started
@@ -179,6 +203,7 @@ def main() -> None:
         f"idle-body sockets: {args.sockets}{' (reopened when closed)' if args.reopen else ''}, "
         f"worker class {args.worker_class}, open-file limit {limit}, attack {took:.0f} s; gunicorn log {log}"
     )
+    print(f"  measured from {waited:.0f} s into the attack ({reached} sockets connected) for {args.seconds:.0f} s")
     print(f"  attack: {report.summary()}")
     for name, results in (("before", before), ("during", during)):
         for kind, latencies in results.items():
