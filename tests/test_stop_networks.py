@@ -15,8 +15,9 @@ import json
 import pytest
 from django.test import Client
 
+from dashboard.client_ip import client_ip
 from heartbeat.stream_manager import StopFromOtherNetworkError, StreamManager
-from streamlimit.client_network import network_of
+from streamlimit.client_network import client_network, network_of
 from tests.conftest import make_token
 
 PLAYING = {"userId": "viewer", "streamId": "movie", "sessionId": "living-room"}
@@ -32,6 +33,18 @@ def post(port: int, path: str, body: dict, source: str = "127.0.0.1", headers: d
         return response.status, (json.loads(raw) if raw else {})
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("behind_proxy", [False, True])
+@pytest.mark.parametrize(
+    ("peer", "forwarded"), [("192.0.2.7", ""), ("192.0.2.7", "198.51.100.1, 203.0.113.9"), ("192.0.2.7", "nonsense")]
+)
+def test_the_network_is_that_of_the_address_the_login_lockout_uses(
+    rf, settings, behind_proxy: bool, peer: str, forwarded: str
+) -> None:
+    settings.BEHIND_PROXY = behind_proxy
+    request = rf.post("/heartbeat/stop", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_network(request) == network_of(client_ip(request))
 
 
 def test_network_of_keeps_the_prefix_only() -> None:
