@@ -25,8 +25,9 @@ run: setup
 	@echo "[make run] migrating the database and collecting static files" >&2
 	@$(BIN)/python manage.py migrate --noinput --verbosity 0
 	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	@# Without keys of your own, the demo gets a development key (var/dev_token_key) and tokens are
-	@# optional: the demo's tokens show an account's screens, and requests without a token still work.
+	@# Without keys of your own, a development key (var/dev_token_key) and tokens are optional: the
+	@# demo's tokens show an account's screens, and requests without a token still work. (gunicorn
+	@# refuses to start without keys unless PLAYER_AUTH=anonymous: streamlimit/player_auth.py.)
 	@# The case accepts what the service's own STREAMLIMIT_DEMO check accepts as true (streamlimit/env.py).
 	@export STREAMLIMIT_DEMO=$${STREAMLIMIT_DEMO:-true}; \
 	case "$$STREAMLIMIT_DEMO" in [Tt][Rr][Uu][Ee]|1|[Yy][Ee][Ss]|[Oo][Nn]) demo=on ;; *) demo=off ;; esac; \
@@ -34,9 +35,9 @@ run: setup
 	if [ "$$demo" = on ]; then \
 	  echo "[make run] the demo player is at http://localhost:$${PORT:-8080}/demo/ (STREAMLIMIT_DEMO=false turns it off)" >&2; \
 	fi; \
-	if [ "$$demo" = on ] && [ -z "$$PLAYBACK_TOKEN_KEYS$$PLAYBACK_TOKEN_JWKS_FILE" ]; then \
+	if [ -z "$$PLAYBACK_TOKEN_KEYS$$PLAYBACK_TOKEN_JWKS_FILE" ] && [ "$$PLAYER_AUTH" != anonymous ]; then \
 	  export PLAYBACK_TOKEN_KEYS="$$($(BIN)/python -m devtools.dev_token_key)" PLAYBACK_TOKENS_REQUIRED=false; \
-	  echo "[make run] playback tokens: a development key for the demo, optional for other requests" >&2; \
+	  echo "[make run] playback tokens: a development key, optional for requests without a token" >&2; \
 	  echo "[make run] to run manage.py issue_token in another shell: export PLAYBACK_TOKEN_KEYS=$$PLAYBACK_TOKEN_KEYS" >&2; \
 	fi; \
 	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application

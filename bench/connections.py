@@ -58,6 +58,7 @@ def main() -> int:
     url = f"http://127.0.0.1:{port}"
     logs = tempfile.NamedTemporaryFile(prefix="streamlimit-connections-", suffix=".log", delete=False)  # noqa: SIM115
     env = {
+        "PLAYER_AUTH": "anonymous",
         **os.environ,
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "HOST": "127.0.0.1",

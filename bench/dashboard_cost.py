@@ -223,6 +223,7 @@ class Stack:
         var = self.folder / "var"
         self.gunicorn_port = free_port()
         self.env = {
+            "PLAYER_AUTH": "anonymous",
             **os.environ,
             "REDIS_URL": f"redis://{HOST}:{self.redis_port}/0",
             "REDIS_KEY_PREFIX": PREFIX,

@@ -25,7 +25,8 @@ def playback_tokens_configured(app_configs: Any = None, **kwargs: Any) -> list[W
     return [
         Warning(
             "Playback tokens are off: anyone who knows an account id can lock that account out or stop its sessions.",
-            hint="Set PLAYBACK_TOKEN_KEYS (HS256 kid=secret pairs) or PLAYBACK_TOKEN_JWKS_FILE.",
+            hint="Set PLAYBACK_TOKEN_KEYS (HS256 kid=secret pairs) or PLAYBACK_TOKEN_JWKS_FILE: gunicorn refuses "
+            "to start without them unless PLAYER_AUTH=anonymous (anyone can then stop anyone).",
             id="streamlimit.W001",
         )
     ]

@@ -34,12 +34,16 @@ bind = SETTINGS.bind
 # byte a second (or a thousand of them) holds no worker, and a request waiting
 # on Redis does not hold up /healthz. Sync workers are one request at a time:
 # three slow clients stopped an instance (bench/README.md, "Worker model").
-worker_class = SETTINGS.worker_class
+# gevent is our subclass of gunicorn's: past worker_connections it sheds the
+# oldest connections that wait on their client (streamlimit/gevent_worker.py).
+worker_class = {"gevent": "streamlimit.gevent_worker.SheddingGeventWorker"}.get(
+    SETTINGS.worker_class, SETTINGS.worker_class
+)
 # One worker per CPU the container may use (cgroup quota, affinity) plus one.
 workers = SETTINGS.workers
 threads = SETTINGS.threads
 # Connections at once per gevent worker, slow ones included; past this the
-# worker stops accepting until one closes.
+# worker sheds its oldest idle connections (those waiting on their client).
 worker_connections = SETTINGS.worker_connections
 timeout = SETTINGS.timeout
 graceful_timeout = 20

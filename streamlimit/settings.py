@@ -65,6 +65,9 @@ STREAMLIMIT_DEMO = env_bool("STREAMLIMIT_DEMO", False)
 # Sites whose pages may call the player paths from the browser (CORS); empty: same origin only.
 PLAYER_ALLOWED_ORIGINS = env_parsed("PLAYER_ALLOWED_ORIGINS", "", parse_origins)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01, maximum=60.0)
+# A request body that has not fully arrived this long after its headers gets
+# 408 and its connection closed (streamlimit/body_deadline.py, gevent workers).
+REQUEST_BODY_TIMEOUT_SECONDS = env_float("REQUEST_BODY_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300.0)
 # The player path's circuit breaker (heartbeat/store/breaker.py): after this many
 # Redis failures in a row, heartbeats fail at once for REDIS_BREAKER_SECONDS
 # (0: no breaker), then one trial call decides.
@@ -97,6 +100,11 @@ try:
     TokenVerifier(PLAYBACK_TOKEN_KEYS, PLAYBACK_TOKEN_JWKS)
 except ValueError as _error:
     raise ImproperlyConfigured(f"PLAYBACK_TOKEN_JWKS_FILE: {_error}") from None
+# How players prove who they are: "tokens" (the default; gunicorn refuses to
+# start without keys unless DJANGO_DEBUG, see streamlimit/player_auth.py) or
+# "anonymous": no proof, so anyone can stop anyone (a stop is only taken from
+# the network that plays the session, see heartbeat/edge/client_network.py).
+PLAYER_AUTH = env_lower_choice("PLAYER_AUTH", "tokens", ("tokens", "anonymous"))
 PLAN_LIMITS = env_parsed("PLAN_LIMITS", "", parse_plan_limits)
 LIMIT_POLICY = env_lower_choice("LIMIT_POLICY", "reject_new", ("reject_new", "replace_oldest"))
 

@@ -18,8 +18,13 @@ from django.core.exceptions import ImproperlyConfigured
 EXIT_BAD_SETTING = 2
 
 
-def load_settings_or_exit(program: str = "streamlimit") -> None:
-    """Import the Django settings now; on a bad value print one line and exit with status 2."""
+def load_settings_or_exit(program: str = "streamlimit", *, serving: bool = False) -> None:
+    """Import the Django settings now; on a bad value print one line and exit with status 2.
+
+    ``serving``: the process is about to serve players (gunicorn), so it also
+    refuses to run without playback tokens unless told (streamlimit/player_auth.py);
+    ``manage.py`` commands run either way.
+    """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "streamlimit.settings")
     # Imported here, after the settings module is named: callers run before Django is set up.
     from django.conf import settings
@@ -29,6 +34,12 @@ def load_settings_or_exit(program: str = "streamlimit") -> None:
     except ImproperlyConfigured as exc:
         print(f"{program}: configuration error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_BAD_SETTING)
+    if serving:
+        from streamlimit.player_auth import refusal_to_serve
+
+        if refusal := refusal_to_serve(settings):
+            print(f"{program}: configuration error: {refusal}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_BAD_SETTING)
 
 
 def check_settings_in_a_child(program: str) -> None:
@@ -38,9 +49,10 @@ def check_settings_in_a_child(program: str) -> None:
     store would be made before gevent patches each worker, and so be shared
     by every greenlet of a worker ("DatabaseWrapper objects created in a
     thread can only be used in that same thread"). The child prints the same
-    one line and this process exits with its status.
+    one line and this process exits with its status. The child also checks
+    that players are not served without tokens unasked (``serving``).
     """
-    code = f"from streamlimit.startup import load_settings_or_exit; load_settings_or_exit({program!r})"
+    code = f"from streamlimit.startup import load_settings_or_exit; load_settings_or_exit({program!r}, serving=True)"
     # The folder holding this package goes first on the child's import path, so
     # it checks this copy of the code; the working directory stays this
     # process' own, so relative paths in settings (STREAMLIMIT_VAR_DIR, an

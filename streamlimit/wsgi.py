@@ -34,7 +34,8 @@ from django.conf import settings  # noqa: E402  (after Django is set up)
 
 from heartbeat.adapters.django import load_middleware_from  # noqa: E402
 from heartbeat.edge.paths import is_player_api_path  # noqa: E402
-from heartbeat.edge.request_body import read_chunked_body  # noqa: E402
+from heartbeat.edge.request_body import MAX_BODY_BYTES, read_chunked_body  # noqa: E402
+from streamlimit.body_deadline import with_body_deadline  # noqa: E402
 
 
 class PlayerAPIHandler(WSGIHandler):
@@ -94,8 +95,21 @@ class PlayerAPIHandler(WSGIHandler):
 player_api_application = PlayerAPIHandler()
 
 
+def _body_timeout() -> float:
+    return settings.REQUEST_BODY_TIMEOUT_SECONDS
+
+
+# Each body is read within REQUEST_BODY_TIMEOUT_SECONDS before the handler
+# runs, or answered 408 (streamlimit/body_deadline.py); as far as each
+# handler reads bodies (player paths refuse more than MAX_BODY_BYTES).
+_player_api_within_deadline = with_body_deadline(
+    player_api_application, _body_timeout, MAX_BODY_BYTES, read_chunked_body
+)
+_full_within_deadline = with_body_deadline(full_application, _body_timeout, settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+
+
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     """Route player paths (existing or not) to the lean handler, everything else to the full one."""
     if is_player_api_path(environ.get("PATH_INFO", "")):
-        return player_api_application(environ, start_response)
-    return full_application(environ, start_response)
+        return _player_api_within_deadline(environ, start_response)
+    return _full_within_deadline(environ, start_response)

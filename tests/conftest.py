@@ -205,7 +205,9 @@ def live_gunicorn(key_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Liv
     started: list[LiveGunicorn] = []
 
     def start(workers: int = 4, **env: str) -> LiveGunicorn:
+        # Anonymous players unless a test gives keys (tokens, without keys, refuse to start).
         base = {**os.environ, "REDIS_KEY_PREFIX": key_prefix, "STREAMLIMIT_VAR_DIR": str(ROOT / "var")}
+        base.setdefault("PLAYER_AUTH", "anonymous")
         server = LiveGunicorn({**base, **env}, workers, tmp_path / f"gunicorn-{len(started)}.log")
         started.append(server)
         return server

@@ -72,7 +72,7 @@ def test_compose_runs_the_api_with_redis_migrations_and_replicas() -> None:
 
 # --- compose, image and proxy (issue 9, part 7) -------------------------------------------
 
-REQUIRED_IN_DOTENV = {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD"}
+REQUIRED_IN_DOTENV = {"DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "PLAYBACK_TOKEN_KEYS"}
 
 
 def readme_settings() -> list[str]:
@@ -222,10 +222,11 @@ def compose() -> list[str]:
 
 
 def filled_dotenv() -> str:
-    """.env.example with the two required secrets set, MAX_CONCURRENT_STREAMS=5 and HOST=127.0.0.1."""
+    """.env.example with the three required secrets set, MAX_CONCURRENT_STREAMS=5 and HOST=127.0.0.1."""
     dotenv = (ROOT / ".env.example").read_text()
     dotenv = dotenv.replace("DJANGO_SECRET_KEY=\n", "DJANGO_SECRET_KEY=test-only-" + "k" * 40 + "\n")
     dotenv = dotenv.replace("POSTGRES_PASSWORD=\n", "POSTGRES_PASSWORD=test-only-pw\n")
+    dotenv = dotenv.replace("PLAYBACK_TOKEN_KEYS=\n", "PLAYBACK_TOKEN_KEYS=k1=test-only-" + "t" * 32 + "\n")
     dotenv = dotenv.replace("# MAX_CONCURRENT_STREAMS=3\n", "MAX_CONCURRENT_STREAMS=5\n")
     return dotenv.replace("# HOST=0.0.0.0\n", "HOST=127.0.0.1\n")  # compose's own value must win
 

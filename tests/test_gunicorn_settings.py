@@ -22,7 +22,8 @@ OWN_VARIABLES = ("HOST", "PORT", "LOG_LEVEL", "GUNICORN_CMD_ARGS")
 
 def clean_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUNICORN_") and k not in OWN_VARIABLES}
-    return {**env, **overrides}
+    # Players without tokens, said so: else gunicorn refuses to start (streamlimit/player_auth.py).
+    return {**env, "PLAYER_AUTH": "anonymous", **overrides}
 
 
 @pytest.mark.parametrize(
@@ -110,7 +111,7 @@ def test_gunicorn_workers_sets_the_worker_count_and_gevent_boots_without_warning
     finally:
         stop(process)
     text = log.read_text()
-    assert "Using worker: gevent" in text
+    assert "Using worker: streamlimit.gevent_worker.SheddingGeventWorker" in text
     assert "Warning" not in text, text
 
 

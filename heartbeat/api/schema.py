@@ -254,11 +254,23 @@ STOP = {
     "description": "The player stopped: its slot is freed at once. Idempotent: 204 for an unknown "
     "session too. Accepts the JSON body as `text/plain`, as `navigator.sendBeacon` sends it; the token "
     "may then be the body's `token` field. With an account token (no `sid`), any session of the account "
-    "may be stopped; that session is then refused (`session_stopped`) for a session TTL.",
+    "may be stopped; that session is then refused (`session_stopped`) for a session TTL. Without a token, "
+    "a live session is stopped only from the client network (IPv4 /24, IPv6 /56) of its latest heartbeat: "
+    "from another, 403 `stop_from_other_network` and the session plays on.",
     "request": {"application/json": StopRequestSerializer, "text/plain": StopRequestSerializer},
     "examples": [_REQUEST_EXAMPLE],
     "auth": PLAYBACK_TOKEN_AUTH,
-    "responses": {204: OpenApiResponse(description="Slot freed"), 400: _INVALID, **_TOKEN_ERRORS, **_COMMON},
+    "responses": {
+        204: OpenApiResponse(description="Slot freed"),
+        400: _INVALID,
+        **_TOKEN_ERRORS,
+        403: OpenApiResponse(
+            TokenErrorSerializer,
+            description="token_mismatch: the body's userId or sessionId is not the token's. "
+            "stop_from_other_network: no token, and the session plays on another client network.",
+        ),
+        **_COMMON,
+    },
 }
 
 SESSIONS = {

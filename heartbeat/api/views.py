@@ -20,8 +20,9 @@ from heartbeat.api.base import PlayerAPIView
 from heartbeat.api.body import json_response
 from heartbeat.api.errors import internal_error
 from heartbeat.api.rendering import ORJSONParser, PlainTextJSONParser
+from heartbeat.edge.client_network import client_network
 from heartbeat.limiter import metrics
-from heartbeat.limiter.manager import HeartbeatResult
+from heartbeat.limiter.manager import HeartbeatResult, StopFromOtherNetworkError
 from heartbeat.limiter.outcomes import ROWS
 from heartbeat.limiter.read_models import SessionInfo
 from heartbeat.limiter.tokens import PlaybackClaims
@@ -84,6 +85,7 @@ class HeartbeatView(PlayerAPIView):
                 plan=claims.plan if claims else None,
                 # Only a verified account may see who is watching on it.
                 list_sessions_when_full=claims is not None,
+                network=client_network(request),
             )
         except RedisError as exc:
             seconds = time.perf_counter() - started
@@ -153,6 +155,17 @@ class StopView(PlayerAPIView):
                 ids["userId"],
                 ids["sessionId"],
                 from_other_screen=self.claims is not None and self.claims.is_account_token,
+                # Without a token nothing proves who stops: only the network that plays the session may.
+                network=client_network(request) if self.claims is None else "",
+            )
+        except StopFromOtherNetworkError:
+            return json_response(
+                {
+                    "code": "stop_from_other_network",
+                    "message": "This session plays on another network: without a playback token, "
+                    "a session can only be stopped from the network that plays it.",
+                },
+                status=status.HTTP_403_FORBIDDEN,
             )
         except RedisError as exc:
             log_redis_failure("stop", exc)

@@ -49,7 +49,8 @@ class UserKeys:
 
     sessions: str  # ZSET session id -> last heartbeat (ms, Redis clock)
     # HASH "s:<session>" -> stream id, "t:<session>" -> started (ms), "d:<session>" -> device
-    # name; "limit", "limitSource" -> what the latest allowed heartbeat asked for
+    # name, "n:<session>" -> client network of its latest heartbeat (a prefix, for stops
+    # without a token); "limit", "limitSource" -> what the latest allowed heartbeat asked for
     details: str
     limit: str  # STRING per-user limit override (no expiry: it is configuration)
     evicted: str  # ZSET session id -> end of its eviction cool-down (ms)

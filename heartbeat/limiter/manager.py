@@ -46,6 +46,9 @@ logger = structlog.get_logger(__name__)
 PROBE_TTL_MS = 10_000
 PROBE_LIMIT = 1_000_000
 
+# stop.lua's first value for a live session played from another network than the stop's.
+_STOP_FROM_OTHER_NETWORK = 2
+
 
 @dataclass(frozen=True)
 class HeartbeatResult:
@@ -75,6 +78,10 @@ class Readiness:
     reason: str | None = None  # "redis_unreachable" or "redis_refuses_writes"
     detail: str = ""
     scripts_reloaded: bool = False
+
+
+class StopFromOtherNetworkError(Exception):
+    """Raised when a stop names a network and the session is live, played from another one (stop.lua)."""
 
 
 class StreamManager:
@@ -162,6 +169,7 @@ class StreamManager:
         max_streams: int | None = None,
         plan: str | None = None,
         list_sessions_when_full: bool = False,
+        network: str = "",
     ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
@@ -169,8 +177,9 @@ class StreamManager:
         applies the staff override and, with ``replace_oldest``, replaces the
         account's oldest session. With ``list_sessions_when_full``, a refusal
         for the limit carries the account's live sessions (``sessions``),
-        read by the same script. What the heartbeat did is noted for the next
-        activity flush.
+        read by the same script. ``network``: the client network of the
+        heartbeat, kept as the session's own for ``stop``. What the heartbeat
+        did is noted for the next activity flush.
         """
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
@@ -190,6 +199,7 @@ class StreamManager:
                 device_name or "",
                 int(self.replace_oldest),
                 int(list_sessions_when_full),
+                network,
             ],
             follow_up=self._wait_for_replicas if self.wait_replicas else None,
         )
@@ -247,13 +257,15 @@ class StreamManager:
             )
         return result
 
-    def stop(self, user_id: str, session_id: str, *, from_other_screen: bool = False) -> bool:
+    def stop(self, user_id: str, session_id: str, *, from_other_screen: bool = False, network: str = "") -> bool:
         """Free a session's slot at once; True if it was live. Idempotent.
 
         ``from_other_screen``: the account stopped it from another player, so
         its next heartbeat is refused (``Outcome.STOPPED``) for a session TTL.
         A session that was not live changes nothing in Redis: no shared key
-        grows with stops of made-up sessions.
+        grows with stops of made-up sessions. ``network`` (a stop without a
+        token): raises ``StopFromOtherNetworkError``, changing nothing, when
+        the session is live and its latest heartbeat came from another network.
         """
         require_id(user_id, "userId")
         require_id(session_id, "sessionId")
@@ -261,9 +273,12 @@ class StreamManager:
         reply, _ = self._run_guarded(
             STOP,
             [user.sessions, user.details, user.stopped],
-            [session_id, self.session_ttl_ms, int(from_other_screen)],
+            [session_id, self.session_ttl_ms, int(from_other_screen), network],
         )
         was_live, left = (int(v) for v in reply)
+        if was_live == _STOP_FROM_OTHER_NETWORK:
+            logger.warning("stop refused from another network", userId=user_id, sessionId=session_id)
+            raise StopFromOtherNetworkError(session_id)
         if was_live:
             self.activity.forget(user_id, [session_id], user_has_sessions=left > 0)
         else:

@@ -2,7 +2,8 @@
 --
 -- KEYS[1] sessions ZSET  session id -> last heartbeat (ms)
 -- KEYS[2] details  HASH  "s:<session>" -> stream id, "t:<session>" -> started (ms),
---                        "d:<session>" -> device name; "limit", "limitSource" -> what the
+--                        "d:<session>" -> device name, "n:<session>" -> the client network
+--                        of its latest heartbeat; "limit", "limitSource" -> what the
 --                        latest allowed heartbeat asked for (token, plan or default)
 -- KEYS[3] limit    STRING per-user override of the limit (may be absent)
 -- KEYS[4] evicted  ZSET  session id -> end of its eviction cool-down (ms)
@@ -18,6 +19,8 @@
 -- ARGV[7] "1" when a full account replaces its oldest session (LIMIT_POLICY=replace_oldest)
 -- ARGV[8] "1" when a refusal for the limit should list the account's live sessions (the
 --         player proved with a token that it speaks for the account)
+-- ARGV[9] the client network of this heartbeat (an address prefix, see stop.lua), or "" (absent:
+--         older callers) to keep the one stored
 --
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
 -- replaced session ids...}, or for a refusal for the limit with ARGV[8], {..., limit source,
@@ -37,13 +40,14 @@ local ttl = tonumber(ARGV[5])
 local device_name = ARGV[6]
 local replace_oldest = ARGV[7] == '1'
 local list_sessions = ARGV[8] == '1'
+local network = ARGV[9] or ''
 
 -- Redis' clock, so the API servers' clocks never matter.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function forget_details(sid)
-  redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
+  redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid)
 end
 
 -- Expired sessions free their slots here: no cron job is needed.
@@ -133,6 +137,10 @@ redis.call('ZADD', KEYS[1], now, session_id)
 redis.call('HSET', KEYS[2], 's:' .. session_id, stream_id, 'limit', asked_limit, 'limitSource', asked_source)
 if device_name ~= '' then
   redis.call('HSET', KEYS[2], 'd:' .. session_id, device_name)
+end
+if network ~= '' then
+  -- The network that plays the session now (a player may move, e.g. Wi-Fi to mobile).
+  redis.call('HSET', KEYS[2], 'n:' .. session_id, network)
 end
 -- Both keys live exactly as long as the user's newest session.
 redis.call('PEXPIRE', KEYS[1], ttl)
