@@ -6,14 +6,19 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from heartbeat.stream_manager import MAX_LIMIT_OVERRIDE, MIN_LIMIT_OVERRIDE
-from heartbeat.validation import MAX_ID_LENGTH, id_error
-
-MAX_REASON_LENGTH = 200
+from heartbeat.validation import MAX_ID_LENGTH, MAX_REASON_LENGTH, free_text_error, id_error
 
 
 def validate_id(value: str) -> None:
     """Django validator wrapping the API's id rule."""
     error = id_error(value)
+    if error:
+        raise ValidationError(error)
+
+
+def validate_free_text(value: str) -> None:
+    """Django validator: free text staff write follows the id rule (see heartbeat/validation.py)."""
+    error = free_text_error(value)
     if error:
         raise ValidationError(error)
 
@@ -35,7 +40,10 @@ class ReasonField(forms.CharField):
 
     def __init__(self) -> None:
         super().__init__(
-            max_length=MAX_REASON_LENGTH, required=False, label="Reason (optional, kept in the audit trail)"
+            max_length=MAX_REASON_LENGTH,
+            required=False,
+            label="Reason (optional, kept in the audit trail)",
+            validators=[validate_free_text],
         )
 
 

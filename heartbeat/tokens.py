@@ -37,7 +37,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from heartbeat.validation import MAX_ID_LENGTH, id_error
+from heartbeat.validation import id_error
 
 MIN_SECRET_BYTES = 32
 MIN_MAX_STREAMS = 1
@@ -267,8 +267,9 @@ class TokenVerifier:
         ):
             raise bad("The token's maxStreams must be a whole number from 1 to 50.")
         plan = payload.get("plan")
-        if plan is not None and (not isinstance(plan, str) or not plan or len(plan) > MAX_ID_LENGTH):
-            raise bad("The token's plan must be a non-empty string.")
+        # The plan is shown to staff, so it follows the id rule too.
+        if plan is not None and (error := id_error(plan)):
+            raise bad(f"The token's plan is not valid: {error}")
         return PlaybackClaims(payload["sub"], sid, max_streams, plan)
 
 

@@ -8,6 +8,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
 from dashboard.management.base import OperatorCommand, add_operator_argument, id_argument, isolate, operator_name
+from heartbeat.validation import free_text_error
 
 
 class Command(OperatorCommand):
@@ -36,6 +37,8 @@ class Command(OperatorCommand):
         if options["unblock"]:
             lifted = actions.unblock_new_sessions(operator, options["user"])
             return f"New sessions of {isolate(options['user'])} {'may start again' if lifted else 'were not blocked'}."
+        if error := free_text_error(options["reason"]):
+            raise CommandError(f"--reason: {error}")
         if options["block_minutes"] and not options["all"]:
             raise CommandError("--block-minutes goes with --all.")
         if not 0 <= options["block_minutes"] <= 7 * 24 * 60:
