@@ -5,13 +5,20 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from heartbeat.limiter.ids import MAX_ID_LENGTH, id_error
+from heartbeat.limiter.ids import MAX_ID_LENGTH, free_text_error, id_error
 from heartbeat.limiter.limits import MAX_LIMIT, MAX_REASON_LENGTH, MIN_LIMIT
 
 
 def validate_id(value: str) -> None:
     """Django validator wrapping the API's id rule."""
     error = id_error(value)
+    if error:
+        raise ValidationError(error)
+
+
+def validate_free_text(value: str) -> None:
+    """Django validator: free text staff write follows the id rule (see heartbeat/limiter/ids.py)."""
+    error = free_text_error(value)
     if error:
         raise ValidationError(error)
 
@@ -33,7 +40,10 @@ class ReasonField(forms.CharField):
 
     def __init__(self) -> None:
         super().__init__(
-            max_length=MAX_REASON_LENGTH, required=False, label="Reason (optional, kept in the audit trail)"
+            max_length=MAX_REASON_LENGTH,
+            required=False,
+            label="Reason (optional, kept in the audit trail)",
+            validators=[validate_free_text],
         )
 
 

@@ -32,12 +32,15 @@ class AuditRecord(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         # The support roles (see the "Support viewer" and "Support agent"
-        # groups made by migration 0003); they hang on this model only
+        # groups made by migration 0003, "Support lead" by 0006); they hang on this model only
         # because Django permissions need one.
         permissions = [
             ("view_sessions", "Can see live users and sessions on the dashboard"),
             ("evict_session", "Can evict live sessions"),
             ("change_limit", "Can set or clear an account's limit override"),
+            # For the limit policies page (not built yet); with STAFF_REQUIRE_2FA
+            # its holders log in with a second factor.
+            ("change_policy", "Can change the limit policies"),
         ]
 
     def __str__(self) -> str:

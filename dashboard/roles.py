@@ -1,6 +1,6 @@
 """The support roles: which dashboard permissions each group holds.
 
-Migration 0003 creates the groups with these permissions (it keeps its own
+Migrations 0003 and 0006 create the groups with these permissions (it keeps its own
 copy, as migrations must); ``ensure_support_groups`` puts them back where a
 database was emptied (tests that flush it).
 """
@@ -11,14 +11,17 @@ from django.contrib.auth.models import Group, Permission
 
 SUPPORT_VIEWER = "Support viewer"
 SUPPORT_AGENT = "Support agent"
+SUPPORT_LEAD = "Support lead"
 ROLES = {
     SUPPORT_VIEWER: ["view_sessions", "view_auditrecord"],
     SUPPORT_AGENT: ["view_sessions", "evict_session", "change_limit", "view_auditrecord"],
+    # Migration 0006: an agent who may also change the limit policies.
+    SUPPORT_LEAD: ["view_sessions", "evict_session", "change_limit", "change_policy", "view_auditrecord"],
 }
 
 
 def ensure_support_groups() -> dict[str, Group]:
-    """Create the two groups if missing, with their permissions; return them by name."""
+    """Create the groups if missing, with their permissions; return them by name."""
     groups = {}
     for name, codenames in ROLES.items():
         group, _ = Group.objects.get_or_create(name=name)

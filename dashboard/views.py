@@ -88,6 +88,12 @@ def user_url(user_id: str) -> str:
     return f"{reverse('dashboard:user')}?{urlencode({'id': user_id})}"
 
 
+def refuse_reason(request: HttpRequest, form: EvictSessionForm | EvictAllForm) -> HttpResponse:
+    """Back to the user's page, nothing done, saying why the reason was refused."""
+    messages.error(request, f"Nothing was done: the reason is not valid. {form.errors['reason'][0]}")
+    return HttpResponseRedirect(user_url(form.cleaned_data["id"]))
+
+
 @require_GET
 @support_page(VIEW_SESSIONS)
 def overview(request: HttpRequest) -> HttpResponse:
@@ -220,6 +226,8 @@ def evict(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting one session. POST: evict it (audited)."""
     form = EvictSessionForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
+        if set(form.errors) == {"reason"}:
+            return refuse_reason(request, form)
         messages.error(request, "That session id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
     user_id, session_id = form.cleaned_data["id"], form.cleaned_data["session"]
@@ -245,6 +253,8 @@ def evict_all(request: HttpRequest) -> HttpResponse:
     """GET: ask to confirm evicting every session of a user. POST: evict them (audited)."""
     form = EvictAllForm(request.POST if request.method == "POST" else request.GET)
     if not form.is_valid():
+        if set(form.errors) == {"reason"}:
+            return refuse_reason(request, form)
         messages.error(request, "That user id is not valid.")
         return HttpResponseRedirect(reverse("dashboard:overview"))
     user_id = form.cleaned_data["id"]

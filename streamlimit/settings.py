@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp import constants as csp_constants
 from django.core.exceptions import ImproperlyConfigured
 
 from heartbeat.edge.cors import parse_origins
@@ -210,6 +211,10 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_structlog",
     "axes",
+    # The optional TOTP second factor for staff (dashboard/second_factor.py).
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "csp",
     "heartbeat",
     "streamlimit.home",
 ]
@@ -218,11 +223,17 @@ MIDDLEWARE = [
     # django-structlog's request logging, with a lean path for player requests.
     "heartbeat.edge.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The Content-Security-Policy header (CONTENT_SECURITY_POLICY below) on every page.
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session logged in with a second factor.
+    "django_otp.middleware.OTPMiddleware",
+    # Staff sessions' lifetime, idle timeout and second-factor rule.
+    "dashboard.staff_sessions.StaffSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it answers a locked-out login.
@@ -290,6 +301,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# Where a login goes when its `next` is missing or refused (another site, say).
+LOGIN_REDIRECT_URL = "dashboard:overview"
 # django-axes first: it refuses a locked-out login before the password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
@@ -302,6 +315,10 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "dashboard/locked_out.html"
 AXES_CLIENT_IP_CALLABLE = "dashboard.client_ip.client_ip"
+# A locked-out username still logs in with its right password and a valid
+# second factor (dashboard/second_factor.py): someone guessing passwords from
+# the same office address cannot lock out an account that has one.
+AXES_WHITELIST_CALLABLE = "dashboard.second_factor.lockout_bypass"
 # A JSON line per lockout is enough; axes' own per-attempt lines are debug.
 AXES_VERBOSE = False
 
@@ -318,10 +335,52 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# --- Staff sessions and browser protections -----------------------------------
+# Cookies go over HTTPS only whenever HTTPS is in use: behind our proxy (which
+# terminates TLS) or with https:// trusted origins. false only for a lab
+# proxy on plain http.
+_HTTPS_IN_USE = BEHIND_PROXY or any(origin.startswith("https://") for origin in CSRF_TRUSTED_ORIGINS)
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", _HTTPS_IN_USE)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# A staff login lasts at most this long, and ends sooner after this long
+# without a request (dashboard/staff_sessions.py checks both).
+STAFF_SESSION_HOURS = env_int("STAFF_SESSION_HOURS", 12, minimum=1, maximum=24 * 14)
+SESSION_COOKIE_AGE = STAFF_SESSION_HOURS * 3600
+STAFF_SESSION_IDLE_MINUTES = env_int("STAFF_SESSION_IDLE_MINUTES", 60, minimum=1, maximum=24 * 14 * 60)
+if STAFF_SESSION_IDLE_MINUTES > STAFF_SESSION_HOURS * 60:
+    raise ImproperlyConfigured(
+        f"STAFF_SESSION_IDLE_MINUTES ({STAFF_SESSION_IDLE_MINUTES}) must be at most STAFF_SESSION_HOURS "
+        f"({STAFF_SESSION_HOURS}) in minutes"
+    )
+# Staff who may evict sessions or change policies must log in with a TOTP
+# code (enrolled with `manage.py enrol_totp USERNAME`).
+STAFF_REQUIRE_2FA = env_bool("STAFF_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = "StreamLimit"
+# Strict-Transport-Security on answers over HTTPS (Django never sends it over
+# plain http); 0 turns it off.
+SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31_536_000, minimum=0, maximum=2 * 31_536_000)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Every page's scripts and styles come from our own static files; nothing
+# inline (the API docs page is drf-spectacular's split view, its style a file).
+# worker-src blob: is the player library's background timer (docs/background-tabs.md).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp_constants.SELF],
+        "script-src": [csp_constants.SELF],
+        "style-src": [csp_constants.SELF],
+        "img-src": [csp_constants.SELF, "data:"],
+        "font-src": [csp_constants.SELF],
+        "connect-src": [csp_constants.SELF],
+        "worker-src": [csp_constants.SELF, "blob:"],
+        "object-src": [csp_constants.NONE],
+        "base-uri": [csp_constants.NONE],
+        "form-action": [csp_constants.SELF],
+        "frame-ancestors": [csp_constants.NONE],
+    }
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

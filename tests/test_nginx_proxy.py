@@ -121,6 +121,9 @@ def test_staff_can_sign_in_through_the_proxy(nginx, live_gunicorn, tmp_path: Pat
         "DATABASE_URL": f"sqlite:///{tmp_path / 'staff.sqlite3'}",
         "DJANGO_SUPERUSER_PASSWORD": "proxy-test-pass-123",
         "DJANGO_BEHIND_PROXY": "true",
+        # This nginx serves plain http (no certificate in the test): cookies that go over HTTPS
+        # only, the default behind the proxy, would never come back.
+        "DJANGO_SECURE_COOKIES": "false",
     }
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     subprocess.run(
@@ -139,7 +142,9 @@ def test_staff_can_sign_in_through_the_proxy(nginx, live_gunicorn, tmp_path: Pat
         check=True,
         capture_output=True,
     )
-    server = live_gunicorn(workers=1, **{k: env[k] for k in ("DATABASE_URL", "DJANGO_BEHIND_PROXY")})
+    server = live_gunicorn(
+        workers=1, **{k: env[k] for k in ("DATABASE_URL", "DJANGO_BEHIND_PROXY", "DJANGO_SECURE_COOKIES")}
+    )
     url = nginx(server.port)
     browser = requests.Session()
     login = f"{url}/admin/login/"

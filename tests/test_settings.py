@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -44,6 +45,13 @@ BAD_SETTINGS = [
     ("DJANGO_ALLOWED_HOSTS", " , ", "at least one host"),
     ("DJANGO_CSRF_TRUSTED_ORIGINS", "limits.example.com", "with their scheme"),
     ("DJANGO_SECURE_COOKIES", "2", "true or false"),
+    ("DJANGO_HSTS_SECONDS", "a year", "whole number"),
+    ("DJANGO_HSTS_SECONDS", "-1", "at least 0"),
+    ("STAFF_SESSION_HOURS", "0", "at least 1"),
+    ("STAFF_SESSION_HOURS", "forever", "whole number"),
+    ("STAFF_SESSION_IDLE_MINUTES", "0", "at least 1"),
+    ("STAFF_SESSION_IDLE_MINUTES", "721", "at most STAFF_SESSION_HOURS"),
+    ("STAFF_REQUIRE_2FA", "maybe", "true or false"),
     ("DJANGO_SECRET_KEY_FALLBACKS", "short", "at least 32 characters"),
     ("DATABASE_URL", "mongodb://admin:hunter2@db/x", "postgres://"),
     ("LOG_LEVEL", "loud", "one of DEBUG"),
@@ -138,3 +146,35 @@ def test_every_setting_read_at_start_up_has_a_line_in_the_readme() -> None:
     manual = ROOT / "docs" / "operators" / "configuration.md"
     table = set(re.findall(r"^\| `([A-Z_]+)` \|", manual.read_text(), re.MULTILINE))
     assert read - table == set()
+
+
+STAFF_PROBE = """
+import json, django
+django.setup()
+from django.conf import settings as s
+print(json.dumps([s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS, s.SESSION_COOKIE_AGE,
+                  s.STAFF_SESSION_IDLE_MINUTES, s.STAFF_REQUIRE_2FA]))
+"""
+
+
+def staff_settings(**env: str) -> list:
+    # clean_env drops every variable BAD_SETTINGS names (the proxy and cookie ones included).
+    env = clean_env(DJANGO_SETTINGS_MODULE="streamlimit.settings", **env)
+    result = subprocess.run(
+        [sys.executable, "-c", STAFF_PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_staff_session_defaults_and_secure_cookies_whenever_https_is_in_use() -> None:
+    # Direct, plain http: cookies plain; a 12-hour login, an idle hour; HSTS a year (sent over HTTPS only).
+    assert staff_settings() == [False, False, 31_536_000, 12 * 3600, 60, False]
+    assert staff_settings(DJANGO_BEHIND_PROXY="true")[:2] == [True, True]
+    assert staff_settings(DJANGO_CSRF_TRUSTED_ORIGINS="https://limits.example.com")[:2] == [True, True]
+    # A lab proxy on plain http may still turn them off, explicitly.
+    assert staff_settings(DJANGO_BEHIND_PROXY="true", DJANGO_SECURE_COOKIES="false")[:2] == [False, False]
+    tuned = staff_settings(
+        STAFF_SESSION_HOURS="8", STAFF_SESSION_IDLE_MINUTES="30", STAFF_REQUIRE_2FA="true", DJANGO_HSTS_SECONDS="0"
+    )
+    assert tuned[2:] == [0, 8 * 3600, 30, True]

@@ -16,3 +16,14 @@ register = template.Library()
 def show_id(value: object) -> SafeString:
     """Escape ``value`` and isolate it in ``<bdi class="sl-id">``."""
     return format_html('<bdi class="sl-id">{}</bdi>', value)
+
+
+@register.filter
+def show_text(value: object) -> SafeString:
+    """Escape free text (an audit reason, a name) and isolate it in ``<bdi class="sl-text">``.
+
+    Like ``show_id`` without the monospace font: the rule on what the text may
+    hold already refuses direction-changing characters, and the isolation
+    keeps right-to-left words from reordering the table cell around them.
+    """
+    return format_html('<bdi class="sl-text">{}</bdi>', value)

@@ -4,14 +4,18 @@ An id is shown to support staff, so it must not be able to lie about itself:
 no control characters, no invisible or direction-changing format characters
 (``evil\\u202egnp.exe`` would show as "evilexe.png", ``demo\\u200b`` as "demo"),
 no line or paragraph separators, no private-use, surrogate or unassigned code
-points. Letters of every script, digits, spaces, punctuation and symbols
-(emoji included) stay valid.
+points, and no pile of combining marks drawn over the lines around it. Letters
+of every script, digits, spaces, punctuation and symbols (emoji included) stay
+valid. Free text staff write (an audit reason) and names players or tokens
+send (a device name, a plan) follow the same rule with their own length.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+
+from heartbeat.limiter.limits import MAX_REASON_LENGTH
 
 MAX_ID_LENGTH = 128
 MAX_DEVICE_NAME_LENGTH = 64
@@ -30,21 +34,36 @@ _FORBIDDEN_CATEGORIES = {
 # In ASCII only the control characters are forbidden: most ids are ASCII, and
 # one regular expression is much cheaper than a category lookup per character.
 _ASCII_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# Combining marks stack on the character before them. Real words need a few in
+# a row (Vietnamese two, some Indic and Tibetan clusters three or four); more is
+# "Zalgo" text that paints over the rows above and below, and one at the very
+# start has no character of its own and attaches to the text before the field.
+_COMBINING_CATEGORIES = frozenset({"Mn", "Me"})
+MAX_COMBINING_RUN = 4
 
 
 def forbidden_character(value: str) -> str | None:
     """Describe the first character ``value`` may not hold, with its position (1-based), or None."""
     if value.isascii():
         found = _ASCII_CONTROL.search(value)
-        return _describe(found.group(), found.start()) if found else None
+        return _describe(found.group(), found.start(), _FORBIDDEN_CATEGORIES["Cc"]) if found else None
+    run = 0
     for position, char in enumerate(value):
-        if unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
-            return _describe(char, position)
+        category = unicodedata.category(char)
+        if category in _FORBIDDEN_CATEGORIES:
+            return _describe(char, position, _FORBIDDEN_CATEGORIES[category])
+        if category not in _COMBINING_CATEGORIES:
+            run = 0
+            continue
+        if position == 0:
+            return _describe(char, position, "a combining mark with no character before it")
+        run += 1
+        if run > MAX_COMBINING_RUN:
+            return _describe(char, position, f"more than {MAX_COMBINING_RUN} combining marks in a row")
     return None
 
 
-def _describe(char: str, position: int) -> str:
-    kind = _FORBIDDEN_CATEGORIES[unicodedata.category(char)]
+def _describe(char: str, position: int, kind: str) -> str:
     name = unicodedata.name(char, "")
     return f"U+{ord(char):04X}{' ' + name if name else ''} ({kind}) at character {position + 1}"
 
@@ -91,3 +110,10 @@ def require_device_name(value: object) -> str:
     if error:
         raise InvalidIdError(f"deviceName: {error}")
     return value  # type: ignore[return-value]
+
+
+def free_text_error(value: object, max_length: int = MAX_REASON_LENGTH) -> str | None:
+    """Why optional free text staff write (an audit reason) breaks the id rule, or None; "" is fine."""
+    if value == "":
+        return None
+    return id_error(value, max_length)

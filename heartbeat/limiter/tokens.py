@@ -273,8 +273,9 @@ class TokenVerifier:
         ):
             raise bad(f"The token's maxStreams must be a whole number from {MIN_LIMIT} to {MAX_LIMIT}.")
         plan = payload.get("plan")
+        # The plan is shown to staff, so it follows the id rule too.
         if plan is not None and (error := id_error(plan)):
-            raise bad(f"The token's plan is not a valid plan id: {error}")
+            raise bad(f"The token's plan is not valid: {error}")
         return PlaybackClaims(payload["sub"], sid, max_streams, plan)
 
 

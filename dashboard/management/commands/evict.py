@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from dashboard import actions
+from heartbeat.limiter.ids import free_text_error
 from heartbeat.limiter.limits import MAX_REASON_LENGTH
 from streamlimit.commands import (
     OperatorCommand,
@@ -44,6 +45,8 @@ class Command(OperatorCommand):
         add_json_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> str | None:
+        if error := free_text_error(options["reason"]):
+            raise CommandError(f"--reason: {error}")
         if options["block_minutes"] and not options["all"]:
             raise CommandError("--block-minutes goes with --all.")
         if not 0 <= options["block_minutes"] <= 7 * 24 * 60:
