@@ -65,6 +65,7 @@ def get_stream_manager() -> StreamManager:
         wait_replicas=settings.REDIS_WAIT_REPLICAS,
         wait_timeout_ms=settings.REDIS_WAIT_TIMEOUT_MS,
         activity_memory_budget_mb=settings.ACTIVITY_MEMORY_BUDGET_MB,
+        new_sessions_per_network_per_minute=settings.NEW_SESSIONS_PER_NETWORK_PER_MINUTE,
     )
 
 
@@ -108,6 +109,7 @@ _MANAGER_SETTINGS = {
     "REDIS_WAIT_REPLICAS",
     "REDIS_WAIT_TIMEOUT_MS",
     "ACTIVITY_MEMORY_BUDGET_MB",
+    "NEW_SESSIONS_PER_NETWORK_PER_MINUTE",
 }
 
 

@@ -135,6 +135,9 @@ ACTIVITY_SHARDS = env_int("ACTIVITY_SHARDS", 16, minimum=1, maximum=MAX_ACTIVITY
 # The dashboard's analytics (who was seen, refusals, daily sharing signals) stay under this many MB
 # of Redis memory: past it the accounts heard longest ago are trimmed, so a flood of made-up
 # accounts cannot fill the Redis that admission needs. 0 turns the budget off.
+# Anonymous players (no verified token): at most this many new sessions per client network (IPv4 /24,
+# IPv6 /56) per minute, kept in Redis for every worker; past it 429 too_many_new_sessions. 0: no limit.
+NEW_SESSIONS_PER_NETWORK_PER_MINUTE = env_int("NEW_SESSIONS_PER_NETWORK_PER_MINUTE", 120, minimum=0, maximum=1_000_000)
 ACTIVITY_MEMORY_BUDGET_MB = env_int("ACTIVITY_MEMORY_BUDGET_MB", 512, minimum=0, maximum=1_048_576)
 # After admitting a NEW session, wait until this many replicas have it (Redis
 # WAIT), at most REDIS_WAIT_TIMEOUT_MS; 0: never wait (asynchronous replication).

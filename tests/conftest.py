@@ -208,6 +208,9 @@ def live_gunicorn(key_prefix: str, tmp_path: Path) -> Iterator[Callable[..., Liv
         # Anonymous players unless a test gives keys (tokens, without keys, refuse to start).
         base = {**os.environ, "REDIS_KEY_PREFIX": key_prefix, "STREAMLIMIT_VAR_DIR": str(ROOT / "var")}
         base.setdefault("PLAYER_AUTH", "anonymous")
+        # These tests play many made-up accounts from one address on purpose (races, load): the rate of
+        # new sessions per network is off unless a test sets it (tests/test_flood.py does).
+        base.setdefault("NEW_SESSIONS_PER_NETWORK_PER_MINUTE", "0")
         server = LiveGunicorn({**base, **env}, workers, tmp_path / f"gunicorn-{len(started)}.log")
         started.append(server)
         return server

@@ -28,7 +28,7 @@ def test_schema_is_valid_openapi_3(client: Client) -> None:
 @pytest.mark.parametrize(
     ("path", "statuses"),
     [
-        ("/heartbeat", {"200", "400", "401", "403", "405", "413", "415", "500"}),
+        ("/heartbeat", {"200", "400", "401", "403", "405", "413", "415", "429", "500"}),
         ("/heartbeat/stop", {"204", "400", "401", "403", "405", "413", "415", "500"}),
     ],
 )

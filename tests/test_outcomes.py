@@ -31,13 +31,14 @@ REFUSED_BY = {
 
 def test_every_outcome_is_a_row_once_and_every_script_code_names_one() -> None:
     assert [row.outcome for row in OUTCOMES] == list(Outcome)
-    assert sorted(BY_SCRIPT_CODE) == [0, 1, 2, 3, 4, 5, 6]
+    assert sorted(BY_SCRIPT_CODE) == [0, 1, 2, 3, 4, 5, 6, 7]
     assert len({row.api_code for row in REFUSALS}) == len(REFUSALS) == len(Outcome) - 1
 
 
-def test_each_refusal_has_a_player_message_a_staff_label_and_a_400() -> None:
+def test_each_refusal_has_a_player_message_a_staff_label_and_a_4xx() -> None:
     for row in REFUSALS:
-        assert row.http_status == 400 and row.api_code and row.player_message and row.staff_label
+        assert row.http_status in (400, 429) and row.api_code and row.player_message and row.staff_label
+        assert row.retry_later == (row.outcome is Outcome.TOO_MANY_NEW_SESSIONS)
         assert REFUSAL_LABELS[row.metric_label] == f"{row.api_code}: {row.staff_label}"
     assert ROWS[Outcome.ALLOWED].http_status == 200 and ROWS[Outcome.ALLOWED].api_code is None
 
@@ -88,7 +89,9 @@ def enum_of(schemas: dict, prop: dict) -> set[str]:
 def test_the_schema_lists_every_refusal_code_and_limit_source(client: Client) -> None:
     schemas = yaml.safe_load(client.get("/api/schema/").content)["components"]["schemas"]
     codes = enum_of(schemas, schemas["HeartbeatBadRequest"]["properties"]["code"])
-    assert codes == {row.api_code for row in REFUSALS} | {"invalid_request"}
+    assert codes == {row.api_code for row in REFUSALS if not row.retry_later} | {"invalid_request"}
+    later = enum_of(schemas, schemas["RetryLater"]["properties"]["code"])
+    assert later == {row.api_code for row in REFUSALS if row.retry_later} == {"too_many_new_sessions"}
     for name in ("Allowed", "Sessions"):
         assert enum_of(schemas, schemas[name]["properties"]["limitSource"]) == set(LIMIT_SOURCES)
 

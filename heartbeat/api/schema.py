@@ -93,7 +93,9 @@ class AllowedSerializer(serializers.Serializer):
 class HeartbeatBadRequestSerializer(serializers.Serializer):
     """400 from /heartbeat: stop playing (limit reached, evicted, stopped, replaced), or fix the body."""
 
-    code = serializers.ChoiceField(choices=[*(row.api_code for row in REFUSALS), "invalid_request"])
+    code = serializers.ChoiceField(
+        choices=[*(row.api_code for row in REFUSALS if row.http_status == 400), "invalid_request"]
+    )
     allowed = serializers.BooleanField(required=False, help_text="false when the player must stop.")
     activeSessions = serializers.IntegerField(required=False)  # noqa: N815
     limit = serializers.IntegerField(required=False)
@@ -110,6 +112,18 @@ class HeartbeatBadRequestSerializer(serializers.Serializer):
         required=False,
         help_text="invalid_request only: what is wrong, by field.",
     )
+
+
+class RetryLaterSerializer(serializers.Serializer):
+    """429 from /heartbeat: not now; try again after ``Retry-After`` seconds."""
+
+    code = serializers.ChoiceField(choices=[row.api_code for row in REFUSALS if row.retry_later])
+    allowed = serializers.BooleanField(help_text="false: this session did not start.")
+    activeSessions = serializers.IntegerField()  # noqa: N815
+    limit = serializers.IntegerField()
+    limitSource = serializers.ChoiceField(choices=list(LIMIT_SOURCES))  # noqa: N815
+    heartbeatInterval = serializers.IntegerField()  # noqa: N815
+    message = serializers.CharField(help_text="Plain words a player can show.")
 
 
 class InvalidRequestSerializer(serializers.Serializer):
@@ -242,6 +256,11 @@ HEARTBEAT = {
                     status_codes=["400"],
                 ),
             ],
+        ),
+        429: OpenApiResponse(
+            RetryLaterSerializer,
+            description="too_many_new_sessions (anonymous players only): the client's network started "
+            "NEW_SESSIONS_PER_NETWORK_PER_MINUTE new sessions this minute. Retry-After: seconds to wait.",
         ),
         **_TOKEN_ERRORS,
         **_COMMON,

@@ -86,6 +86,8 @@ class HeartbeatView(PlayerAPIView):
                 # Only a verified account may see who is watching on it.
                 list_sessions_when_full=claims is not None,
                 network=client_network(request),
+                # Anonymous players only: a verified token already proves the account.
+                limit_new_sessions_of_network=claims is None,
             )
         except RedisError as exc:
             seconds = time.perf_counter() - started
@@ -115,7 +117,10 @@ class HeartbeatView(PlayerAPIView):
         body["message"] = row.player_message.format(limit=result.limit)
         if sessions is not None:
             body["sessions"] = sessions
-        return json_response(body, status=row.http_status)
+        response = json_response(body, status=row.http_status)
+        if result.retry_after_seconds is not None:
+            response["Retry-After"] = str(result.retry_after_seconds)
+        return response
 
     @staticmethod
     def _degraded_body(claims: PlaybackClaims | None) -> dict[str, Any]:

@@ -175,6 +175,10 @@ class KeyLayout:
         """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
         return self._global + "overrides"
 
+    def new_sessions_of(self, network: str, epoch_minute: int) -> str:
+        """STRING: how many new sessions ``network`` started in one minute (anonymous players), kept 2 minutes."""
+        return f"{self.prefix}:n:{{{escape_tag(network)}}}:{epoch_minute}"
+
     def minute(self, epoch_minute: int) -> str:
         """HASH of one minute's activity counters (heartbeats, refused, evicted, peak)."""
         return f"{self._global}minute:{epoch_minute}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,14 @@ from heartbeat.limiter.activity_writer import ActivityWriter
 from heartbeat.limiter.ids import require_device_name, require_id
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LIMIT_POLICIES, MAX_BLOCK_SECONDS, check_limit
-from heartbeat.limiter.outcomes import BY_SCRIPT_CODE, LIMIT_REACHED_CODE, NEW_SESSION_CODE, Outcome
+from heartbeat.limiter.new_sessions import NewSessionRate, seconds_left_in_minute
+from heartbeat.limiter.outcomes import (
+    BY_SCRIPT_CODE,
+    LIMIT_REACHED_CODE,
+    NEW_SESSION_CODE,
+    TOO_MANY_NEW_SESSIONS_CODE,
+    Outcome,
+)
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
 from heartbeat.store.breaker import CircuitBreaker
@@ -63,6 +71,8 @@ class HeartbeatResult:
     replaced: tuple[str, ...] = ()
     # The account's live sessions, oldest first: only for a refusal for the limit, when asked.
     sessions: list[SessionInfo] | None = None
+    # Seconds until the player may try again: only for too_many_new_sessions (429's Retry-After).
+    retry_after_seconds: int | None = None
 
     @property
     def allowed(self) -> bool:
@@ -109,6 +119,7 @@ class StreamManager:
         wait_replicas: int = 0,
         wait_timeout_ms: int = 100,
         activity_memory_budget_mb: int = 0,
+        new_sessions_per_network_per_minute: int = 0,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -128,6 +139,8 @@ class StreamManager:
             raise ValueError(f"limit_policy must be one of {LIMIT_POLICIES}, got {limit_policy!r}")
         self.replace_oldest = limit_policy == "replace_oldest"
         self._warned_plans: set[str] = set()
+        # NEW_SESSIONS_PER_NETWORK_PER_MINUTE, for anonymous players (see admit).
+        self.new_sessions = NewSessionRate(client, self.keys, new_sessions_per_network_per_minute)
         # The activity flusher has connections of its own (see ActivityWriter).
         self.activity = ActivityWriter(
             self.keys,
@@ -170,6 +183,7 @@ class StreamManager:
         plan: str | None = None,
         list_sessions_when_full: bool = False,
         network: str = "",
+        limit_new_sessions_of_network: bool = False,
     ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
@@ -187,6 +201,9 @@ class StreamManager:
         if device_name is not None:
             require_device_name(device_name)
         asked, asked_source = self.asked_limit(max_streams, plan)
+        rated = limit_new_sessions_of_network and bool(network) and self.new_sessions.enabled
+        # This process's clock only decides how long it remembers a network over its rate.
+        over_rate = rated and self.new_sessions.is_over(network, int(time.time() * 1000))
         reply, replicas = self._run_guarded(
             ADMIT,
             self.keys.user_key_list(user_id),
@@ -200,10 +217,16 @@ class StreamManager:
                 int(self.replace_oldest),
                 int(list_sessions_when_full),
                 network,
+                int(over_rate),
             ],
             follow_up=self._wait_for_replicas if self.wait_replicas else None,
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
+        if rated and code == NEW_SESSION_CODE and self.new_sessions.count_new_session(network, now_ms):
+            # One new session too many for its network this minute: ended at once, told to retry later.
+            user = self.keys.user(user_id)
+            self._run(STOP, [user.sessions, user.details, user.stopped], [session_id, self.session_ttl_ms, 0, ""])
+            code, active = TOO_MANY_NEW_SESSIONS_CODE, active - 1
         if replicas is not None and int(replicas) < self.wait_replicas:
             self._note_short_wait(user_id, session_id, int(replicas))
         replaced: tuple[str, ...] = ()
@@ -213,8 +236,17 @@ class StreamManager:
                 sessions = sessions_from_admit_reply(now_ms, self.session_ttl_ms, reply[6:])
         else:
             replaced = tuple(as_text(s) for s in reply[6:])
+        retry_after = seconds_left_in_minute(now_ms) if code == TOO_MANY_NEW_SESSIONS_CODE else None
         result = HeartbeatResult(
-            BY_SCRIPT_CODE[code], active, limit, code == NEW_SESSION_CODE, pruned, as_text(reply[5]), replaced, sessions
+            BY_SCRIPT_CODE[code],
+            active,
+            limit,
+            code == NEW_SESSION_CODE,
+            pruned,
+            as_text(reply[5]),
+            replaced,
+            sessions,
+            retry_after,
         )
         if replaced:
             self.activity.forget(user_id, list(replaced), user_has_sessions=True)

@@ -23,6 +23,7 @@ class Outcome(enum.Enum):
     STOPPED = "stopped"
     REPLACED = "replaced"
     BLOCKED = "blocked"
+    TOO_MANY_NEW_SESSIONS = "too_many_new_sessions"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,11 @@ class OutcomeRow:
     def metric_label(self) -> str:
         """The ``outcome`` label of ``streamlimit_heartbeats_total``."""
         return self.outcome.value
+
+    @property
+    def retry_later(self) -> bool:
+        """Whether the player may try again by itself (429: ``Retry-After`` says when), not stop for good."""
+        return self.http_status == 429
 
     @property
     def refusal(self) -> bool:
@@ -93,6 +99,14 @@ OUTCOMES: tuple[OutcomeRow, ...] = (
         "Support has paused new playback on this account for a while. Contact support if you do not know why.",
         "support had blocked the account's new sessions",
     ),
+    OutcomeRow(
+        Outcome.TOO_MANY_NEW_SESSIONS,
+        (7,),
+        429,
+        "too_many_new_sessions",
+        "Too many videos were started from this network in the last minute. Try again in a minute.",
+        "its network had started too many new sessions that minute (anonymous players)",
+    ),
 )
 
 ROWS: dict[Outcome, OutcomeRow] = {row.outcome: row for row in OUTCOMES}
@@ -101,6 +115,7 @@ BY_SCRIPT_CODE: dict[int, Outcome] = {code: row.outcome for row in OUTCOMES for 
 # The one refusal whose reply may list the account's sessions (admit.lua's ARGV[8]).
 LIMIT_REACHED_CODE = ROWS[Outcome.LIMIT_REACHED].script_codes[0]
 NEW_SESSION_CODE = 1
+TOO_MANY_NEW_SESSIONS_CODE = ROWS[Outcome.TOO_MANY_NEW_SESSIONS].script_codes[0]
 REFUSALS: tuple[OutcomeRow, ...] = tuple(row for row in OUTCOMES if row.refusal)
 # Heartbeats the API answers before (or instead of) the limiter deciding: counted under these metric labels.
 ANSWERED_WITHOUT_DECISION = ("invalid", "unauthorized", "error")

@@ -21,6 +21,9 @@
 --         player proved with a token that it speaks for the account)
 -- ARGV[9] the client network of this heartbeat (an address prefix, see stop.lua), or "" (absent:
 --         older callers) to keep the one stored
+-- ARGV[10] "1" when this heartbeat's network started too many new sessions this minute
+--         (NEW_SESSIONS_PER_NETWORK_PER_MINUTE, anonymous players): a new session is refused
+--         with 7, writing nothing; a live one plays on (absent: older callers, "0")
 --
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
 -- replaced session ids...}, or for a refusal for the limit with ARGV[8], {..., limit source,
@@ -28,7 +31,8 @@
 -- the list the refusal was decided on, in the same round trip. The outcome is 0 allowed (a
 -- live session), 1 allowed (newly admitted), 2 refused (limit reached), 3 refused (evicted,
 -- cooling down), 4 refused (stopped from another screen), 5 refused (replaced by a newer
--- session), 6 refused (a new session while support blocks the account's new sessions).
+-- session), 6 refused (a new session while support blocks the account's new sessions), 7 refused
+-- (a new session from a network over its rate of new sessions).
 -- "active sessions" counts this session when it was allowed. The override in KEYS[3]
 -- wins over ARGV[3], here, so that a staff change applies to the very next heartbeat.
 
@@ -41,6 +45,7 @@ local device_name = ARGV[6]
 local replace_oldest = ARGV[7] == '1'
 local list_sessions = ARGV[8] == '1'
 local network = ARGV[9] or ''
+local network_over_rate = ARGV[10] == '1'
 
 -- Redis' clock, so the API servers' clocks never matter.
 local t = redis.call('TIME')
@@ -85,6 +90,9 @@ local reply = {}
 if not redis.call('ZSCORE', KEYS[1], session_id) then
   if redis.call('EXISTS', KEYS[7]) == 1 then
     return {6, active, limit, pruned, now, source}
+  end
+  if network_over_rate then
+    return {7, active, limit, pruned, now, source}
   end
   if active >= limit then
     if not replace_oldest then
