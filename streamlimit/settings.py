@@ -67,7 +67,7 @@ STREAMLIMIT_DEMO = env_bool("STREAMLIMIT_DEMO", False)
 PLAYER_ALLOWED_ORIGINS = env_parsed("PLAYER_ALLOWED_ORIGINS", "", parse_origins)
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 1.0, minimum=0.01, maximum=60.0)
 # A request body that has not fully arrived this long after its headers gets
-# 408 and its connection closed (streamlimit/body_deadline.py, gevent workers).
+# 408 and its connection closed (heartbeat/edge/body_deadline.py, gevent workers).
 REQUEST_BODY_TIMEOUT_SECONDS = env_float("REQUEST_BODY_TIMEOUT_SECONDS", 5.0, minimum=0.1, maximum=300.0)
 # The player path's circuit breaker (heartbeat/store/breaker.py): after this many
 # Redis failures in a row, heartbeats fail at once for REDIS_BREAKER_SECONDS

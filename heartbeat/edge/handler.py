@@ -1,0 +1,78 @@
+"""The lean WSGI handler of the player paths and probes (``streamlimit/wsgi.py`` routes to it).
+
+Player traffic is most of the load, and it needs none of the session, CSRF,
+auth, messages or static-file middleware the staff pages need (about a
+quarter of a heartbeat's time, bench/README.md): this handler runs
+``settings.PLAYER_API_MIDDLEWARE`` only. It also skips Django's
+``request_started`` and ``request_finished`` signals (their receivers reset
+database query logs and close database and cache connections, which player
+paths never use; about 5% of a heartbeat), and resolves each player path
+once, not on every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from django.core.handlers.wsgi import WSGIHandler, get_script_name
+from django.http import HttpRequest
+from django.urls import ResolverMatch, get_resolver, set_script_prefix
+
+from heartbeat.adapters.django import load_middleware_from
+from heartbeat.edge.request_body import read_chunked_body
+
+
+class PlayerAPIHandler(WSGIHandler):
+    """A Django handler whose middleware chain is ``settings.PLAYER_API_MIDDLEWARE``, without request signals."""
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # Django's WSGIHandler.__call__, less request_started and the
+        # request_finished that the response's close() would send (see above).
+        set_script_prefix(get_script_name(environ))
+        read_chunked_body(environ)
+        request = self.request_class(environ)
+        try:
+            response = self.get_response(request)
+            if response.streaming:
+                return response  # closes itself, signal included; no player path streams
+            if not response.has_header("Content-Length"):
+                # As CommonMiddleware does on the full chain. Without a length
+                # gunicorn sends the body as a chunk and then an end-of-body
+                # chunk: one more write (a system call and a packet) per answer.
+                response.headers["Content-Length"] = str(len(response.content))
+            headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
+            start_response(f"{response.status_code} {response.reason_phrase}", headers)
+            return [response.content]
+        finally:
+            request.close()
+
+    # (the URL resolver, {path: its match}), swapped as one value when the URLconf changes.
+    _resolved: tuple[object, dict[str, ResolverMatch]] = (None, {})
+
+    def resolve_request(self, request: HttpRequest) -> ResolverMatch:
+        """Django's URL resolution, remembered for the exact paths of ``PLAYER_API_PATHS``.
+
+        Resolving ``/heartbeat`` builds two ResolverMatch objects per request
+        (about 2% of a heartbeat); the answer for a fixed path and URLconf
+        never changes. Other paths (unknown ones, a request's own urlconf)
+        are resolved by Django every time.
+        """
+        path = request.path_info
+        if hasattr(request, "urlconf") or path not in settings.PLAYER_API_PATHS:
+            return super().resolve_request(request)
+        resolver = get_resolver()
+        owner, matches = self._resolved
+        if owner is not resolver:
+            matches = {}
+            self._resolved = (resolver, matches)
+        match = matches.get(path)
+        if match is None:
+            match = matches[path] = resolver.resolve(path)
+        request.resolver_match = match
+        return match
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        """Build the chain from ``settings.PLAYER_API_MIDDLEWARE`` (once, at start-up)."""
+        load_middleware_from(self, settings.PLAYER_API_MIDDLEWARE, is_async=is_async)
