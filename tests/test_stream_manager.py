@@ -97,10 +97,15 @@ def test_expired_sessions_are_pruned_while_others_play_on(make_manager) -> None:
 def test_heartbeats_keep_a_session_alive_past_its_first_ttl(make_manager) -> None:
     manager = make_manager(session_ttl_seconds=1)
     manager.admit("alice", "movie", "s0")
+    [first] = manager.reads.sessions("alice")
     for _ in range(3):
         time.sleep(0.5)
-        assert manager.admit("alice", "movie", "s0").allowed
-    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0"]
+        # Not expired and admitted again (that too is allowed): the same session, refreshed.
+        again = manager.admit("alice", "movie", "s0")
+        assert (again.outcome, again.new_session, again.active_sessions, again.pruned) == (Outcome.ALLOWED, False, 1, 0)
+    [session] = manager.reads.sessions("alice")
+    assert (session.session_id, session.started_at) == ("s0", first.started_at)
+    assert session.last_heartbeat_at > first.last_heartbeat_at
 
 
 def test_stop_frees_a_slot_at_once(manager: StreamManager) -> None:
@@ -151,7 +156,8 @@ def test_every_session_key_carries_an_expiry(manager: StreamManager, redis_clien
     manager.evict("alice", "s0")
     manager.admit("alice", "movie", "s1")
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
-    assert len(keys) >= 5
+    user = manager.keys.user("alice")
+    assert {k for k in keys if ":u:" in k} == {user.sessions, user.details, user.evicted}
     for key in keys:
         assert redis_client.pttl(key) > 0, key
 
@@ -361,6 +367,42 @@ def test_replace_oldest_gives_a_new_session_the_slot_of_the_first_started(make_m
     assert [s.session_id for s in manager.reads.sessions("alice")] == ["s1", "s2", "s3"]
     assert manager.admit("alice", "movie", "s0").outcome is Outcome.REPLACED
     assert [s.session_id for s in manager.reads.sessions("alice")] == ["s1", "s2", "s3"]
+
+
+def admit_in_reverse_id_order(manager: StreamManager, user: str) -> None:
+    """s2, then s1, then s0, each in a millisecond of its own: the ids sort opposite to the start order."""
+    for sid in ("s2", "s1", "s0"):
+        manager.admit(user, "movie", sid)
+        time.sleep(0.005)
+    starts = {s.session_id: s.started_at for s in manager.reads.sessions(user)}
+    assert starts["s2"] < starts["s1"] < starts["s0"]
+
+
+def test_replace_oldest_goes_by_start_time_not_by_id(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest")
+    admit_in_reverse_id_order(manager, "alice")
+    assert manager.admit("alice", "movie", "s3").replaced == ("s2",)
+    assert manager.admit("alice", "movie", "s4").replaced == ("s1",)
+    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0", "s3", "s4"]
+
+
+def test_replace_oldest_under_a_lowered_limit_replaces_in_start_order(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest")
+    admit_in_reverse_id_order(manager, "alice")
+    manager.set_limit_override("alice", 2)
+    assert manager.admit("alice", "movie", "new").replaced == ("s2", "s1")
+    assert [s.session_id for s in manager.reads.sessions("alice")] == ["s0", "new"]
+
+
+def test_the_replaced_sessions_key_expires_with_the_ttl(make_manager, redis_client: Redis, key_prefix: str) -> None:
+    manager = make_manager(limit_policy="replace_oldest", default_limit=1)
+    manager.admit("alice", "movie", "s0")
+    manager.admit("alice", "movie", "s1")
+    replaced = manager.keys.user("alice").replaced
+    assert redis_client.zrange(replaced, 0, -1) == [b"s0"]
+    assert 0 < redis_client.pttl(replaced) <= manager.session_ttl_ms
+    for key in redis_client.scan_iter(match=f"{key_prefix}:*"):
+        assert redis_client.pttl(key) > 0, key
 
 
 def test_replace_oldest_makes_room_under_a_lowered_limit(make_manager) -> None:
