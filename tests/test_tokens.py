@@ -299,3 +299,62 @@ def test_a_tampered_copy_of_a_verified_token_is_refused(verifier: TokenVerifier)
     header, _payload, signature = token.split(".")
     forged_payload = b64(json.dumps({"sub": "alice", "maxStreams": 50, "exp": int(time.time()) + 300}).encode())
     assert reason_of(verifier, f"{header}.{forged_payload}.{signature}") == ("invalid_token", "signature")
+
+
+# --- Each failure's reason (the metric's label) and message (the player's log line) ------------
+
+
+def signed_hs256(header: dict, payload_segment: str) -> str:
+    """A token with this header and raw payload segment, signed with the test key k1."""
+    head = b64(json.dumps(header).encode())
+    signature = b64(
+        hmac.new(TOKEN_SECRETS["k1"].encode(), f"{head}.{payload_segment}".encode(), hashlib.sha256).digest()
+    )
+    return f"{head}.{payload_segment}.{signature}"
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "reason"),
+    [
+        ("", "invalid_token", "malformed"),
+        ("!!!.e30.", "invalid_token", "malformed"),  # the header is not base64 JSON
+        ("W10.e30.", "invalid_token", "malformed"),  # the header is JSON, but a list
+        (signed_hs256({"alg": "HS256", "kid": "k1"}, "not-json"), "invalid_token", "malformed"),
+        (make_token("alice", kid="unknown", secret=TOKEN_SECRETS["k1"]), "invalid_token", "unknown_kid"),
+        (make_token("alice", kid="k1", secret=TOKEN_SECRETS["k2"]), "invalid_token", "signature"),
+        (make_token("alice", expires_in=-120), "token_expired", "expired"),
+        (make_token("alice", nbf=int(time.time()) + 600), "invalid_token", "claims"),
+        (make_token(""), "invalid_token", "claims"),
+        (make_token("alice", sid=""), "invalid_token", "claims"),
+        (make_token("alice", maxStreams=51), "invalid_token", "claims"),
+        (make_token("alice", plan=""), "invalid_token", "claims"),
+    ],
+    ids=[
+        "empty",
+        "header not json",
+        "header a list",
+        "payload not json",
+        "unknown kid",
+        "wrong key",
+        "expired",
+        "not yet valid",
+        "bad sub",
+        "bad sid",
+        "bad maxStreams",
+        "bad plan",
+    ],
+)
+def test_every_failure_has_its_reason_and_a_message_that_says_what_is_wrong(
+    verifier: TokenVerifier, token: str, code: str, reason: str
+) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+    assert (caught.value.code, caught.value.reason) == (code, reason)
+    # A sentence about the token, for the player's log and support: never empty, never mangled.
+    assert caught.value.message.startswith("The token")
+
+
+def test_the_limits_of_the_claims_are_allowed(verifier: TokenVerifier) -> None:
+    claims = verifier.verify(make_token("u" * 128, sid="s" * 128, maxStreams=50, plan="p" * 128))
+    assert claims == PlaybackClaims("u" * 128, "s" * 128, 50, "p" * 128)
+    assert verifier.verify(make_token("alice", maxStreams=1)).max_streams == 1
