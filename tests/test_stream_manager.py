@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 
 from heartbeat.keys import KeyLayout
-from heartbeat.live_state import ServiceStats
+from heartbeat.live_state import ServiceStats, UserLimit
 from heartbeat.stream_manager import LimitOutOfRangeError, Outcome, StreamManager
 from heartbeat.validation import InvalidIdError
 
@@ -448,3 +448,34 @@ def test_concurrent_new_sessions_under_replace_oldest_keep_exactly_the_limit(mak
     live = {s.session_id for s in manager.reads.sessions("family")}
     assert len(live) == 3 and not live & set(replaced)
     assert all(manager.admit("family", "movie", sid).outcome is Outcome.REPLACED for sid in replaced)
+
+
+def test_limit_for_is_the_override_else_what_the_token_or_plan_asks(make_manager) -> None:
+    manager = make_manager(plan_limits={"premium": 4})
+    assert manager.limit_for("alice", 2, "premium") == UserLimit(2, None, 3, "token")
+    assert manager.limit_for("alice", None, "premium") == UserLimit(4, None, 3, "plan")
+    assert manager.limit_for("alice") == UserLimit(3, None, 3, "default")
+    manager.set_limit_override("alice", 5)
+    assert manager.limit_for("alice", 2, "premium") == UserLimit(5, 5, 3, "override")
+
+
+def test_limit_overrides_of_1_and_50_are_allowed(manager: StreamManager) -> None:
+    assert manager.set_limit_override("alice", 50) == UserLimit(50, 50, 3, "override")
+    assert manager.set_limit_override("alice", 1) == UserLimit(1, 1, 3, "override")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.limit_for("bad\tid"),
+        lambda m: m.set_limit_override("bad\tid", 2),
+        lambda m: m.evict("bad\tid"),
+        lambda m: m.stop("bad\tid", "s0"),
+        lambda m: m.block_new_sessions("bad\tid", 60),
+    ],
+    ids=["limit_for", "set_limit_override", "evict", "stop", "block_new_sessions"],
+)
+def test_a_bad_user_id_is_refused_naming_the_field(manager: StreamManager, call) -> None:
+    with pytest.raises(InvalidIdError) as caught:
+        call(manager)
+    assert str(caught.value).startswith("userId: ")
