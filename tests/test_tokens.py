@@ -358,3 +358,41 @@ def test_the_limits_of_the_claims_are_allowed(verifier: TokenVerifier) -> None:
     claims = verifier.verify(make_token("u" * 128, sid="s" * 128, maxStreams=50, plan="p" * 128))
     assert claims == PlaybackClaims("u" * 128, "s" * 128, 50, "p" * 128)
     assert verifier.verify(make_token("alice", maxStreams=1)).max_streams == 1
+
+
+def test_a_secret_may_contain_equals_signs_and_empty_items_are_skipped() -> None:
+    padded = "x" * 30 + "=="  # base64 secrets end with "="
+    assert parse_hs256_keys(f"a={padded},,b=" + "y" * 32) == {"a": padded, "b": "y" * 32}
+    with pytest.raises(ValueError, match="item 2 must be kid=secret"):
+        parse_hs256_keys("a=" + "x" * 32 + ",no-secret-here")
+
+
+def test_plan_limits_skip_empty_items_allow_50_and_refuse_a_second_equals_sign() -> None:
+    assert parse_plan_limits("basic=1,,premium=50") == {"basic": 1, "premium": 50}
+    for bad, says in (("basic=1=2", "whole number"), ("basic", "plan=limit"), ("basic=51", "between 1 and 50")):
+        with pytest.raises(ValueError, match=says):
+            parse_plan_limits(bad)
+
+
+def test_each_bad_jwks_is_refused_saying_why(tmp_path: Path, public_keys) -> None:
+    good = jwks_of(public_keys)
+    private = json.loads(RSAAlgorithm.to_jwk(public_keys["rsa-1"][0], as_dict=False))  # type: ignore[arg-type]
+    cases = [
+        ({"keys": [good["keys"][0], {**private, "kid": "p"}]}, "key 2 is a private or secret key"),
+        ({"keys": [{"kty": "oct", "k": b64(b"x" * 32), "kid": "s"}]}, "key 1 is a private or secret key"),
+        ({"keys": [{k: v for k, v in good["keys"][0].items() if k != "kid"}]}, "key 1 has no kid"),
+        ({"keys": [1]}, "key 1 is not a JSON object"),
+        ([1, 2], "must be a JWKS"),
+        ({"keys": [{"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA", "kid": "bad"}]}, "usable keys"),
+        (
+            {"keys": [good["keys"][0], {"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA", "kid": "bad"}]},
+            "some keys are unusable",
+        ),
+        ({"keys": [good["keys"][0], good["keys"][0]]}, "given twice"),
+    ]
+    path = tmp_path / "jwks.json"
+    for document, says in cases:
+        path.write_text(json.dumps(document))
+        with pytest.raises(ValueError, match=says) as caught:
+            load_jwks(str(path))
+        assert str(caught.value).startswith(str(path)), caught.value
