@@ -479,3 +479,14 @@ def test_a_bad_user_id_is_refused_naming_the_field(manager: StreamManager, call)
     with pytest.raises(InvalidIdError) as caught:
         call(manager)
     assert str(caught.value).startswith("userId: ")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda m: m.evict("alice", "bad\tid"), lambda m: m.stop("alice", "bad\tid")],
+    ids=["evict", "stop"],
+)
+def test_a_bad_session_id_is_refused_naming_the_field(manager: StreamManager, call) -> None:
+    with pytest.raises(InvalidIdError) as caught:
+        call(manager)
+    assert str(caught.value).startswith("sessionId: ")

@@ -396,3 +396,9 @@ def test_each_bad_jwks_is_refused_saying_why(tmp_path: Path, public_keys) -> Non
         with pytest.raises(ValueError, match=says) as caught:
             load_jwks(str(path))
         assert str(caught.value).startswith(str(path)), caught.value
+
+
+def test_a_token_whose_nbf_has_passed_is_valid_and_stays_valid(verifier: TokenVerifier) -> None:
+    token = make_token("alice", nbf=int(time.time()) - 60)
+    assert verifier.verify(token).user_id == "alice"
+    assert verifier.verify(token).user_id == "alice"  # remembered, nbf and all
