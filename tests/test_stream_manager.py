@@ -490,3 +490,14 @@ def test_a_bad_session_id_is_refused_naming_the_field(manager: StreamManager, ca
     with pytest.raises(InvalidIdError) as caught:
         call(manager)
     assert str(caught.value).startswith("sessionId: ")
+
+
+def test_a_plain_stop_blocks_nothing_and_counts_no_eviction(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
+    assert manager.stop("alice", "s0") is True
+    # The same player may start again at once (only a stop from another screen blocks it).
+    again = manager.admit("alice", "movie", "s0")
+    assert (again.outcome, again.new_session) == (Outcome.ALLOWED, True)
+    manager.flush_activity()
+    assert sum(m.evicted for m in manager.reads.activity(minutes=2)) == 0
