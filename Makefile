@@ -48,7 +48,7 @@ format: setup
 	$(BIN)/ruff check --fix .
 
 # Mutation testing (docs/developers/mutation-testing.md): the modules and tests are listed in
-# pyproject.toml's [tool.mutmut]. A fresh run each time (about 30 minutes on 2 busy cores), niced;
+# pyproject.toml's [tool.mutmut]. A fresh run each time (1 to 2 hours on 2 busy cores), niced;
 # MUTANT_CHILDREN=1 halves the load. Prints the score, then the survivors.
 MUTANT_CHILDREN ?= 2
 mutants: setup
