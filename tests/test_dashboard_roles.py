@@ -86,3 +86,31 @@ def test_the_migration_made_both_groups_with_their_permissions() -> None:
 
     assert codenames("Support viewer") == {"view_sessions", "view_auditrecord"}
     assert codenames("Support agent") == {"view_sessions", "evict_session", "change_limit", "view_auditrecord"}
+
+
+def staff_with(django_user_model, username: str, *codenames: str):
+    """A staff account holding exactly these dashboard permissions, in no group."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username, password=f"{username}-pass-123", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="dashboard", codename__in=codenames))
+    return user
+
+
+def test_changing_a_limit_needs_change_limit_and_not_evict_session(client: Client, django_user_model) -> None:
+    play("alice", 2)
+    client.force_login(staff_with(django_user_model, "limits-only", "view_sessions", "change_limit"))
+    assert client.post("/dashboard/user/limit/", {"id": "alice", "limit": "4"}).status_code == 302
+    assert get_live_state().get_limit("alice").override == 4
+    # The same account may not evict.
+    assert client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0"}).status_code == 403
+    assert len(get_live_state().sessions("alice")) == 2
+
+
+def test_evicting_does_not_let_a_user_change_a_limit(client: Client, django_user_model) -> None:
+    play("alice", 2)
+    client.force_login(staff_with(django_user_model, "evict-only", "view_sessions", "evict_session"))
+    assert client.post("/dashboard/user/limit/", {"id": "alice", "limit": "4"}).status_code == 403
+    assert get_live_state().get_limit("alice").override is None
+    assert client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0"}).status_code == 302
+    assert [s.session_id for s in get_live_state().sessions("alice")] == ["s1"]

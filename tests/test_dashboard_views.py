@@ -445,3 +445,10 @@ def test_live_users_show_each_accounts_sessions_against_its_limit(staff_client: 
     content = staff_client.get("/dashboard/users/").content.decode()
     assert re.search(r">alice</bdi></a></td><td>3 of 3<", content)
     assert re.search(r">bob</bdi></a></td><td>1 of 5<", content)
+
+
+def test_the_block_on_new_sessions_keeps_the_reason_in_its_audit_record(staff_client: Client) -> None:
+    play("alice", 2)
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice", "block_minutes": "15", "reason": "resale"})
+    records = [(r.action, r.reason) for r in AuditRecord.objects.order_by("id")]
+    assert records == [("evict_all", "resale"), ("block_new", "resale")]

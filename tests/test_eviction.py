@@ -69,3 +69,21 @@ def test_an_evicted_session_waiting_out_its_cool_down_holds_no_slot(client: Clie
     for _ in range(3):
         heartbeat(client, "s0")
     assert [heartbeat(client, n).status_code for n in ("a", "b")] == [200, 400]
+
+
+def test_a_session_that_expired_but_is_not_pruned_yet_is_not_evicted(client: Client, settings, redis_client) -> None:
+    settings.SESSION_TTL_SECONDS = 2
+    manager = get_stream_manager()
+    heartbeat(client, "s0")
+    heard = time.monotonic()  # s0's last heartbeat was before this
+    # s1's heartbeat keeps the account's keys alive after s0 expired: s0 stays in them until the next prune.
+    time.sleep(1.0)
+    heartbeat(client, "s1")
+    time.sleep(max(0.0, heard + 2.3 - time.monotonic()))
+    user = manager.keys.user("alice")
+    assert redis_client.zscore(user.sessions, "s0") is not None
+    assert manager.evict("alice", "s0") == []
+    assert not redis_client.exists(user.evicted)
+    # No cool-down was armed: s0 may start again as a new session.
+    response = heartbeat(client, "s0")
+    assert response.status_code == 200 and response.json()["activeSessions"] == 2

@@ -434,3 +434,54 @@ def test_the_development_key_is_made_once_and_kept_private(tmp_path) -> None:
     assert dev_token_key(tmp_path) == first
     assert list(parse_hs256_keys(first)) == ["demo"]
     assert stat.S_IMODE((tmp_path / "dev_token_key").stat().st_mode) == 0o600
+
+
+# --- What each failure counts, and fail-open with tokens ------------------------------------
+
+
+@pytest.mark.usefixtures("tokens_on")
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (make_token("alice", expires_in=-120), "expired"),
+        (make_token("alice", kid="unknown", secret=TOKEN_SECRETS["k1"]), "unknown_kid"),
+        (make_token("alice", kid="k1", secret=TOKEN_SECRETS["k2"]), "signature"),
+        ("garbage", "malformed"),
+        (make_token("alice", maxStreams=0), "claims"),
+    ],
+    ids=["expired", "unknown kid", "wrong key", "garbage", "bad claim"],
+)
+def test_each_token_failure_is_counted_under_its_own_reason(client: Client, token: str, reason: str) -> None:
+    reasons = ("missing", "malformed", "unknown_kid", "algorithm", "signature", "expired", "claims", "mismatch")
+    before = {r: counter("streamlimit_token_failures_total", reason=r) for r in reasons}
+    assert post(client, body(), token=token).status_code == 401
+    after = {r: counter("streamlimit_token_failures_total", reason=r) for r in reasons}
+    assert {r: after[r] - before[r] for r in reasons} == {r: float(r == reason) for r in reasons}
+
+
+@pytest.fixture
+def redis_down(settings) -> None:
+    """Point the service at a closed port (nothing listens on port 1)."""
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+
+
+@pytest.mark.usefixtures("tokens_on", "redis_down")
+def test_fail_open_answers_with_the_limit_the_token_asks_for(client: Client, settings) -> None:
+    settings.STREAMLIMIT_FAIL_OPEN = True
+    settings.PLAN_LIMITS = {"premium": 4}
+    answers = [
+        post(client, body(), token=make_token("alice", maxStreams=5)),
+        post(client, body(), token=make_token("alice", plan="premium")),
+        post(client, body(), token=make_token("alice", plan="premium", maxStreams=2)),
+        post(client, body(), token=make_token("alice")),
+    ]
+    assert [a.status_code for a in answers] == [200] * 4
+    assert all(a.json()["degraded"] is True and a.json()["activeSessions"] is None for a in answers)
+    assert [(a.json()["limit"], a.json()["limitSource"]) for a in answers] == [
+        (5, "token"),
+        (4, "plan"),
+        (2, "token"),
+        (3, "default"),
+    ]

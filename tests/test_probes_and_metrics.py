@@ -268,3 +268,24 @@ def test_a_foreign_host_is_refused_to_other_clients_and_on_other_paths(settings)
     assert status == "400 Bad Request" and json.loads(content)["code"] == "invalid_host"
     status, _, _ = call("GET", "/healthz", HTTP_HOST="172.30.99.2:8080", REMOTE_ADDR="172.30.99.9")
     assert status == "400 Bad Request"
+
+
+@pytest.mark.django_db
+def test_the_evictions_metric_counts_sessions_evicted_and_nothing_for_a_no_op(staff_client: Client) -> None:
+    from heartbeat.services import get_stream_manager
+
+    for session in ("s0", "s1", "s2"):
+        get_stream_manager().admit("alice", "movie", session)
+
+    def evictions() -> float:
+        return metric(staff_client.get("/metrics").content.decode(), "streamlimit_evictions_total")
+
+    before = evictions()
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "nobody"})  # not live: nothing evicted
+    assert evictions() == before
+    staff_client.post("/dashboard/user/evict/", {"id": "alice", "session": "s0"})
+    assert evictions() == before + 1
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice"})  # s1 and s2
+    assert evictions() == before + 3
+    staff_client.post("/dashboard/user/evict-all/", {"id": "alice"})  # none left
+    assert evictions() == before + 3

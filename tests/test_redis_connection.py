@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
+import signal
+import socket
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
 
@@ -20,10 +24,13 @@ from django.test import Client
 from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from devtools.redis_topology import ClusterSet, SentinelSet, TlsFiles
+from devtools.redis_topology import ClusterSet, SentinelSet, TlsFiles, key_slot
 from devtools.with_redis import find_redis_server
 from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.outcomes import Outcome
+from heartbeat.limiter.scripts import ADMIT
 from heartbeat.services import get_stream_manager
 from heartbeat.store import connection as redis_connection
 from heartbeat.store.connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
@@ -329,3 +336,135 @@ def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(
     assert reader_of(manager).stats().live_sessions == 30
     with pytest.raises(ConnectionError):  # without our CA: not trusted, no connection
         redis_connection.cluster_client(parse_topology({**env, "REDIS_TLS_CA_FILE": ""}, socket_timeout=1.0))
+
+
+# --- A stalled primary, a stalled or killed sentinel, a slot being migrated ---------------------
+
+
+@contextlib.contextmanager
+def watching(port: int) -> Iterator[Callable[[], str]]:
+    """MONITOR one node of a topology of the test's own; yields a function returning what it ran so far."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"MONITOR\r\n")
+    assert sock.recv(5) == b"+OK\r\n"
+    seen = bytearray()
+
+    def read() -> str:
+        sock.settimeout(0.3)
+        try:
+            while chunk := sock.recv(65536):
+                seen.extend(chunk)
+        except TimeoutError:
+            pass
+        return seen.decode(errors="replace")
+
+    try:
+        yield read
+    finally:
+        sock.close()
+
+
+@contextlib.contextmanager
+def paused(process: subprocess.Popen) -> Iterator[None]:
+    """SIGSTOP a redis-server of the test's own for the block: it accepts connections and answers nothing."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
+def test_on_sentinel_a_timed_out_admission_is_sent_once_and_the_next_heartbeat_finds_it(
+    own_sentinel_set: Callable[..., SentinelSet], key_prefix: str, settings
+) -> None:
+    # The sentinels must not fail over while the primary is paused.
+    sentinels = own_sentinel_set(down_after_ms=60_000)
+    env = {"REDIS_SENTINELS": sentinels.sentinels, "REDIS_SENTINEL_MASTER": sentinels.master_name}
+    manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
+    manager.admit("alice", "movie", "warm-up")  # scripts loaded, connection kept
+    primary = sentinels.process_at(sentinels.primary_address())
+    with watching(primary.port) as seen:
+        # Paused for one and a half socket time-outs: a client that sent the script again on a
+        # fresh connection after the time-out would be answered, and the heartbeat would not fail.
+        primary.process.send_signal(signal.SIGSTOP)
+        resume = threading.Timer(1.5, primary.process.send_signal, (signal.SIGCONT,))
+        resume.start()
+        try:
+            with pytest.raises(RedisTimeoutError):
+                manager.admit("alice", "movie", "tv")
+        finally:
+            resume.join()
+            primary.process.send_signal(signal.SIGCONT)
+        # Redis ran the script when it woke: it was sent once, never again.
+        assert seen().count(ADMIT.sha) == 1
+    again = manager.admit("alice", "movie", "tv")
+    assert (again.allowed, again.new_session, again.active_sessions) == (True, False, 2)
+
+
+def test_on_sentinel_a_stalled_then_a_killed_sentinel_is_passed_over(
+    own_sentinel_set: Callable[..., SentinelSet], key_prefix: str, settings
+) -> None:
+    sentinels = own_sentinel_set()
+    env = {"REDIS_SENTINELS": sentinels.sentinels, "REDIS_SENTINEL_MASTER": sentinels.master_name}
+    topology = parse_topology(env, socket_timeout=1.0)
+    first = sentinels.sentinel_processes[0]  # the one asked first
+    with paused(first.process):
+        # A new pool: its first connection asks the sentinels where the primary is.
+        manager = manager_on(topology, key_prefix, settings)
+        started = time.monotonic()
+        assert manager.admit("alice", "movie", "s0").new_session
+        waited = time.monotonic() - started
+    # The stalled sentinel cost one socket time-out (1 s), then the next one answered;
+    # asked again, as redis-py's default retry would, it would cost four.
+    assert waited < 2.5
+    first.kill()
+    manager = manager_on(topology, key_prefix, settings)
+    assert [manager.admit("alice", "movie", f"s{n}").allowed for n in range(4)] == [True, True, True, False]
+
+
+def test_on_a_cluster_an_admission_follows_ask_redirects_until_its_slot_has_migrated(
+    own_redis_cluster: Callable[..., ClusterSet], key_prefix: str, settings
+) -> None:
+    cluster = own_redis_cluster(replicas_per_primary=0)
+    manager = manager_on(RedisTopology("cluster", cluster_nodes=tuple(cluster.startup_nodes)), key_prefix, settings)
+    user = manager.keys.user("alice")
+    assert manager.admit("alice", "movie", "s0").allowed and manager.admit("alice", "movie", "s1").allowed
+    slot = key_slot(user.sessions.encode())
+    source = cluster.owner_of_key(user.sessions)
+    target = next(node for node in cluster.primaries() if node != source)
+    source_client, target_client = cluster.client(source), cluster.client(target)
+    # As redis-cli --cluster reshard moves a slot, held half-way: MIGRATING on the source,
+    # IMPORTING on the target, and the account's keys already on the target.
+    target_client.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(source))
+    source_client.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(target))
+    keys = source_client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+    assert set(keys) == {user.sessions, user.details}
+    host, port = target.rsplit(":", 1)
+    source_client.execute_command("MIGRATE", host, port, "", 0, 5000, "KEYS", *keys)
+
+    def asking_calls() -> int:
+        return int(target_client.info("commandstats").get("cmdstat_asking", {}).get("calls", 0))
+
+    before = asking_calls()
+
+    def finish_once_asked() -> None:
+        # The source answers ASK; the target, asked, answers TRYAGAIN (the script's other keys are
+        # in no node yet) until the slot is its own. Redis-cli ends the move with SETSLOT NODE.
+        deadline = time.monotonic() + 20
+        while asking_calls() == before and time.monotonic() < deadline:
+            time.sleep(0.002)
+        for node in [target, source, *(n for n in cluster.primaries() if n not in (source, target))]:
+            cluster.client(node).execute_command("CLUSTER", "SETSLOT", slot, "NODE", cluster.node_id(target))
+
+    finisher = threading.Thread(target=finish_once_asked)
+    finisher.start()
+    try:
+        third = manager.admit("alice", "movie", "s2")
+    finally:
+        finisher.join()
+    assert asking_calls() > before  # the redirect was followed to the importing node
+    assert (third.outcome, third.new_session, third.active_sessions) == (Outcome.ALLOWED, True, 3)
+    assert manager.admit("alice", "movie", "s3").outcome is Outcome.LIMIT_REACHED
+    assert cluster.owner_of_key(user.sessions) == target and target_client.zcard(user.sessions) == 3
+    assert source_client.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0", "s1", "s2"]

@@ -14,7 +14,7 @@ from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LimitOutOfRangeError
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import Outcome
-from heartbeat.limiter.read_models import ServiceStats
+from heartbeat.limiter.read_models import ServiceStats, UserLimit
 from tests.live_state_helpers import reader_of
 
 
@@ -102,10 +102,15 @@ def test_expired_sessions_are_pruned_while_others_play_on(make_manager) -> None:
 def test_heartbeats_keep_a_session_alive_past_its_first_ttl(make_manager) -> None:
     manager = make_manager(session_ttl_seconds=1)
     manager.admit("alice", "movie", "s0")
+    [first] = reader_of(manager).sessions("alice")
     for _ in range(3):
         time.sleep(0.5)
-        assert manager.admit("alice", "movie", "s0").allowed
-    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0"]
+        # Not expired and admitted again (that too is allowed): the same session, refreshed.
+        again = manager.admit("alice", "movie", "s0")
+        assert (again.outcome, again.new_session, again.active_sessions, again.pruned) == (Outcome.ALLOWED, False, 1, 0)
+    [session] = reader_of(manager).sessions("alice")
+    assert (session.session_id, session.started_at) == ("s0", first.started_at)
+    assert session.last_heartbeat_at > first.last_heartbeat_at
 
 
 def test_stop_frees_a_slot_at_once(manager: StreamManager) -> None:
@@ -156,7 +161,8 @@ def test_every_session_key_carries_an_expiry(manager: StreamManager, redis_clien
     manager.evict("alice", "s0")
     manager.admit("alice", "movie", "s1")
     keys = [k.decode() for k in redis_client.scan_iter(match=f"{key_prefix}:*")]
-    assert len(keys) >= 5
+    user = manager.keys.user("alice")
+    assert {k for k in keys if ":u:" in k} == {user.sessions, user.details, user.evicted}
     for key in keys:
         assert redis_client.pttl(key) > 0, key
 
@@ -371,6 +377,42 @@ def test_replace_oldest_gives_a_new_session_the_slot_of_the_first_started(make_m
     assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s1", "s2", "s3"]
 
 
+def admit_in_reverse_id_order(manager: StreamManager, user: str) -> None:
+    """s2, then s1, then s0, each in a millisecond of its own: the ids sort opposite to the start order."""
+    for sid in ("s2", "s1", "s0"):
+        manager.admit(user, "movie", sid)
+        time.sleep(0.005)
+    starts = {s.session_id: s.started_at for s in reader_of(manager).sessions(user)}
+    assert starts["s2"] < starts["s1"] < starts["s0"]
+
+
+def test_replace_oldest_goes_by_start_time_not_by_id(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest")
+    admit_in_reverse_id_order(manager, "alice")
+    assert manager.admit("alice", "movie", "s3").replaced == ("s2",)
+    assert manager.admit("alice", "movie", "s4").replaced == ("s1",)
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0", "s3", "s4"]
+
+
+def test_replace_oldest_under_a_lowered_limit_replaces_in_start_order(make_manager) -> None:
+    manager = make_manager(limit_policy="replace_oldest")
+    admit_in_reverse_id_order(manager, "alice")
+    manager.set_limit_override("alice", 2)
+    assert manager.admit("alice", "movie", "new").replaced == ("s2", "s1")
+    assert [s.session_id for s in reader_of(manager).sessions("alice")] == ["s0", "new"]
+
+
+def test_the_replaced_sessions_key_expires_with_the_ttl(make_manager, redis_client: Redis, key_prefix: str) -> None:
+    manager = make_manager(limit_policy="replace_oldest", default_limit=1)
+    manager.admit("alice", "movie", "s0")
+    manager.admit("alice", "movie", "s1")
+    replaced = manager.keys.user("alice").replaced
+    assert redis_client.zrange(replaced, 0, -1) == [b"s0"]
+    assert 0 < redis_client.pttl(replaced) <= manager.session_ttl_ms
+    for key in redis_client.scan_iter(match=f"{key_prefix}:*"):
+        assert redis_client.pttl(key) > 0, key
+
+
 def test_replace_oldest_makes_room_under_a_lowered_limit(make_manager) -> None:
     manager = make_manager(limit_policy="replace_oldest")
     admit_sessions(manager, "alice", 3)
@@ -414,3 +456,56 @@ def test_concurrent_new_sessions_under_replace_oldest_keep_exactly_the_limit(mak
     live = {s.session_id for s in reader_of(manager).sessions("family")}
     assert len(live) == 3 and not live & set(replaced)
     assert all(manager.admit("family", "movie", sid).outcome is Outcome.REPLACED for sid in replaced)
+
+
+def test_limit_for_is_the_override_else_what_the_token_or_plan_asks(make_manager) -> None:
+    manager = make_manager(plan_limits={"premium": 4})
+    assert manager.limit_for("alice", 2, "premium") == UserLimit(2, None, 3, "token")
+    assert manager.limit_for("alice", None, "premium") == UserLimit(4, None, 3, "plan")
+    assert manager.limit_for("alice") == UserLimit(3, None, 3, "default")
+    manager.set_limit_override("alice", 5)
+    assert manager.limit_for("alice", 2, "premium") == UserLimit(5, 5, 3, "override")
+
+
+def test_limit_overrides_of_1_and_50_are_allowed(manager: StreamManager) -> None:
+    assert manager.set_limit_override("alice", 50) == UserLimit(50, 50, 3, "override")
+    assert manager.set_limit_override("alice", 1) == UserLimit(1, 1, 3, "override")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m: m.limit_for("bad\tid"),
+        lambda m: m.set_limit_override("bad\tid", 2),
+        lambda m: m.evict("bad\tid"),
+        lambda m: m.stop("bad\tid", "s0"),
+        lambda m: m.block_new_sessions("bad\tid", 60),
+    ],
+    ids=["limit_for", "set_limit_override", "evict", "stop", "block_new_sessions"],
+)
+def test_a_bad_user_id_is_refused_naming_the_field(manager: StreamManager, call) -> None:
+    with pytest.raises(InvalidIdError) as caught:
+        call(manager)
+    assert str(caught.value).startswith("userId: ")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda m: m.evict("alice", "bad\tid"), lambda m: m.stop("alice", "bad\tid")],
+    ids=["evict", "stop"],
+)
+def test_a_bad_session_id_is_refused_naming_the_field(manager: StreamManager, call) -> None:
+    with pytest.raises(InvalidIdError) as caught:
+        call(manager)
+    assert str(caught.value).startswith("sessionId: ")
+
+
+def test_a_plain_stop_blocks_nothing_and_counts_no_eviction(manager: StreamManager) -> None:
+    manager.admit("alice", "movie", "s0")
+    manager.flush_activity()
+    assert manager.stop("alice", "s0") is True
+    # The same player may start again at once (only a stop from another screen blocks it).
+    again = manager.admit("alice", "movie", "s0")
+    assert (again.outcome, again.new_session) == (Outcome.ALLOWED, True)
+    manager.flush_activity()
+    assert sum(m.evicted for m in reader_of(manager).activity(minutes=2)) == 0

@@ -252,8 +252,9 @@ def test_expiry_is_refused_beyond_the_leeway_only(verifier: TokenVerifier) -> No
     ],
 )
 def test_tokens_with_bad_claims_are_refused(verifier: TokenVerifier, claims: dict) -> None:
-    sub = claims.pop("sub", "alice")
-    assert reason_of(verifier, make_token(sub, **claims)) == ("invalid_token", "claims")
+    # The parameter's dict is shared by every run of the test in this process: left as it is.
+    others = {name: value for name, value in claims.items() if name != "sub"}
+    assert reason_of(verifier, make_token(claims.get("sub", "alice"), **others)) == ("invalid_token", "claims")
 
 
 def test_a_token_without_exp_is_refused(verifier: TokenVerifier) -> None:
@@ -298,3 +299,106 @@ def test_a_tampered_copy_of_a_verified_token_is_refused(verifier: TokenVerifier)
     header, _payload, signature = token.split(".")
     forged_payload = b64(json.dumps({"sub": "alice", "maxStreams": 50, "exp": int(time.time()) + 300}).encode())
     assert reason_of(verifier, f"{header}.{forged_payload}.{signature}") == ("invalid_token", "signature")
+
+
+# --- Each failure's reason (the metric's label) and message (the player's log line) ------------
+
+
+def signed_hs256(header: dict, payload_segment: str) -> str:
+    """A token with this header and raw payload segment, signed with the test key k1."""
+    head = b64(json.dumps(header).encode())
+    signature = b64(
+        hmac.new(TOKEN_SECRETS["k1"].encode(), f"{head}.{payload_segment}".encode(), hashlib.sha256).digest()
+    )
+    return f"{head}.{payload_segment}.{signature}"
+
+
+@pytest.mark.parametrize(
+    ("token", "code", "reason"),
+    [
+        ("", "invalid_token", "malformed"),
+        ("!!!.e30.", "invalid_token", "malformed"),  # the header is not base64 JSON
+        ("W10.e30.", "invalid_token", "malformed"),  # the header is JSON, but a list
+        (signed_hs256({"alg": "HS256", "kid": "k1"}, "not-json"), "invalid_token", "malformed"),
+        (make_token("alice", kid="unknown", secret=TOKEN_SECRETS["k1"]), "invalid_token", "unknown_kid"),
+        (make_token("alice", kid="k1", secret=TOKEN_SECRETS["k2"]), "invalid_token", "signature"),
+        (make_token("alice", expires_in=-120), "token_expired", "expired"),
+        (make_token("alice", nbf=int(time.time()) + 600), "invalid_token", "claims"),
+        (make_token(""), "invalid_token", "claims"),
+        (make_token("alice", sid=""), "invalid_token", "claims"),
+        (make_token("alice", maxStreams=51), "invalid_token", "claims"),
+        (make_token("alice", plan=""), "invalid_token", "claims"),
+    ],
+    ids=[
+        "empty",
+        "header not json",
+        "header a list",
+        "payload not json",
+        "unknown kid",
+        "wrong key",
+        "expired",
+        "not yet valid",
+        "bad sub",
+        "bad sid",
+        "bad maxStreams",
+        "bad plan",
+    ],
+)
+def test_every_failure_has_its_reason_and_a_message_that_says_what_is_wrong(
+    verifier: TokenVerifier, token: str, code: str, reason: str
+) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+    assert (caught.value.code, caught.value.reason) == (code, reason)
+    # A sentence about the token, for the player's log and support: never empty, never mangled.
+    assert caught.value.message.startswith("The token")
+
+
+def test_the_limits_of_the_claims_are_allowed(verifier: TokenVerifier) -> None:
+    claims = verifier.verify(make_token("u" * 128, sid="s" * 128, maxStreams=50, plan="p" * 128))
+    assert claims == PlaybackClaims("u" * 128, "s" * 128, 50, "p" * 128)
+    assert verifier.verify(make_token("alice", maxStreams=1)).max_streams == 1
+
+
+def test_a_secret_may_contain_equals_signs_and_empty_items_are_skipped() -> None:
+    padded = "x" * 30 + "=="  # base64 secrets end with "="
+    assert parse_hs256_keys(f"a={padded},,b=" + "y" * 32) == {"a": padded, "b": "y" * 32}
+    with pytest.raises(ValueError, match="item 2 must be kid=secret"):
+        parse_hs256_keys("a=" + "x" * 32 + ",no-secret-here")
+
+
+def test_plan_limits_skip_empty_items_allow_50_and_refuse_a_second_equals_sign() -> None:
+    assert parse_plan_limits("basic=1,,premium=50") == {"basic": 1, "premium": 50}
+    for bad, says in (("basic=1=2", "whole number"), ("basic", "plan=limit"), ("basic=51", "between 1 and 50")):
+        with pytest.raises(ValueError, match=says):
+            parse_plan_limits(bad)
+
+
+def test_each_bad_jwks_is_refused_saying_why(tmp_path: Path, public_keys) -> None:
+    good = jwks_of(public_keys)
+    private = json.loads(RSAAlgorithm.to_jwk(public_keys["rsa-1"][0], as_dict=False))  # type: ignore[arg-type]
+    cases = [
+        ({"keys": [good["keys"][0], {**private, "kid": "p"}]}, "key 2 is a private or secret key"),
+        ({"keys": [{"kty": "oct", "k": b64(b"x" * 32), "kid": "s"}]}, "key 1 is a private or secret key"),
+        ({"keys": [{k: v for k, v in good["keys"][0].items() if k != "kid"}]}, "key 1 has no kid"),
+        ({"keys": [1]}, "key 1 is not a JSON object"),
+        ([1, 2], "must be a JWKS"),
+        ({"keys": [{"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA", "kid": "bad"}]}, "usable keys"),
+        (
+            {"keys": [good["keys"][0], {"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA", "kid": "bad"}]},
+            "some keys are unusable",
+        ),
+        ({"keys": [good["keys"][0], good["keys"][0]]}, "given twice"),
+    ]
+    path = tmp_path / "jwks.json"
+    for document, says in cases:
+        path.write_text(json.dumps(document))
+        with pytest.raises(ValueError, match=says) as caught:
+            load_jwks(str(path))
+        assert str(caught.value).startswith(str(path)), caught.value
+
+
+def test_a_token_whose_nbf_has_passed_is_valid_and_stays_valid(verifier: TokenVerifier) -> None:
+    token = make_token("alice", nbf=int(time.time()) - 60)
+    assert verifier.verify(token).user_id == "alice"
+    assert verifier.verify(token).user_id == "alice"  # remembered, nbf and all
