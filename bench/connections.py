@@ -59,6 +59,7 @@ def main() -> int:
     logs = tempfile.NamedTemporaryFile(prefix="streamlimit-connections-", suffix=".log", delete=False)  # noqa: SIM115
     env = {
         "PLAYER_AUTH": "anonymous",
+        "NEW_SESSIONS_PER_NETWORK_PER_MINUTE": "0",
         **os.environ,
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
         "HOST": "127.0.0.1",

@@ -224,6 +224,7 @@ class Stack:
         self.gunicorn_port = free_port()
         self.env = {
             "PLAYER_AUTH": "anonymous",
+            "NEW_SESSIONS_PER_NETWORK_PER_MINUTE": "0",
             **os.environ,
             "REDIS_URL": f"redis://{HOST}:{self.redis_port}/0",
             "REDIS_KEY_PREFIX": PREFIX,

@@ -71,7 +71,14 @@ def main() -> None:
     server = subprocess.Popen(
         [PYTHON, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"],
         cwd=ROOT,
-        env={"PLAYER_AUTH": "anonymous", **env, "PORT": str(port), "HOST": "127.0.0.1", "GUNICORN_WORKERS": "2"},
+        env={
+            "PLAYER_AUTH": "anonymous",
+            "NEW_SESSIONS_PER_NETWORK_PER_MINUTE": "0",
+            **env,
+            "PORT": str(port),
+            "HOST": "127.0.0.1",
+            "GUNICORN_WORKERS": "2",
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -189,7 +189,13 @@ def start_gunicorn(env: dict[str, str], port: int, log: Path) -> subprocess.Pope
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"],
         cwd=ROOT,
-        env={"PLAYER_AUTH": "anonymous", **env, "HOST": "127.0.0.1", "PORT": str(port)},
+        env={
+            "PLAYER_AUTH": "anonymous",
+            "NEW_SESSIONS_PER_NETWORK_PER_MINUTE": "0",
+            **env,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+        },
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )

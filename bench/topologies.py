@@ -153,7 +153,7 @@ def start_gunicorn(env: dict[str, str], log: Path, app: str) -> tuple[subprocess
         server = subprocess.Popen(
             [str(Path(PYTHON).parent / "gunicorn"), "--config", "gunicorn.conf.py", app],
             cwd=ROOT,
-            env={"PLAYER_AUTH": "anonymous", **env, "PORT": str(port)},
+            env={"PLAYER_AUTH": "anonymous", "NEW_SESSIONS_PER_NETWORK_PER_MINUTE": "0", **env, "PORT": str(port)},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
