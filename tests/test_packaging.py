@@ -132,7 +132,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_heartbeat(tmp_path: P
         server = subprocess.Popen(
             [command, "serve"],
             cwd=workdir,
-            env={**env, "PORT": str(port), "GUNICORN_WORKERS": "1"},
+            # Players without tokens, said so: else gunicorn refuses to start (streamlimit/player_auth.py).
+            env={**env, "PORT": str(port), "GUNICORN_WORKERS": "1", "PLAYER_AUTH": "anonymous"},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -160,7 +161,7 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_heartbeat(tmp_path: P
     messages = [
         json.loads(line).get("message", "") for line in log_path.read_text().splitlines() if line.startswith("{")
     ]
-    assert "Using worker: gevent" in messages, log_path.read_text()[-3000:]
+    assert "Using worker: streamlimit.gevent_worker.SheddingGeventWorker" in messages, log_path.read_text()[-3000:]
 
 
 def wait_until_healthy(base: str, server: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
