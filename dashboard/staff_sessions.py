@@ -58,7 +58,9 @@ class StaffSessionMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.user.is_authenticated:
+        # Without a session cookie there is no login to check: reading request.user would load the
+        # session and make every answer vary on Cookie, players' and probes' included.
+        if settings.SESSION_COOKIE_NAME in request.COOKIES and request.user.is_authenticated:
             now = time.time()
             reason = end_reason(request, now)
             if reason:

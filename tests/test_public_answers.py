@@ -34,19 +34,21 @@ def service(live_gunicorn, token_env):
     return live_gunicorn(workers=1, **token_env, PLAYER_ALLOWED_ORIGINS=SITE)
 
 
-EXTREME_CLAIMS = [
-    {"exp": 10**400},
-    {"exp": later(), "nbf": 10**400},
-    {"exp": later(), "nbf": -(10**400)},
-    {"exp": float("inf")},
-    {"exp": str(later())},
-    {"exp": later(), "plan": "basic\u0000"},
-]
+def extreme_claims() -> list[dict]:
+    """Made when the test runs: an ``exp`` of ``later()`` taken at collection may have passed since."""
+    return [
+        {"exp": 10**400},
+        {"exp": later(), "nbf": 10**400},
+        {"exp": later(), "nbf": -(10**400)},
+        {"exp": float("inf")},
+        {"exp": str(later())},
+        {"exp": later(), "plan": "basic\u0000"},
+    ]
 
 
 def test_a_signed_token_with_extreme_claims_is_a_401_not_a_500(service) -> None:
     # One gunicorn for every case: starting one costs seconds.
-    for claims in EXTREME_CLAIMS:
+    for claims in extreme_claims():
         token = signed(**claims)
         for method, path in (("POST", "/heartbeat"), ("GET", "/sessions"), ("POST", "/heartbeat/stop")):
             response = requests.request(
