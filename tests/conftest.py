@@ -27,6 +27,7 @@ from heartbeat.activity import FLUSHER
 from heartbeat.redis_connection import RedisTopology, cache_config
 from heartbeat.stream_manager import StreamManager
 from streamlimit.logging import SINK
+from tests import leftover_processes
 
 pytest_plugins = ["tests.topology_fixtures"]
 
@@ -40,6 +41,26 @@ TOPOLOGIES = ("standalone", "sentinel", "cluster")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "one_server: runs on one Redis server only (it breaks or replaces it)")
+    # In each process that runs tests (each xdist worker has its own): children inherit it.
+    config.stash[RUN_MARKER_KEY] = leftover_processes.mark_this_run()
+
+
+RUN_MARKER_KEY = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(pytestconfig: pytest.Config) -> Iterator[None]:
+    """Fail the run if a process it started is still alive once every test and fixture has ended.
+
+    Set up before, so torn down after, every other session fixture (the shared
+    Sentinel set and Cluster); what it finds is killed, so that nothing outlives the run.
+    """
+    yield
+    left = leftover_processes.leftovers_after_grace(pytestconfig.stash[RUN_MARKER_KEY])
+    if left:
+        leftover_processes.kill(left)
+        listing = "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.command}" for p in left)
+        pytest.fail(f"processes started by the test run were still alive at its end (now killed):\n{listing}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
