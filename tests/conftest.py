@@ -281,6 +281,19 @@ def outsider_client(client, django_user_model):
 
 
 @pytest.fixture(autouse=True)
+def breaker_gauge_closed() -> Iterator[None]:
+    """Set the process-wide breaker gauge back to closed after each test.
+
+    A test that opens a breaker leaves the gauge at 1, and the next test's
+    service builds a new, closed breaker that never sets it.
+    """
+    yield
+    from heartbeat import metrics
+
+    metrics.REDIS_BREAKER_OPEN.set(0)
+
+
+@pytest.fixture(autouse=True)
 def fast_password_hashing(settings) -> None:
     """Staff accounts in tests need no slow password hashing."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
