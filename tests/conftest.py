@@ -43,6 +43,22 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "one_server: runs on one Redis server only (it breaks or replaces it)")
     # In each process that runs tests (each xdist worker has its own): children inherit it.
     config.stash[RUN_MARKER_KEY] = leftover_processes.mark_this_run()
+    # One id for the whole run: xdist workers inherit the controller's (they start after this).
+    os.environ.setdefault(RUN_ID, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+
+
+RUN_ID = "STREAMLIMIT_TEST_RUN_ID"
+
+
+@pytest.fixture(scope="session")
+def run_output() -> Path:
+    """A folder of this run and this xdist worker's own, for files a test keeps: test-output/RUN/WORKER/.
+
+    Runs side by side, and the workers of one run, never write the same file.
+    """
+    folder = ROOT / "test-output" / os.environ[RUN_ID] / os.environ.get("PYTEST_XDIST_WORKER", "main")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 RUN_MARKER_KEY = pytest.StashKey[str]()
