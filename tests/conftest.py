@@ -197,6 +197,28 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> 
     raise RuntimeError(f"nothing listened on port {port} after {timeout} s")
 
 
+def wait_until_http_answers(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until a worker answers an HTTP request on ``port`` (any status), or fail.
+
+    The master binds the port at once; a worker answers only once it has booted,
+    which takes seconds on a busy machine: tests must not time that first request.
+    """
+    deadline = time.monotonic() + timeout
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=max(1.0, deadline - time.monotonic())) as conn:
+                conn.sendall(request)
+                if conn.recv(5) == b"HTTP/":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answered HTTP on port {port} after {timeout} s")
+
+
 class LiveGunicorn:
     """A real gunicorn serving the project, as ``make run`` starts it."""
 
@@ -213,6 +235,7 @@ class LiveGunicorn:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, self.process)
+        wait_until_http_answers(self.port, self.process)
 
     def log_lines(self) -> list[dict]:
         """Every JSON line gunicorn and the app wrote so far."""

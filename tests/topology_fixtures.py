@@ -72,8 +72,13 @@ def _build(kind: type[SentinelSet] | type[ClusterSet], **options: object) -> Sen
         pytest.fail(str(error))
 
 
+# A shared topology never fails over on purpose: Redis' production defaults for detecting a dead
+# primary, so that a busy machine (a node answering late) cannot set off a failover mid-test.
+SHARED_DETECTION = {SentinelSet: {"down_after_ms": 30000}, ClusterSet: {"node_timeout_ms": 15000}}
+
+
 def _shared(kind: type[SentinelSet] | type[ClusterSet]) -> Iterator[SentinelSet | ClusterSet]:
-    topology = _build(kind, allow_destructive=False)
+    topology = _build(kind, allow_destructive=False, **SHARED_DETECTION[kind])
     _started(topology)
     yield topology
     topology.stop()
