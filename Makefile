@@ -42,11 +42,13 @@ run: setup
 	fi; \
 	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
+# The suite mostly waits (servers, failovers, browsers): more processes than cores pay. TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 4
 test: setup lint docs-check
 	bash devtools/install_chromium.sh
 	bash devtools/install_deploy_tools.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python -m devtools.with_redis $(BIN)/pytest
+	$(BIN)/python -m devtools.with_redis $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # Style, and the layer rules of heartbeat/ (pyproject.toml's [tool.importlinter]); `make test` runs it first.
 lint: setup

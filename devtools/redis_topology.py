@@ -1064,7 +1064,7 @@ class ClusterSet(_Topology):
 
 
 def main(argv: list[str]) -> int:
-    """``python -m devtools.redis_topology sentinel|cluster``: run one on loopback until Ctrl-C, for trying failover."""
+    """``python -m devtools.redis_topology sentinel|cluster``: run one on loopback until Ctrl-C or SIGTERM."""
     if len(argv) != 1 or argv[0] not in ("sentinel", "cluster"):
         print("usage: python -m devtools.redis_topology sentinel|cluster", file=sys.stderr)
         return 2
@@ -1081,15 +1081,18 @@ def main(argv: list[str]) -> int:
         for primary in primaries:
             pid = topology.process_at(primary).process.pid
             print(f"[redis_topology] primary {primary}: kill -9 {pid} to fail it over")
-        print("[redis_topology] Ctrl-C stops every process and removes the folder", flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)
+        print("[redis_topology] Ctrl-C (or SIGTERM) stops every process and removes the folder", flush=True)
+        # SIGINT too, explicitly: a background job of a non-interactive shell starts with SIGINT
+        # ignored, and Python then installs no KeyboardInterrupt handler of its own.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, _interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     return 0
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
-    # SIGTERM ends the command as Ctrl-C does: through the with block, which stops every process.
+    # SIGINT and SIGTERM end the command alike: through the with block, which stops every process.
     raise KeyboardInterrupt
 
 

@@ -27,6 +27,7 @@ from heartbeat.limiter.activity import FLUSHER
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.store.connection import RedisTopology, cache_config
 from streamlimit.logging import SINK
+from tests import leftover_processes
 
 pytest_plugins = ["tests.topology_fixtures", "tests.browser_fixtures"]
 
@@ -40,6 +41,42 @@ TOPOLOGIES = ("standalone", "sentinel", "cluster")
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "one_server: runs on one Redis server only (it breaks or replaces it)")
+    # In each process that runs tests (each xdist worker has its own): children inherit it.
+    config.stash[RUN_MARKER_KEY] = leftover_processes.mark_this_run()
+    # One id for the whole run: xdist workers inherit the controller's (they start after this).
+    os.environ.setdefault(RUN_ID, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+
+
+RUN_ID = "STREAMLIMIT_TEST_RUN_ID"
+
+
+@pytest.fixture(scope="session")
+def run_output() -> Path:
+    """A folder of this run and this xdist worker's own, for files a test keeps: test-output/RUN/WORKER/.
+
+    Runs side by side, and the workers of one run, never write the same file.
+    """
+    folder = ROOT / "test-output" / os.environ[RUN_ID] / os.environ.get("PYTEST_XDIST_WORKER", "main")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+RUN_MARKER_KEY = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind(pytestconfig: pytest.Config) -> Iterator[None]:
+    """Fail the run if a process it started is still alive once every test and fixture has ended.
+
+    Set up before, so torn down after, every other session fixture (the shared
+    Sentinel set and Cluster); what it finds is killed, so that nothing outlives the run.
+    """
+    yield
+    left = leftover_processes.leftovers_after_grace(pytestconfig.stash[RUN_MARKER_KEY])
+    if left:
+        leftover_processes.kill(left)
+        listing = "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.command}" for p in left)
+        pytest.fail(f"processes started by the test run were still alive at its end (now killed):\n{listing}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -160,6 +197,28 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> 
     raise RuntimeError(f"nothing listened on port {port} after {timeout} s")
 
 
+def wait_until_http_answers(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until a worker answers an HTTP request on ``port`` (any status), or fail.
+
+    The master binds the port at once; a worker answers only once it has booted,
+    which takes seconds on a busy machine: tests must not time that first request.
+    """
+    deadline = time.monotonic() + timeout
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=max(1.0, deadline - time.monotonic())) as conn:
+                conn.sendall(request)
+                if conn.recv(5) == b"HTTP/":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answered HTTP on port {port} after {timeout} s")
+
+
 class LiveGunicorn:
     """A real gunicorn serving the project, as ``make run`` starts it."""
 
@@ -176,6 +235,7 @@ class LiveGunicorn:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, self.process)
+        wait_until_http_answers(self.port, self.process)
 
     def log_lines(self) -> list[dict]:
         """Every JSON line gunicorn and the app wrote so far."""
@@ -262,6 +322,19 @@ def outsider_client(client, django_user_model):
     """A test client logged in as a user who is not staff."""
     client.force_login(django_user_model.objects.create_user("viewer", password="viewer-pass-123"))
     return client
+
+
+@pytest.fixture(autouse=True)
+def breaker_gauge_closed() -> Iterator[None]:
+    """Set the process-wide breaker gauge back to closed after each test.
+
+    A test that opens a breaker leaves the gauge at 1, and the next test's
+    service builds a new, closed breaker that never sets it.
+    """
+    yield
+    from heartbeat.limiter import metrics
+
+    metrics.REDIS_BREAKER_OPEN.set(0)
 
 
 @pytest.fixture(autouse=True)

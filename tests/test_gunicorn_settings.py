@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port, wait_for_port
+from tests.conftest import ROOT, free_port, wait_for_port, wait_until_http_answers
 
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]
 # Variables read by gunicorn.conf.py, which a test must not inherit from the shell.
@@ -64,6 +64,7 @@ def start_gunicorn(env: dict[str, str], log: Path, prefix: list[str] | None = No
         stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process)
+    wait_until_http_answers(port, process)
     return process, port
 
 

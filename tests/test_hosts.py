@@ -17,8 +17,10 @@ def test_an_allowed_host_passes_every_time(settings) -> None:
     settings.ALLOWED_HOSTS = ["limits.example.com"]
     hosts = AllowedHosts()
     for _ in range(3):
-        hosts.check(request_for("limits.example.com"))
-        hosts.check(request_for("limits.example.com:8443"))
+        assert hosts.check(request_for("limits.example.com")) is None
+        assert hosts.check(request_for("limits.example.com:8443")) is None
+    # Both Host headers were allowed, so both are remembered, for this ALLOWED_HOSTS list.
+    assert hosts._allowed == (settings.ALLOWED_HOSTS, {"limits.example.com", "limits.example.com:8443"})
 
 
 def test_a_disallowed_host_is_refused_every_time(settings) -> None:

@@ -19,22 +19,28 @@ LIMIT = 3
 
 def fire_first_heartbeats(url: str, user: str, players: int) -> Counter:
     """``players`` distinct sessions of ``user`` send their first heartbeat at the same instant."""
-    barrier = threading.Barrier(players)
+    # Bounded: a player that fails before the barrier breaks it for all (none waits forever).
+    barrier = threading.Barrier(players, timeout=120)
     statuses: Counter = Counter()
     lock = threading.Lock()
 
     def player(i: int) -> None:
-        with requests.Session() as http:
-            # Connect before the barrier, so the requests really race.
-            http.get(f"{url}/heartbeat", timeout=10)
-            barrier.wait()
-            response = http.post(
-                f"{url}/heartbeat",
-                json={"userId": user, "streamId": f"movie-{i % 4}", "sessionId": f"{user}-device-{i}"},
-                timeout=30,
-            )
+        try:
+            with requests.Session() as http:
+                # Connect before the barrier, so the requests really race.
+                http.get(f"{url}/heartbeat", timeout=60)
+                barrier.wait()
+                response = http.post(
+                    f"{url}/heartbeat",
+                    json={"userId": user, "streamId": f"movie-{i % 4}", "sessionId": f"{user}-device-{i}"},
+                    timeout=60,
+                )
+            outcome: int | str = response.status_code
+        except Exception as error:  # counted, so that the caller's exact comparison shows it
+            barrier.abort()
+            outcome = f"{type(error).__name__}: {error}"
         with lock:
-            statuses[response.status_code] += 1
+            statuses[outcome] += 1
 
     threads = [threading.Thread(target=player, args=(i,)) for i in range(players)]
     for thread in threads:

@@ -40,8 +40,9 @@ def test_every_page_of_live_users_is_the_page_of_one_sorted_list(
     reader = LiveStateReader(redis_client, keys, default_limit=3, session_ttl_seconds=40)
     now = redis_now_ms(redis_client)
     rng = random.Random(shards)
-    # 230 accounts over 40 distinct milliseconds: many ties, spread over every shard.
-    scores = {f"acct-{n:03d}": now - 1000 * rng.randint(0, 39) for n in range(230)}
+    # 230 accounts over 40 distinct times 0.1 s apart: many ties, spread over every shard. All within
+    # 4 s of now, so that none passes the 40 s TTL however slowly a busy machine runs the test.
+    scores = {f"acct-{n:03d}": now - 100 * rng.randint(0, 39) for n in range(230)}
     fill_live_index(redis_client, keys, scores)
     order = expected_order(scores)
     for offset in (0, 1, 7, 49, 50, 51, 100, 173, 222, 229):

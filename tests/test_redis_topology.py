@@ -219,14 +219,23 @@ def test_after_a_primary_is_killed_its_replica_serves_its_slots_and_other_keys_s
     )
 
 
-def test_the_command_line_runs_a_cluster_until_told_to_stop_and_says_what_to_export() -> None:
+def _ignore_sigint() -> None:
+    # As for a background job of a non-interactive shell (`make test &` in a script).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_the_command_line_runs_a_cluster_until_told_to_stop_and_says_what_to_export(stop_signal) -> None:
+    # Started with SIGINT ignored: the command must still stop on SIGINT (Ctrl-C) and on SIGTERM.
     command = subprocess.Popen(
         [sys.executable, "-m", "devtools.redis_topology", "cluster"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=_ignore_sigint,
     )
+    nodes = ""
     try:
         lines = []
         while not lines or "Ctrl-C" not in lines[-1]:
@@ -239,7 +248,11 @@ def test_the_command_line_runs_a_cluster_until_told_to_stop_and_says_what_to_exp
         client = RedisCluster(host=host, port=port)
         assert client.ping() and len([line for line in lines if "kill -9" in line]) == 3
         client.close()
+        command.send_signal(stop_signal)
+        assert command.wait(timeout=30) == 0
     finally:
-        command.send_signal(signal.SIGINT)
-        assert command.wait(timeout=20) == 0
+        if command.poll() is None:  # it did not stop: end it and the nodes (they die with it) anyway
+            command.kill()
+            command.wait(timeout=10)
+        command.stdout.close()
     assert not any(redis_answers(*split_address(node)) for node in nodes.split(","))

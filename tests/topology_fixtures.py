@@ -7,16 +7,54 @@ topology of its own with ``own_sentinel_set(...)`` or ``own_redis_cluster(...)``
 (keyword arguments as SentinelSet's and ClusterSet's: password, username,
 sentinel_password...); those are stopped after the test.
 
+Under pytest-xdist each worker is a session of its own: the tests on the
+shared topologies are one xdist group (``--dist loadgroup`` runs a group on
+one worker), so that one worker starts them, and each worker draws node ports
+from a slice of the range of its own, so that two workers never race for one.
+
 Registered by ``pytest_plugins`` in tests/conftest.py.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from devtools import redis_topology
 from devtools.redis_topology import ClusterSet, SentinelSet, TopologyError
+
+SHARED = ("sentinel_set", "redis_cluster")
+SHARED_GROUP = "shared-topologies"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In an xdist worker: node ports from this worker's own slice of PORT_RANGE."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        low, high = redis_topology.PORT_RANGE
+        size = (high - low) // count
+        start = low + size * int(worker.removeprefix("gw"))
+        redis_topology.PORT_RANGE = (start, start + size)
+
+
+def _on_shared_topology(item: pytest.Item) -> bool:
+    if any(name in item.fixturenames for name in SHARED):
+        return True
+    # Parametrized by topology (tests/conftest.py) or by kind, and asking for the shared one by name.
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(params.get(name) in ("sentinel", "cluster") for name in ("topology", "kind")) and not any(
+        name.startswith("own_") for name in item.fixturenames
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put every test on a shared Sentinel set or Cluster into one xdist group (one worker starts them)."""
+    for item in items:
+        if _on_shared_topology(item):
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUP))
 
 
 def _started(topology: SentinelSet | ClusterSet) -> None:
@@ -34,8 +72,13 @@ def _build(kind: type[SentinelSet] | type[ClusterSet], **options: object) -> Sen
         pytest.fail(str(error))
 
 
+# A shared topology never fails over on purpose: Redis' production defaults for detecting a dead
+# primary, so that a busy machine (a node answering late) cannot set off a failover mid-test.
+SHARED_DETECTION = {SentinelSet: {"down_after_ms": 30000}, ClusterSet: {"node_timeout_ms": 15000}}
+
+
 def _shared(kind: type[SentinelSet] | type[ClusterSet]) -> Iterator[SentinelSet | ClusterSet]:
-    topology = _build(kind, allow_destructive=False)
+    topology = _build(kind, allow_destructive=False, **SHARED_DETECTION[kind])
     _started(topology)
     yield topology
     topology.stop()
