@@ -22,3 +22,7 @@ TEMPLATES: list[dict[str, object]] = []
 USE_I18N = False
 USE_TZ = True
 TIME_ZONE = "UTC"
+
+# gunicorn's start-up check (streamlimit/player_auth.py) asks how players authenticate: the floor
+# has no players, only a view that answers.
+PLAYER_AUTH = "anonymous"
