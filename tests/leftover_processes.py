@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RUN_MARKER = "STREAMLIMIT_TEST_RUN"
+# Python's own helper of a process that used multiprocessing (a test that ran a load in a process of
+# its own): it lives as long as the pytest process that started it, and ends with it.
+INTERPRETER_HELPERS = ("from multiprocessing.resource_tracker import main",)
 PROC = Path("/proc")
 
 
@@ -75,7 +78,8 @@ def started_by_this_run(marker: str, root: int | None = None) -> list[LiveProces
             descendants[child.pid] = child
             stack.append(child.pid)
     marked = {p.pid: p for p in processes if p.pid != root and p.pid not in descendants and _carries(p.pid, marker)}
-    return sorted({**descendants, **marked}.values(), key=lambda p: p.pid)
+    found = {**descendants, **marked}.values()
+    return sorted((p for p in found if not any(h in p.command for h in INTERPRETER_HELPERS)), key=lambda p: p.pid)
 
 
 def leftovers_after_grace(marker: str, grace_seconds: float = 10) -> list[LiveProcess]:
