@@ -42,8 +42,9 @@ run: setup
 	fi; \
 	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
-# The suite mostly waits (servers, failovers, browsers): more processes than cores pay. TEST_WORKERS=0 runs it in one.
-TEST_WORKERS ?= 4
+# One process by default: with 4 (TEST_WORKERS=4, about twice as fast) the shared Sentinel set lost its
+# sentinels mid-run on a loaded machine (docs/developers/tests.md); until that is understood, CI runs in one.
+TEST_WORKERS ?= 0
 test: setup lint docs-check
 	bash devtools/install_chromium.sh
 	bash devtools/install_deploy_tools.sh

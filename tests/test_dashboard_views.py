@@ -403,7 +403,7 @@ def test_the_user_page_shows_each_evicted_sessions_cool_down_left(staff_client: 
     content = staff_client.get(user_page("alice")).content.decode()
     cooling = content[content.index('id="cooldowns"') :]
     assert re.search(r'<bdi class="sl-id">s1</bdi></td><td>(299|300) s<', cooling)
-    assert re.search(r"<td>in (39|40) s</td>", content)
+    assert re.search(r"<td>in (3[0-9]|40) s</td>", content)  # the session TTL (40 s), less the page's own time
 
 
 def test_a_refusal_on_the_user_page_names_the_refused_device(staff_client: Client) -> None:
