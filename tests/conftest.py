@@ -382,6 +382,29 @@ def token_env() -> dict[str, str]:
     return {"PLAYBACK_TOKEN_KEYS": ",".join(f"{kid}={secret}" for kid, secret in TOKEN_SECRETS.items())}
 
 
+@contextlib.contextmanager
+def monitor_port(port: int) -> Iterator[Callable[[], str]]:
+    """MONITOR the redis-server on a loopback port; yields a function returning what it ran so far."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(b"MONITOR\r\n")
+    assert sock.recv(5) == b"+OK\r\n"
+    seen = bytearray()
+
+    def read() -> str:
+        sock.settimeout(0.3)
+        try:
+            while chunk := sock.recv(65536):
+                seen.extend(chunk)
+        except TimeoutError:
+            pass
+        return seen.decode(errors="replace")
+
+    try:
+        yield read
+    finally:
+        sock.close()
+
+
 class OwnRedis:
     """A redis-server of one test's own, on a free loopback port, for what the shared one must never suffer.
 
@@ -430,27 +453,9 @@ class OwnRedis:
         stats = self.client().info("commandstats")
         return int(stats.get(f"cmdstat_{command.lower()}", {}).get("calls", 0))
 
-    @contextlib.contextmanager
-    def monitor(self) -> Iterator[Callable[[], str]]:
+    def monitor(self) -> contextlib.AbstractContextManager[Callable[[], str]]:
         """Watch every command this server runs (MONITOR); yields a function returning what was seen so far."""
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        sock.sendall(b"MONITOR\r\n")
-        assert sock.recv(5) == b"+OK\r\n"
-        seen = bytearray()
-
-        def read() -> str:
-            sock.settimeout(0.3)
-            try:
-                while chunk := sock.recv(65536):
-                    seen.extend(chunk)
-            except TimeoutError:
-                pass
-            return seen.decode(errors="replace")
-
-        try:
-            yield read
-        finally:
-            sock.close()
+        return monitor_port(self.port)
 
     def close(self) -> None:
         """Stop everything and remove the folders."""

@@ -6,7 +6,6 @@ import contextlib
 import datetime
 import ipaddress
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -34,7 +33,7 @@ from heartbeat.limiter.scripts import ADMIT
 from heartbeat.services import get_stream_manager
 from heartbeat.store import connection as redis_connection
 from heartbeat.store.connection import RedisSettingsError, RedisTopology, cache_config, parse_topology
-from tests.conftest import free_port
+from tests.conftest import free_port, monitor_port
 from tests.live_state_helpers import reader_of
 from tests.tcp_state import LISTEN, sockets_on
 
@@ -342,29 +341,6 @@ def test_a_tls_cluster_is_reached_with_redis_tls_and_the_ca_file(
 # --- A stalled primary, a stalled or killed sentinel, a slot being migrated ---------------------
 
 
-@contextlib.contextmanager
-def watching(port: int) -> Iterator[Callable[[], str]]:
-    """MONITOR one node of a topology of the test's own; yields a function returning what it ran so far."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    sock.sendall(b"MONITOR\r\n")
-    assert sock.recv(5) == b"+OK\r\n"
-    seen = bytearray()
-
-    def read() -> str:
-        sock.settimeout(0.3)
-        try:
-            while chunk := sock.recv(65536):
-                seen.extend(chunk)
-        except TimeoutError:
-            pass
-        return seen.decode(errors="replace")
-
-    try:
-        yield read
-    finally:
-        sock.close()
-
-
 def connections_to(port: int) -> int:
     """Connections the kernel holds for a local server port, whatever their state (the listener left out)."""
     return sum(1 for sock in sockets_on(port) if sock.state != LISTEN)
@@ -389,7 +365,7 @@ def test_on_sentinel_a_timed_out_admission_is_sent_once_and_the_next_heartbeat_f
     manager = manager_on(parse_topology(env, socket_timeout=1.0), key_prefix, settings)
     manager.admit("alice", "movie", "warm-up")  # scripts loaded, connection kept
     primary = sentinels.process_at(sentinels.primary_address())
-    with watching(primary.port) as seen:
+    with monitor_port(primary.port) as seen:
         # Paused for one and a half socket time-outs: a client that sent the script again on a
         # fresh connection after the time-out would be answered, and the heartbeat would not fail.
         primary.process.send_signal(signal.SIGSTOP)
