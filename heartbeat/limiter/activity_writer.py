@@ -52,10 +52,6 @@ def analytics_accounts_per_shard(budget_mb: int, shards: int) -> int:
     return max(1, budget_mb * 1024 * 1024 // ANALYTICS_BYTES_PER_ACCOUNT // shards)
 
 
-def _chunks(values: list[Any], size: int) -> list[list[Any]]:
-    return list(batched(values, size))
-
-
 class ActivityWriter:
     """Buffers what heartbeats did in this process and writes it to the shared activity keys."""
 
@@ -151,7 +147,7 @@ class ActivityWriter:
             keys = [shard.live_users, shard.live_sessions, shard.ended_sessions, shard.users_at_limit]
             # Chunks bound how long one call holds Redis.
             chunks = list(
-                zip_longest(_chunks(sessions, 3 * ACTIVITY_CHUNK), _chunks(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
+                zip_longest(batched(sessions, 3 * ACTIVITY_CHUNK), batched(users, 3 * ACTIVITY_CHUNK), fillvalue=[])
             ) or [([], [])]
             for session_chunk, user_chunk in chunks:
                 args = [self.session_ttl_ms, len(session_chunk) // 3, *session_chunk, *user_chunk]
