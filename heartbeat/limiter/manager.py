@@ -351,10 +351,11 @@ class StreamManager:
         else:
             pipe.set(user.limit, limit)
             pipe.hset(self.keys.limit_overrides, user_id, limit)
-        pipe.execute()
+        # Without an override, what the latest heartbeat asked for (kept with the sessions) is the limit:
+        # read in the same round trip.
+        pipe.hmget(user.details, "limit", "limitSource")
+        asked, source = pipe.execute()[-1]
         logger.info("limit override set", userId=user_id, override=limit)
-        # Without an override, what the latest heartbeat asked for (kept with the sessions) is the limit.
-        asked, source = self.client.hmget(user.details, "limit", "limitSource")
         return user_limit(limit, asked, source, self.default_limit)
 
     def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
