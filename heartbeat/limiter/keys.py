@@ -107,6 +107,16 @@ class ActivityShard:
         """ZSET of the same user ids, all scored 0, so ZRANGEBYLEX finds them by prefix."""
         return self.base + "seen-lex"
 
+    @property
+    def events(self) -> str:
+        """STREAM of the shard's accounts' events (``heartbeat.limiter.events``), kept EVENTS_RETENTION_HOURS.
+
+        One stream per shard, under the shard's tag: an account's events all land in
+        one stream, in the order they happened, and the streams spread over a
+        Cluster's nodes as the rest of the activity index does.
+        """
+        return self.base + "events"
+
     def refusals(self, user_id: str) -> str:
         """LIST of an account's latest refusals (JSON), newest first, kept a day."""
         return f"{self.base}refusals:{user_id}"
