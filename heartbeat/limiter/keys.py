@@ -185,6 +185,16 @@ class KeyLayout:
         """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
         return self._global + "overrides"
 
+    @property
+    def policy_version(self) -> str:
+        """STRING: the version of the policy document in force (absent: none applied, the settings decide)."""
+        return self._global + "policy:version"
+
+    @property
+    def policy_versions(self) -> str:
+        """HASH version -> JSON record of every policy document applied (document, who, why, when)."""
+        return self._global + "policy:versions"
+
     def new_sessions_of(self, network: str, epoch_minute: int) -> str:
         """STRING: how many new sessions ``network`` started in one minute (anonymous players), kept 2 minutes."""
         return f"{self.prefix}:n:{{{escape_tag(network)}}}:{epoch_minute}"
