@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 
 from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.policy_store import PolicyStore
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.limiter.tokens import TokenVerifier
 from heartbeat.store.breaker import BreakerState, CircuitBreaker
@@ -67,6 +68,11 @@ def get_stream_manager() -> StreamManager:
         activity_memory_budget_mb=settings.ACTIVITY_MEMORY_BUDGET_MB,
         new_sessions_per_network_per_minute=settings.NEW_SESSIONS_PER_NETWORK_PER_MINUTE,
     )
+
+
+def get_policy_store() -> PolicyStore:
+    """Where policy documents are applied and read (the commands and the dashboard's Policy page)."""
+    return get_stream_manager().policy_store
 
 
 @functools.cache

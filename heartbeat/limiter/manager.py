@@ -40,6 +40,8 @@ from heartbeat.limiter.outcomes import (
     TOO_MANY_NEW_SESSIONS_CODE,
     Outcome,
 )
+from heartbeat.limiter.policy import policy_from_settings
+from heartbeat.limiter.policy_store import PolicyStore, PolicyWatcher
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
 from heartbeat.store.breaker import CircuitBreaker
@@ -141,6 +143,9 @@ class StreamManager:
         self._warned_plans: set[str] = set()
         # NEW_SESSIONS_PER_NETWORK_PER_MINUTE, for anonymous players (see admit).
         self.new_sessions = NewSessionRate(client, self.keys, new_sessions_per_network_per_minute)
+        # The policy document in force (the settings' own until an operator applies one).
+        self.policy_store = PolicyStore(client, self.keys)
+        self.policies = PolicyWatcher(self.policy_store, policy_from_settings(default_limit, self.plan_limits))
         # The activity flusher has connections of its own (see ActivityWriter).
         self.activity = ActivityWriter(
             self.keys,
