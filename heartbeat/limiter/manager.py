@@ -35,12 +35,14 @@ from heartbeat.limiter.limits import LIMIT_POLICIES, MAX_BLOCK_SECONDS, check_li
 from heartbeat.limiter.new_sessions import NewSessionRate, seconds_left_in_minute
 from heartbeat.limiter.outcomes import (
     BY_SCRIPT_CODE,
+    HANDED_OFF_CODE,
     LIMIT_REACHED_CODE,
     NEW_SESSION_CODE,
+    ROWS,
     TOO_MANY_NEW_SESSIONS_CODE,
     Outcome,
 )
-from heartbeat.limiter.policy import policy_from_settings
+from heartbeat.limiter.policy import Policy, RuleHit, SessionInputs, policy_from_settings, rule_message
 from heartbeat.limiter.policy_store import PolicyStore, PolicyWatcher
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
@@ -75,6 +77,15 @@ class HeartbeatResult:
     sessions: list[SessionInfo] | None = None
     # Seconds until the player may try again: only for too_many_new_sessions (429's Retry-After).
     retry_after_seconds: int | None = None
+    # Under a policy: the rule that refused a new session, and the id support finds the decision by.
+    rule: RuleHit | None = None
+    decision_id: str | None = None
+    # The words for a refusal by ``rule`` (None: the outcome's own), and the device a hand-off moved to.
+    message: str | None = None
+    handed_off_to: str | None = None
+    # Sessions this admission ended, each with why: "replaced" (takeover, replace_oldest) or "handed_off".
+    ended: tuple[tuple[str, str], ...] = ()
+    network_flagged: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -189,6 +200,7 @@ class StreamManager:
         list_sessions_when_full: bool = False,
         network: str = "",
         limit_new_sessions_of_network: bool = False,
+        inputs: SessionInputs | None = None,
     ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
@@ -199,13 +211,24 @@ class StreamManager:
         read by the same script. ``network``: the client network of the
         heartbeat, kept as the session's own for ``stop``. What the heartbeat
         did is noted for the next activity flush.
+
+        Under a policy document (or for a hand-off, ``inputs.replaces``), the
+        same script decides by every rule of the account's plan (device
+        class, pool, weight, networks, same-device takeover) with the
+        session's ``inputs``; a refusal for a limit names its ``rule``.
         """
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
         if device_name is not None:
             require_device_name(device_name)
-        asked, asked_source = self.asked_limit(max_streams, plan)
+        policy = self.policies.policy()
+        by_policy = policy.is_applied or bool(inputs and inputs.replaces)
+        if by_policy:
+            asked, asked_source, policy_args = self._policy_args(policy, stream_id, max_streams, plan, inputs)
+        else:
+            asked, asked_source = self.asked_limit(max_streams, plan)
+            policy_args = []
         rated = limit_new_sessions_of_network and bool(network) and self.new_sessions.enabled
         # This process's clock only decides how long it remembers a network over its rate.
         over_rate = rated and self.new_sessions.is_over(network, int(time.time() * 1000))
@@ -223,10 +246,16 @@ class StreamManager:
                 int(list_sessions_when_full),
                 network,
                 int(over_rate),
+                *policy_args,
             ],
             follow_up=self._wait_for_replicas if self.wait_replicas else None,
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
+        rule, flags, extra = None, 0, reply[6:]
+        if by_policy and code in (0, 1, LIMIT_REACHED_CODE):
+            if name := as_text(reply[6]):
+                rule = RuleHit(name, int(reply[7]), int(reply[8]))
+            flags, extra = int(reply[9]), reply[10:]
         if rated and code == NEW_SESSION_CODE and self.new_sessions.count_new_session(network, now_ms):
             # One new session too many for its network this minute: ended at once, told to retry later.
             user = self.keys.user(user_id)
@@ -235,15 +264,27 @@ class StreamManager:
         if replicas is not None and int(replicas) < self.wait_replicas:
             self._note_short_wait(user_id, session_id, int(replicas))
         replaced: tuple[str, ...] = ()
+        ended: tuple[tuple[str, str], ...] = ()
         sessions = None
+        handed_off_to = None
         if code == LIMIT_REACHED_CODE:
             if list_sessions_when_full:
-                sessions = sessions_from_admit_reply(now_ms, self.session_ttl_ms, reply[6:])
+                sessions = sessions_from_admit_reply(now_ms, self.session_ttl_ms, extra)
+        elif code == HANDED_OFF_CODE:
+            handed_off_to = as_text(reply[6])
+        elif by_policy:
+            ended = tuple((as_text(sid), as_text(why)) for sid, why in batched(iter(extra), 2))
+            replaced = tuple(sid for sid, _ in ended)
         else:
-            replaced = tuple(as_text(s) for s in reply[6:])
+            replaced = tuple(as_text(s) for s in extra)
+            ended = tuple((sid, "replaced") for sid in replaced)
         retry_after = seconds_left_in_minute(now_ms) if code == TOO_MANY_NEW_SESSIONS_CODE else None
+        outcome = BY_SCRIPT_CODE[code]
+        message = None
+        if rule is not None:
+            message = rule_message(policy, rule, ROWS[outcome].player_message.format(limit=limit))
         result = HeartbeatResult(
-            BY_SCRIPT_CODE[code],
+            outcome,
             active,
             limit,
             code == NEW_SESSION_CODE,
@@ -252,7 +293,16 @@ class StreamManager:
             replaced,
             sessions,
             retry_after,
+            rule,
+            # 64 random bits: support reads it out from the player's screen; the log line has it too.
+            os.urandom(8).hex() if rule is not None else None,
+            message,
+            handed_off_to,
+            ended,
+            bool(flags & 1),
         )
+        if by_policy:
+            self._count_policy_decision(result, flags)
         if replaced:
             self.activity.forget(user_id, list(replaced), user_has_sessions=True)
             logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
@@ -291,8 +341,56 @@ class StreamManager:
                 reason=result.outcome.value,
                 activeSessions=active,
                 limit=limit,
+                **({"rule": rule.name, "decisionId": result.decision_id} if rule else {}),
             )
         return result
+
+    def _policy_args(
+        self, policy: Policy, stream_id: str, max_streams: int | None, plan: str | None, inputs: SessionInputs | None
+    ) -> tuple[int, str, list[Any]]:
+        """The limit asked for under ``policy``, its source, and admit.lua's ARGV[11..24] for this session."""
+        inputs = inputs or SessionInputs()
+        rules, named = policy.rules_for(plan)
+        if max_streams is not None:
+            asked, source = max_streams, "token"
+        elif named:
+            asked, source = rules.max_streams, "plan"
+        else:
+            if plan is not None:
+                metrics.UNKNOWN_PLANS.inc()
+            asked, source = rules.max_streams, "default"
+        pool = inputs.pool or policy.pool_of(stream_id)
+        return (
+            asked,
+            source,
+            [
+                1,
+                rules.weight_of(inputs.quality),
+                inputs.device_class,
+                rules.devices.get(inputs.device_class, 0) if inputs.device_class else 0,
+                pool,
+                rules.pools.get(pool, 0) if pool else 0,
+                int(policy.counts(pool)),
+                rules.max_networks,
+                rules.network_rule,
+                inputs.device_id,
+                int(policy.same_device_takeover),
+                inputs.quality,
+                inputs.replaces,
+                inputs.replace_proof,
+            ],
+        )
+
+    @staticmethod
+    def _count_policy_decision(result: HeartbeatResult, flags: int) -> None:
+        if result.rule is not None:
+            metrics.POLICY_REFUSALS.labels(result.rule.name).inc()
+        if flags & 1:
+            metrics.NETWORK_FLAGS.inc()
+        if flags & 2:
+            metrics.TAKEOVERS.inc()
+        if flags & 4:
+            metrics.HANDOFFS.inc()
 
     def stop(self, user_id: str, session_id: str, *, from_other_screen: bool = False, network: str = "") -> bool:
         """Free a session's slot at once; True if it was live. Idempotent.

@@ -43,6 +43,19 @@ LIMIT_SOURCES = Counter(
     "Heartbeats answered, by where their limit came from (" + ", ".join(LIMIT_SOURCES_NAMES) + ").",
     ["source"],
 )
+POLICY_REFUSALS = Counter(
+    "streamlimit_policy_refusals",
+    "New sessions refused for a limit of the policy, by rule (maxStreams, devices.<class>, pools.<pool>, "
+    "networks: names from the policy document, never from a request).",
+    ["rule"],
+)
+TAKEOVERS = Counter(
+    "streamlimit_takeovers", "New sessions that took the place of their device's own (sameDeviceTakeover)."
+)
+HANDOFFS = Counter("streamlimit_handoffs", "Sessions handed off to another device in one step (replaces).")
+NETWORK_FLAGS = Counter(
+    "streamlimit_network_flags", "Sessions admitted from one network more than maxNetworks (networkRule flag)."
+)
 UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
 WAIT_REPLICAS_SHORT = Counter(
     "streamlimit_wait_replicas_short",
