@@ -258,12 +258,6 @@ def _plan_rules(value: Any, path: str, errors: list[str], *, inherited: PlanRule
         errors.append(f"{path}.networkRule: must be one of {', '.join(NETWORK_RULES)}")
     if max_streams is None:
         return None
-    for quality, weight in weights.items():
-        if weight > max_streams:
-            errors.append(
-                f"{path}.weights.{quality}: {weight} is more than maxStreams ({max_streams}): "
-                "no session of that quality could ever play"
-            )
     return PlanRules(
         max_streams,
         MappingProxyType(devices),

@@ -164,19 +164,28 @@ class PolicyWatcher:
         self.on_change = on_change
         self._policy = fallback
         self._next_check = 0.0
+        self._checked_once = False
         self._lock = threading.Lock()
 
     def policy(self) -> Policy:
         """The policy in force (checked against Redis at most every ``check_seconds``)."""
-        if time.monotonic() >= self._next_check:
+        if not self._checked_once or time.monotonic() >= self._next_check:
             self.refresh()
         return self._policy
 
     def refresh(self) -> Policy:
-        """Ask Redis for the version in force now, and load it when it changed."""
-        if not self._lock.acquire(blocking=False):
-            return self._policy  # another thread is checking: use the policy in force meanwhile
+        """Ask Redis for the version in force now, and load it when it changed.
+
+        Until the first check has answered, every caller waits for it: a new
+        process must not decide its first heartbeats by the settings while a
+        document is in force. After that a check never holds a heartbeat up:
+        the others decide by the policy in force meanwhile.
+        """
+        if not self._lock.acquire(blocking=not self._checked_once):
+            return self._policy
         try:
+            if self._checked_once and time.monotonic() < self._next_check:
+                return self._policy  # another thread checked while this one waited
             self._next_check = time.monotonic() + self.check_seconds
             version = self.store.current_version()
             if version != self._policy.version:
@@ -185,6 +194,7 @@ class PolicyWatcher:
                 logger.debug("policy version in force", version=self._policy.version)
                 if self.on_change:
                     self.on_change(self._policy)
+            self._checked_once = True
         except (RedisError, ValueError, KeyError):
             logger.warning(
                 "policy check failed, the version in force stays", version=self._policy.version, exc_info=True
