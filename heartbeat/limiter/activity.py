@@ -43,6 +43,9 @@ class Refusal:
     stream_id: str
     device_name: str
     code: str
+    # Under a policy: the rule that refused, and the decision's id (the player's answer and the log have it).
+    rule: str = ""
+    decision_id: str = ""
 
 
 @dataclass

@@ -314,7 +314,15 @@ class StreamManager:
             new_session=result.new_session,
             refusal=None
             if result.allowed
-            else Refusal(now_ms, session_id, stream_id, device_name or "", result.outcome.value),
+            else Refusal(
+                now_ms,
+                session_id,
+                stream_id,
+                device_name or "",
+                result.outcome.value,
+                rule.name if rule else "",
+                result.decision_id or "",
+            ),
         )
         if pruned:
             logger.info("expired sessions pruned", userId=user_id, pruned=pruned)

@@ -73,7 +73,10 @@ class LiveStateReader:
             sid = as_text(raw_sid)
             started = float(details.get(f"t:{sid}", last))
             rows.append((sid, last, details.get(f"s:{sid}", ""), started, details.get(f"d:{sid}")))
-        return session_infos(now, self.session_ttl_ms, rows)
+        return [
+            info.with_policy_inputs(details.get(f"p:{info.session_id}"), details.get(f"n:{info.session_id}"))
+            for info in session_infos(now, self.session_ttl_ms, rows)
+        ]
 
     def get_limit(self, user_id: str) -> UserLimit:
         """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""
@@ -250,6 +253,8 @@ class LiveStateReader:
                     record["stream_id"],
                     record["device_name"],
                     record["code"],
+                    record.get("rule", ""),
+                    record.get("decision_id", ""),
                 )
             )
         return found
