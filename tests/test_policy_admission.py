@@ -14,6 +14,7 @@ from heartbeat.limiter.outcomes import Outcome
 from heartbeat.limiter.policy import SessionInputs
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.services import get_policy_store
+from tests.conftest import make_token
 
 FAMILY_POLICY: dict[str, Any] = {
     "default": {"maxStreams": 3},
@@ -297,3 +298,70 @@ def test_with_no_policy_the_inputs_change_no_answer(client: Client) -> None:
     with_inputs = heartbeat(client, "s2", deviceClass="tv", deviceId="tv1", quality="uhd").json()
     assert plain.keys() == with_inputs.keys()
     assert with_inputs["activeSessions"] == 2 and with_inputs["limitSource"] == "default"
+
+
+# --- With playback tokens: the back end's claims win -----------------------------------------------------------
+
+
+def with_token(client: Client, token: str, session: str, **fields: Any):
+    body = {"streamId": "movie", "sessionId": session, **fields}
+    return client.post(
+        "/heartbeat", body, content_type="application/json", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+@pytest.mark.usefixtures("token_keys", "policy_in_force")
+def test_a_body_that_contradicts_the_tokens_device_class_gets_403_and_stores_nothing(
+    client: Client, redis_client, key_prefix: str
+) -> None:
+    phone = make_token("acct", sid="p1", deviceClass="mobile", deviceId="phone1")
+    response = with_token(client, phone, "p1", deviceClass="tv")
+    assert response.status_code == 403 and response.json()["code"] == "token_mismatch"
+    assert not list(redis_client.scan_iter(match=f"{key_prefix}:u:*"))
+
+
+@pytest.mark.usefixtures("token_keys", "policy_in_force")
+def test_the_claims_decide_when_the_body_says_nothing(client: Client) -> None:
+    for n in range(2):
+        token = make_token("acct", sid=f"p{n}", deviceClass="mobile", deviceId=f"phone{n}")
+        assert with_token(client, token, f"p{n}").status_code == 200
+    third = make_token("acct", sid="p9", deviceClass="mobile", deviceId="phone9")
+    assert with_token(client, third, "p9").json()["rule"]["name"] == "devices.mobile"
+
+
+@pytest.mark.usefixtures("token_keys", "policy_in_force")
+def test_a_token_pool_claim_wins_over_the_streams_patterns(client: Client) -> None:
+    live = make_token("acct", sid="a", pool="live")
+    assert with_token(client, live, "a").status_code == 200
+    second = make_token("acct", sid="b", pool="live")
+    assert with_token(client, second, "b").json()["rule"]["name"] == "pools.live"
+
+
+@pytest.mark.usefixtures("token_keys", "policy_in_force")
+def test_a_hand_off_needs_an_account_token_or_a_session_token_of_the_same_device(client: Client) -> None:
+    tv = make_token("acct", sid="tv", deviceId="tv1")
+    assert with_token(client, tv, "tv").status_code == 200
+    # A session token of another device may not end the TV's session.
+    phone = make_token("acct", sid="phone", deviceId="phone1")
+    response = with_token(client, phone, "phone", replaces="tv")
+    assert response.status_code == 403 and response.json()["code"] == "replace_not_allowed"
+    # A session token without deviceId proves no device at all.
+    bare = make_token("acct", sid="bare")
+    assert with_token(client, bare, "bare", replaces="tv").json()["code"] == "token_mismatch"
+    # The same device (a restarted app with a new session token) may.
+    same = make_token("acct", sid="tv-2", deviceId="tv1")
+    assert with_token(client, same, "tv-2", replaces="tv").status_code == 200
+    # And an account token may hand off any session of its account.
+    account = make_token("acct")
+    assert with_token(client, account, "phone-3", replaces="tv-2").status_code == 200
+    assert with_token(client, same, "tv-2").json()["code"] == "session_handed_off"
+
+
+@pytest.mark.usefixtures("token_keys")
+@pytest.mark.parametrize(
+    ("claim", "value"), [("deviceClass", "TV"), ("deviceId", ""), ("quality", "8k"), ("pool", "x y"), ("pool", 3)]
+)
+def test_a_token_with_a_bad_policy_claim_is_an_invalid_token(client: Client, claim: str, value: Any) -> None:
+    response = with_token(client, make_token("acct", **{claim: value}), "s1")
+    assert response.status_code == 401 and response.json()["code"] == "invalid_token"
+    assert claim in response.json()["message"]
