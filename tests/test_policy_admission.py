@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.test import Client
 
 from heartbeat.limiter.manager import HeartbeatResult, StreamManager
@@ -365,3 +367,20 @@ def test_a_token_with_a_bad_policy_claim_is_an_invalid_token(client: Client, cla
     response = with_token(client, make_token("acct", **{claim: value}), "s1")
     assert response.status_code == 401 and response.json()["code"] == "invalid_token"
     assert claim in response.json()["message"]
+
+
+@pytest.mark.usefixtures("token_keys", "policy_in_force")
+def test_issue_token_sets_the_policy_claims(client: Client) -> None:
+    token = call_command_output(
+        "issue_token", "acct", "--session", "p1", "--device-class", "mobile", "--device-id", "ph"
+    )
+    assert with_token(client, token, "p1", deviceClass="tv").json()["code"] == "token_mismatch"
+    assert with_token(client, token, "p1").status_code == 200
+    with pytest.raises(CommandError, match="--device-class"):
+        call_command_output("issue_token", "acct", "--device-class", "Phone")
+
+
+def call_command_output(*args: str) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue().strip()
