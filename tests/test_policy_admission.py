@@ -135,17 +135,19 @@ def test_a_third_phone_is_refused_by_the_device_rule_with_its_numbers_and_words(
 
 
 def test_an_uhd_session_takes_two_slots(family: StreamManager) -> None:
-    assert play(family, "a", quality="uhd", device_id="a").active_sessions == 2
-    assert play(family, "b", quality="uhd", device_id="b").active_sessions == 4
+    assert play(family, "a", quality="uhd", device_id="a").allowed
+    assert play(family, "b", quality="uhd", device_id="b").active_sessions == 2  # sessions, not slots
     refused = play(family, "c", quality="sd", device_id="c")
     assert refused.rule.as_json() == {"name": "maxStreams", "limit": 4, "active": 4}
+    assert refused.active_sessions == 2
 
 
 def test_free_content_counts_against_nothing_but_still_plays_and_shows(family: StreamManager) -> None:
     for n in range(4):
         assert play(family, f"s{n}", device_id=f"d{n}").allowed
     trailer = play(family, "trailer", "trailer-42", device_id="d9")
-    assert trailer.allowed and trailer.active_sessions == 4
+    assert trailer.allowed and trailer.active_sessions == 5
+    assert play(family, "s4", device_id="d4").rule.as_json() == {"name": "maxStreams", "limit": 4, "active": 4}
     assert "trailer" in {s.session_id for s in family_sessions(family)}
     assert family.stop("acct", "trailer")
 

@@ -49,8 +49,8 @@
 -- (a new session from a network over its rate of new sessions), 8 refused (handed off to another
 -- device: the reply's 7th value is that device's name, or ""), 9 refused (ARGV[23] names no live
 -- session of the account, or ARGV[24] does not hold: nothing is changed).
--- With ARGV[11], a repeat or new heartbeat and a refusal for a limit reply {outcome, slots in use,
--- limit, pruned, now, limit source, rule ("" or maxStreams, devices.<class>, pools.<pool>,
+-- With ARGV[11], a repeat or new heartbeat and a refusal for a limit reply {outcome, active sessions,
+-- limit (slots), pruned, now, limit source, rule ("" or maxStreams, devices.<class>, pools.<pool>,
 -- networks), the rule's limit, what it counted, flags, ...} where flags add 1 (one network more
 -- than maxNetworks, admitted under "flag"), 2 (a same-device takeover), 4 (a hand-off); then the
 -- live sessions for a refusal with ARGV[8] (as above), or pairs {session id, "replaced" or
@@ -169,12 +169,11 @@ local function admit_by_policy(active, limit, source, pruned, now)
   local max_networks, flag_networks = tonumber(ARGV[18]), ARGV[19] == 'flag'
   local device_id, takeover = ARGV[20], ARGV[21] == '1'
   local quality, replaces, proof = ARGV[22], ARGV[23], ARGV[24]
-  local sessions = live_sessions()
-
   if redis.call('ZSCORE', KEYS[1], session_id) then
-    -- A live session plays on: its inputs were decided at its first heartbeat.
+    -- A live session plays on: its inputs were decided at its first heartbeat, so a repeat
+    -- heartbeat reads nothing more than without a policy.
     record_heartbeat(now)
-    return {0, usage(sessions, {}).slots, limit, pruned, now, source, '', 0, 0, 0}
+    return {0, active, limit, pruned, now, source, '', 0, 0, 0}
   end
   if redis.call('EXISTS', KEYS[7]) == 1 then
     return {6, active, limit, pruned, now, source}
@@ -183,6 +182,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
     return {7, active, limit, pruned, now, source}
   end
 
+  local sessions = live_sessions()
   -- The sessions this one would end: the one it replaces (a hand-off), the device's own (a takeover).
   local ending, ended_as, order = {}, {}, {}
   if replaces ~= '' then
@@ -223,7 +223,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
 
   local u = usage(sessions, ending)
   local function refuse(rule, rule_limit, rule_active)
-    local refusal = {2, u.slots, limit, pruned, now, source, rule, rule_limit, rule_active, 0}
+    local refusal = {2, active, limit, pruned, now, source, rule, rule_limit, rule_active, 0}
     if list_sessions then
       local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
       for i = 1, #live, 2 do
@@ -302,11 +302,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
   if #order > 0 then
     redis.call('PEXPIRE', KEYS[6], ttl)
   end
-  local slots = weight
-  if not counted then
-    slots = 0
-  end
-  reply[2] = u.slots + slots
+  reply[2] = active - #order + 1
   redis.call('HSET', KEYS[2], 't:' .. session_id, now,
     'p:' .. session_id, table.concat({class, device_id, quality, pool, weight, counted and '1' or '0'}, '\t'))
   record_heartbeat(now)
