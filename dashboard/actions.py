@@ -17,6 +17,11 @@ from heartbeat.limiter.read_models import UserLimit
 from heartbeat.services import get_live_state, get_stream_manager
 
 
+def actor_name(actor: AbstractBaseUser | str) -> str:
+    """Who did it, as the audit trail and the events name them: the staff username, or ``cli:<operator>``."""
+    return actor if isinstance(actor, str) else actor.get_username()
+
+
 def _audit(
     actor: AbstractBaseUser | str,
     action: str,
@@ -38,7 +43,7 @@ def _audit(
 
 def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str, reason: str = "") -> bool:
     """Evict one live session; True if it was live (else nothing changes). Audited either way."""
-    was_live = bool(get_stream_manager().evict(user_id, session_id))
+    was_live = bool(get_stream_manager().evict(user_id, session_id, actor=actor_name(actor)))
     EVICTIONS.inc(int(was_live))
     cooldown = get_stream_manager().eviction_cooldown_seconds
     _audit(
@@ -54,7 +59,7 @@ def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str, 
 
 def evict_all(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> list[str]:
     """Evict every live session of a user; returns their ids. Audited."""
-    evicted = get_stream_manager().evict(user_id)
+    evicted = get_stream_manager().evict(user_id, actor=actor_name(actor))
     EVICTIONS.inc(len(evicted))
     detail = f"{len(evicted)} sessions: {', '.join(evicted)}"[:500]
     _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=detail, reason=reason)
@@ -63,7 +68,7 @@ def evict_all(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> 
 
 def block_new_sessions(actor: AbstractBaseUser | str, user_id: str, minutes: int, reason: str = "") -> datetime:
     """Refuse the account's new sessions for ``minutes``; returns when the block ends. Audited."""
-    until = get_stream_manager().block_new_sessions(user_id, minutes * 60)
+    until = get_stream_manager().block_new_sessions(user_id, minutes * 60, actor=actor_name(actor))
     _audit(
         actor,
         AuditRecord.Action.BLOCK_NEW,
@@ -76,7 +81,7 @@ def block_new_sessions(actor: AbstractBaseUser | str, user_id: str, minutes: int
 
 def unblock_new_sessions(actor: AbstractBaseUser | str, user_id: str) -> bool:
     """Lift a block on the account's new sessions; True if there was one. Audited when there was."""
-    lifted = get_stream_manager().unblock_new_sessions(user_id)
+    lifted = get_stream_manager().unblock_new_sessions(user_id, actor=actor_name(actor))
     if lifted:
         _audit(actor, AuditRecord.Action.UNBLOCK_NEW, user_id)
     return lifted
@@ -86,7 +91,7 @@ def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) ->
     """Set (1..50) or clear (None) a user's limit override. Audited."""
     manager = get_stream_manager()
     before = get_live_state().get_limit(user_id)
-    after = manager.set_limit_override(user_id, limit)
+    after = manager.set_limit_override(user_id, limit, actor=actor_name(actor))
     action = AuditRecord.Action.CLEAR_LIMIT if limit is None else AuditRecord.Action.SET_LIMIT
     _audit(actor, action, user_id, detail=f"limit {before.limit} -> {after.limit} (override {after.override})")
     return after

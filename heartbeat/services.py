@@ -67,6 +67,8 @@ def get_stream_manager() -> StreamManager:
         wait_timeout_ms=settings.REDIS_WAIT_TIMEOUT_MS,
         activity_memory_budget_mb=settings.ACTIVITY_MEMORY_BUDGET_MB,
         new_sessions_per_network_per_minute=settings.NEW_SESSIONS_PER_NETWORK_PER_MINUTE,
+        events_enabled=settings.EVENTS_ENABLED,
+        events_retention_hours=settings.EVENTS_RETENTION_HOURS,
     )
 
 
@@ -116,6 +118,8 @@ _MANAGER_SETTINGS = {
     "REDIS_WAIT_TIMEOUT_MS",
     "ACTIVITY_MEMORY_BUDGET_MB",
     "NEW_SESSIONS_PER_NETWORK_PER_MINUTE",
+    "EVENTS_ENABLED",
+    "EVENTS_RETENTION_HOURS",
 }
 
 

@@ -143,6 +143,13 @@ ACTIVITY_MEMORY_BUDGET_MB = env_int("ACTIVITY_MEMORY_BUDGET_MB", 512, minimum=0,
 # WAIT), at most REDIS_WAIT_TIMEOUT_MS; 0: never wait (asynchronous replication).
 REDIS_WAIT_REPLICAS = env_int("REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=16)
 REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 100, minimum=1, maximum=10_000)
+# Events (session.started/refused/ended, account.*, policy.changed) in one Redis stream per
+# activity shard (docs/operators/events.md). On by default: the policy simulator and the
+# sharing risk score replay the recorded history, which cannot be had afterwards. Off: nothing
+# is noted or written, at no cost at all.
+EVENTS_ENABLED = env_bool("EVENTS_ENABLED", True)
+# How long the streams keep events (trimmed approximately: XADD MINID ~), 1 hour to 90 days.
+EVENTS_RETENTION_HOURS = env_int("EVENTS_RETENTION_HOURS", 72, minimum=1, maximum=2160)
 
 # --- Django ------------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)

@@ -29,6 +29,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from heartbeat.limiter import metrics
 from heartbeat.limiter.activity import Refusal
 from heartbeat.limiter.activity_writer import ActivityWriter
+from heartbeat.limiter.event_log import MS_PER_HOUR, EventLog
+from heartbeat.limiter.events import EndReason, Event, EventType, timestamp_of
 from heartbeat.limiter.ids import require_device_name, require_id
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LIMIT_POLICIES, MAX_BLOCK_SECONDS, check_limit
@@ -133,6 +135,8 @@ class StreamManager:
         wait_timeout_ms: int = 100,
         activity_memory_budget_mb: int = 0,
         new_sessions_per_network_per_minute: int = 0,
+        events_enabled: bool = False,
+        events_retention_hours: int = 72,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -157,6 +161,8 @@ class StreamManager:
         # The policy document in force (the settings' own until an operator applies one).
         self.policy_store = PolicyStore(client, self.keys)
         self.policies = PolicyWatcher(self.policy_store, policy_from_settings(default_limit, self.plan_limits))
+        # EVENTS_ENABLED, EVENTS_RETENTION_HOURS: the event streams (heartbeat/limiter/event_log.py).
+        self.events = EventLog(self.keys, enabled=events_enabled, retention_ms=events_retention_hours * MS_PER_HOUR)
         # The activity flusher has connections of its own (see ActivityWriter).
         self.activity = ActivityWriter(
             self.keys,
@@ -165,6 +171,7 @@ class StreamManager:
             session_ttl_ms=self.session_ttl_ms,
             flush_seconds=activity_flush_seconds,
             analytics_budget_mb=activity_memory_budget_mb,
+            events=self.events,
         )
 
     # --- The player's side ---------------------------------------------------
@@ -303,8 +310,27 @@ class StreamManager:
         )
         if by_policy:
             self._count_policy_decision(result, flags)
+        policy_event_data: dict[str, Any] = {}
+        if self.events.enabled and (result.new_session or not result.allowed):
+            policy_event_data = {"plan": plan, "replaces": inputs.replaces if inputs else ""}
+            if inputs is not None:
+                policy_event_data |= {
+                    "deviceClass": inputs.device_class,
+                    "deviceId": inputs.device_id,
+                    "quality": inputs.quality,
+                }
+            if by_policy:
+                policy_event_data["pool"] = (inputs.pool if inputs else "") or policy.pool_of(stream_id)
+            if rule is not None:
+                policy_event_data |= {"rule": rule.name, "decisionId": result.decision_id}
+            # Only what this heartbeat said or was decided by: no empty fields.
+            policy_event_data = {k: v for k, v in policy_event_data.items() if v}
+        for reason in (EndReason.REPLACED, EndReason.HANDED_OFF):
+            if ids := [sid for sid, why in ended if why == reason.value]:
+                self.activity.forget(
+                    user_id, ids, user_has_sessions=True, reason=reason, ended_data={"bySessionId": session_id}
+                )
         if replaced:
-            self.activity.forget(user_id, list(replaced), user_has_sessions=True)
             logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
         self.activity.note(
             user_id,
@@ -322,6 +348,9 @@ class StreamManager:
                 result.outcome.value,
                 rule.name if rule else "",
                 result.decision_id or "",
+            ),
+            event_data=self._heartbeat_event_data(
+                result, user_id, session_id, stream_id, device_name, network, **policy_event_data
             ),
         )
         if pruned:
@@ -423,7 +452,13 @@ class StreamManager:
             logger.warning("stop refused from another network", userId=user_id, sessionId=session_id)
             raise StopFromOtherNetworkError(session_id)
         if was_live:
-            self.activity.forget(user_id, [session_id], user_has_sessions=left > 0)
+            self.activity.forget(
+                user_id,
+                [session_id],
+                user_has_sessions=left > 0,
+                reason=EndReason.STOPPED,
+                ended_data={"fromOtherScreen": from_other_screen},
+            )
         else:
             self.activity.discard(user_id, [session_id])
         logger.info(
@@ -446,10 +481,12 @@ class StreamManager:
             return UserLimit(int(raw), int(raw), self.default_limit, "override")
         return UserLimit(asked, None, self.default_limit, source)
 
-    def set_limit_override(self, user_id: str, limit: int | None) -> UserLimit:
+    def set_limit_override(self, user_id: str, limit: int | None, *, actor: str = "") -> UserLimit:
         """Set (MIN_LIMIT..MAX_LIMIT) or, with None, clear the user's limit override.
 
         Lowering a limit never cuts a live session: it only refuses newcomers.
+        ``actor`` (who did it, as the audit trail names them) goes into the
+        ``account.limit_changed`` event, written in the same round trip.
         """
         require_id(user_id, "userId")
         user = self.keys.user(user_id)
@@ -465,17 +502,24 @@ class StreamManager:
         # Without an override, what the latest heartbeat asked for (kept with the sessions) is the limit:
         # read in the same round trip.
         pipe.hmget(user.details, "limit", "limitSource")
-        asked, source = pipe.execute()[-1]
+        if self.events.enabled:
+            data = {"userId": user_id, "override": limit, "by": actor}
+            self.events.add_now(
+                pipe, user_id, EventType.ACCOUNT_LIMIT_CHANGED, data, earlier=self._pending_events(user_id)
+            )
+        replies = pipe.execute()
+        asked, source = replies[2]
         logger.info("limit override set", userId=user_id, override=limit)
         return user_limit(limit, asked, source, self.default_limit)
 
-    def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
+    def evict(self, user_id: str, session_id: str | None = None, *, actor: str = "") -> list[str]:
         """Evict one live session (or, with None, all of the user's) and start its cool-down.
 
         Returns the ids of the sessions evicted. The evicted player's next
         heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
         ends; other sessions are untouched. A session that is not live is
-        left alone (no cool-down, nothing written).
+        left alone (no cool-down, nothing written). ``actor``: who evicted,
+        for the ``session.ended`` events.
         """
         require_id(user_id, "userId")
         if session_id is not None:
@@ -491,7 +535,14 @@ class StreamManager:
         ]
         if evicted:
             left = self.client.zcount(user.sessions, f"({redis_now_ms(self.client) - self.session_ttl_ms}", "+inf")
-            self.activity.forget(user_id, evicted, user_has_sessions=left > 0, evicted=len(evicted))
+            self.activity.forget(
+                user_id,
+                evicted,
+                user_has_sessions=left > 0,
+                evicted=len(evicted),
+                reason=EndReason.EVICTED,
+                ended_data={"by": actor},
+            )
         if evicted:
             logger.info(
                 "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
@@ -500,26 +551,50 @@ class StreamManager:
             logger.info("no live session to evict", userId=user_id, sessionId=session_id)
         return evicted
 
-    def block_new_sessions(self, user_id: str, seconds: int) -> datetime:
+    def block_new_sessions(self, user_id: str, seconds: int, *, actor: str = "") -> datetime:
         """Refuse every new session of the account for ``seconds`` (1 s to 7 days); returns when it ends.
 
         Live sessions play on (evict them first to stop them); a new session
-        gets ``Outcome.BLOCKED``. A second block replaces the first.
+        gets ``Outcome.BLOCKED``. A second block replaces the first. ``actor``:
+        who blocked, for the ``account.blocked`` event (same round trip).
         """
         require_id(user_id, "userId")
         if not 1 <= seconds <= MAX_BLOCK_SECONDS:
             raise ValueError(f"A block lasts 1 to {MAX_BLOCK_SECONDS} seconds.")
         until = redis_now_ms(self.client) + seconds * 1000
-        self.client.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
+        if self.events.enabled:
+            data = {"userId": user_id, "seconds": seconds, "until": timestamp_of(until), "by": actor}
+            self.events.add_now(pipe, user_id, EventType.ACCOUNT_BLOCKED, data, earlier=self._pending_events(user_id))
+        pipe.execute()
         logger.info("new sessions blocked", userId=user_id, seconds=seconds)
         return ms_to_datetime(until)
 
-    def unblock_new_sessions(self, user_id: str) -> bool:
-        """Lift a block on the account's new sessions; True if there was one."""
+    def unblock_new_sessions(self, user_id: str, *, actor: str = "") -> bool:
+        """Lift a block on the account's new sessions; True if there was one (then ``account.unblocked``)."""
         require_id(user_id, "userId")
         lifted = bool(self.client.delete(self.keys.user(user_id).blocked))
+        if lifted and self.events.enabled:
+            pipe = self.client.pipeline(transaction=False)
+            data = {"userId": user_id, "by": actor}
+            earlier = self._pending_events(user_id)
+            self.events.add_now(pipe, user_id, EventType.ACCOUNT_UNBLOCKED, data, earlier=earlier)
+            pipe.execute()
         logger.info("new sessions unblocked", userId=user_id, wasBlocked=lifted)
         return lifted
+
+    def emit_policy_changed(self, actor: str, data: dict[str, Any]) -> None:
+        """Write a ``policy.changed`` event now (``data`` says what changed; ``by`` is added).
+
+        For the policy engine's writes; an event of no account, in shard 0's stream.
+        Nothing with events off.
+        """
+        if not self.events.enabled:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        self.events.add_now(pipe, None, EventType.POLICY_CHANGED, {**data, "by": actor})
+        pipe.execute()
 
     def purge(self) -> int:
         """Delete every key under the prefix; returns how many were deleted."""
@@ -564,6 +639,42 @@ class StreamManager:
         return self.activity.flush_activity()
 
     # --- Internals -----------------------------------------------------------
+
+    def _pending_events(self, user_id: str) -> list[Event]:
+        """The account's events this process has not flushed yet, taken to be written before a staff action's."""
+        return self.activity.pending.take_events(user_id)
+
+    def _heartbeat_event_data(
+        self,
+        result: HeartbeatResult,
+        user_id: str,
+        session_id: str,
+        stream_id: str,
+        device_name: str | None,
+        network: str,
+        **inputs: Any,
+    ) -> dict[str, Any] | None:
+        """The data of a heartbeat's event: a new session's or a refusal's (None for a repeat, or events off).
+
+        The inputs the answer was decided on, never a token; ``inputs`` (the
+        policy's rule, device class, pool...) are added as they are.
+        """
+        if not self.events.enabled or not (result.new_session or not result.allowed):
+            return None
+        data: dict[str, Any] = {
+            "userId": user_id,
+            "sessionId": session_id,
+            "streamId": stream_id,
+            "deviceName": device_name or "",
+            "network": network,
+            "activeSessions": result.active_sessions,
+            "limit": result.limit,
+            "limitSource": result.limit_source,
+        }
+        if not result.allowed:
+            data["code"] = ROWS[result.outcome].api_code
+        data.update(inputs)
+        return data
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return self.scripts.run([ScriptCall(script, keys, args)])[0]

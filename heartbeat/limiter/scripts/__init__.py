@@ -16,4 +16,15 @@ END_SESSIONS = LuaScript.from_package(__name__, "end_sessions")
 STOP = LuaScript.from_package(__name__, "stop")
 EVICT = LuaScript.from_package(__name__, "evict")
 APPLY_POLICY = LuaScript.from_package(__name__, "apply_policy")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, RECORD_MINUTE, END_SESSIONS, STOP, EVICT, APPLY_POLICY]
+RECORD_EVENTS = LuaScript.from_package(__name__, "record_events")
+ALL_SCRIPTS = [
+    ADMIT,
+    RECORD_ACTIVITY,
+    RECORD_ACCOUNTS,
+    RECORD_MINUTE,
+    END_SESSIONS,
+    STOP,
+    EVICT,
+    APPLY_POLICY,
+    RECORD_EVENTS,
+]
