@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from heartbeat.limiter.events import Event, EventType
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import Outcome
 from heartbeat.limiter.policy import SessionInputs, parse_policy
 from heartbeat.limiter.simulation import LiveSession, decide, simulate
+from heartbeat.services import get_stream_manager
 
 RECORDED_POLICY = {
     "default": {"maxStreams": 3},
@@ -166,3 +171,60 @@ def test_the_simulators_decisions_are_admit_luas_on_random_traffic(make_manager,
             del sessions[ended]
         if rule is None:
             sessions[sid] = new
+
+
+# --- manage.py simulate_policy, over events recorded by the real service --------------------------------------
+
+
+def simulate_command(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("simulate_policy", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def proposal_file(tmp_path: Path) -> Path:
+    path = tmp_path / "proposal.json"
+    path.write_text(
+        json.dumps({"default": {"maxStreams": 3}, "plans": {"basic": {"maxStreams": 1}, "family": {"maxStreams": 3}}})
+    )
+    return path
+
+
+def test_simulate_policy_replays_what_the_service_recorded(proposal_file: Path) -> None:
+    manager = get_stream_manager()
+    manager.policy_store.apply(RECORDED_POLICY, applied_by="test")
+    for n in range(4):
+        assert manager.admit("fam", "m", f"f{n}", plan="family", network="10.0.0.0/24").allowed
+    assert not manager.admit("fam", "m", "f4", plan="family", network="10.0.0.0/24").allowed
+    for n in range(2):
+        assert manager.admit("bas", "m", f"b{n}", plan="basic", network="10.0.0.0/24").allowed
+    manager.flush_activity()
+    out, _ = simulate_command(str(proposal_file), "--since", "1h", "--json")
+    report = json.loads(out)
+    assert report["wouldBeRefused"] == {"total": 2, "byRule": {"maxStreams": 2}}
+    assert report["refusedByRule"] == {"maxStreams": 3}
+    assert report["accountsAffected"] == 2
+    assert report["peakConcurrencyByPlan"] == {"basic": 1, "family": 3}
+    text, _ = simulate_command(str(proposal_file), "--since", "1h")
+    assert "sessions that played and would have been refused: 2" in text and "assumptions:" in text
+
+
+def test_simulate_policy_over_an_empty_window_says_so(proposal_file: Path) -> None:
+    out, err = simulate_command(str(proposal_file), "--since", "1h")
+    assert out == "" and "no session events between" in err
+
+
+def test_a_proposal_that_does_not_validate_is_refused_before_any_replay(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"default": {"maxStreams": 0}, "plans": {"x": {"devices": {"TV": 1}}}}))
+    with pytest.raises(CommandError) as raised:
+        simulate_command(str(bad), "--since", "1h")
+    assert "$.default.maxStreams" in str(raised.value) and "$.plans.x.devices" in str(raised.value)
+    with pytest.raises(CommandError, match="No such file"):
+        simulate_command(str(tmp_path / "missing.json"))
+
+
+def test_a_bad_window_is_a_command_error(proposal_file: Path) -> None:
+    with pytest.raises(CommandError, match="--since"):
+        simulate_command(str(proposal_file), "--since", "yesterday")

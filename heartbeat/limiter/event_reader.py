@@ -8,8 +8,10 @@ memory stays one page per shard however many events the window holds.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import orjson
 from redis import Redis
@@ -78,3 +80,41 @@ def read_events(
         if wanted and orjson.loads(entry.raw).get("type") not in wanted:
             continue
         yield entry
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def parse_moment(text: str, now_ms: int) -> int:
+    """A moment as epoch ms: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``, ``2w``),
+    ``now``, or an ISO 8601 date or time (UTC unless it names an offset). Raises ValueError."""
+    found = _DURATION.match(text)
+    if found:
+        return now_ms - int(found.group(1)) * _UNIT_MS[found.group(2)]
+    if text.strip().lower() == "now":
+        return now_ms
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a duration (90s, 30m, 24h, 7d, 2w), 'now', nor an ISO 8601 time "
+            "(2026-12-07 or 2026-12-07T18:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def parse_window(since: str, until: str, now_ms: int) -> tuple[int, int]:
+    """``--since`` and ``--until`` as epoch ms (see ``parse_moment``); ValueError naming the flag that is wrong."""
+    bounds = []
+    for flag, text in (("--since", since), ("--until", until)):
+        try:
+            bounds.append(parse_moment(text, now_ms))
+        except ValueError as exc:
+            raise ValueError(f"{flag}: {exc}") from None
+    since_ms, until_ms = bounds
+    if until_ms < since_ms:
+        raise ValueError(f"--until ({until}) is before --since ({since}).")
+    return since_ms, until_ms

@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-import re
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from heartbeat.limiter.event_reader import read_events
+from heartbeat.limiter.event_reader import parse_window, read_events
 from heartbeat.limiter.events import EventType, timestamp_of
 from heartbeat.services import get_stream_manager
 from streamlimit.commands import OperatorCommand
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 # A progress line at most this often (seconds), when stdout is not a terminal.
 PROGRESS_EVERY_SECONDS = 1.0
-
-
-def parse_moment(text: str, now_ms: int) -> int:
-    """A moment as epoch ms: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``, ``2w``),
-    ``now``, or an ISO 8601 date or time (UTC unless it names an offset). Raises ValueError."""
-    found = _DURATION.match(text)
-    if found:
-        return now_ms - int(found.group(1)) * _UNIT_MS[found.group(2)]
-    if text.strip().lower() == "now":
-        return now_ms
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither a duration (90s, 30m, 24h, 7d, 2w), 'now', nor an ISO 8601 time "
-            "(2026-12-07 or 2026-12-07T18:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 class Command(OperatorCommand):
@@ -65,17 +41,10 @@ class Command(OperatorCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> str | None:
-        now_ms = int(time.time() * 1000)
         try:
-            since_ms = parse_moment(options["since"], now_ms)
+            since_ms, until_ms = parse_window(options["since"], options["until"], int(time.time() * 1000))
         except ValueError as exc:
-            raise CommandError(f"--since: {exc}") from None
-        try:
-            until_ms = parse_moment(options["until"], now_ms)
-        except ValueError as exc:
-            raise CommandError(f"--until: {exc}") from None
-        if until_ms < since_ms:
-            raise CommandError(f"--until ({timestamp_of(until_ms)}) is before --since ({timestamp_of(since_ms)}).")
+            raise CommandError(str(exc)) from None
         manager = get_stream_manager()
         progress = not self.stdout.isatty()
         written, shown_at = 0, time.monotonic()
