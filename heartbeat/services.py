@@ -20,6 +20,7 @@ from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.policy_store import PolicyStore
 from heartbeat.limiter.reads import LiveStateReader
+from heartbeat.limiter.risk import RiskStore
 from heartbeat.limiter.tokens import TokenVerifier
 from heartbeat.store.breaker import BreakerState, CircuitBreaker
 from heartbeat.store.connection import cluster_client
@@ -75,6 +76,12 @@ def get_stream_manager() -> StreamManager:
 def get_policy_store() -> PolicyStore:
     """Where policy documents are applied and read (the commands and the dashboard's Policy page)."""
     return get_stream_manager().policy_store
+
+
+def get_risk_store() -> RiskStore:
+    """The latest sharing risk scores (score_sharing writes them; the dashboard's risk view reads them)."""
+    manager = get_stream_manager()
+    return RiskStore(manager.client, manager.keys)
 
 
 @functools.cache
