@@ -551,3 +551,16 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     )
     # And the events of every session admitted otherwise are all there.
     assert len(started) >= len(admitted) - len(in_window)
+
+
+def test_applying_a_policy_writes_policy_changed_with_its_version_who_and_why(events_manager: StreamManager) -> None:
+    record = events_manager.policy_store.apply({"default": {"maxStreams": 2}}, applied_by="lead-ana", reason="trial")
+    changed = [e for e in recorded(events_manager) if e.type is EventType.POLICY_CHANGED]
+    assert [e.data for e in changed] == [{"version": record.version, "reason": "trial", "by": "lead-ana"}]
+
+
+def test_a_sharing_flag_is_an_event_of_the_account(events_manager: StreamManager) -> None:
+    events_manager.emit_sharing_flagged("acct", 82, ["5 networks in 7 days"])
+    (flagged,) = recorded(events_manager)
+    assert flagged.type is EventType.ACCOUNT_SHARING_FLAGGED
+    assert flagged.data == {"userId": "acct", "score": 82, "evidence": ["5 networks in 7 days"]}

@@ -45,7 +45,7 @@ from heartbeat.limiter.outcomes import (
     Outcome,
 )
 from heartbeat.limiter.policy import Policy, RuleHit, SessionInputs, policy_from_settings, rule_message
-from heartbeat.limiter.policy_store import PolicyStore, PolicyWatcher
+from heartbeat.limiter.policy_store import PolicyRecord, PolicyStore, PolicyWatcher
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
 from heartbeat.store.breaker import CircuitBreaker
@@ -159,7 +159,7 @@ class StreamManager:
         # NEW_SESSIONS_PER_NETWORK_PER_MINUTE, for anonymous players (see admit).
         self.new_sessions = NewSessionRate(client, self.keys, new_sessions_per_network_per_minute)
         # The policy document in force (the settings' own until an operator applies one).
-        self.policy_store = PolicyStore(client, self.keys)
+        self.policy_store = PolicyStore(client, self.keys, on_applied=self._policy_applied)
         self.policies = PolicyWatcher(self.policy_store, policy_from_settings(default_limit, self.plan_limits))
         # EVENTS_ENABLED, EVENTS_RETENTION_HOURS: the event streams (heartbeat/limiter/event_log.py).
         self.events = EventLog(self.keys, enabled=events_enabled, retention_ms=events_retention_hours * MS_PER_HOUR)
@@ -594,6 +594,23 @@ class StreamManager:
             return
         pipe = self.client.pipeline(transaction=False)
         self.events.add_now(pipe, None, EventType.POLICY_CHANGED, {**data, "by": actor})
+        pipe.execute()
+
+    def _policy_applied(self, record: PolicyRecord) -> None:
+        self.emit_policy_changed(record.applied_by, {"version": record.version, "reason": record.reason})
+
+    def emit_sharing_flagged(self, user_id: str, score: int, evidence: list[str]) -> None:
+        """Write an ``account.sharing_flagged`` event now: the account crossed SHARING_FLAG_SCORE (risk.py).
+
+        Nothing with events off.
+        """
+        if not self.events.enabled:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        data = {"userId": user_id, "score": score, "evidence": evidence}
+        self.events.add_now(
+            pipe, user_id, EventType.ACCOUNT_SHARING_FLAGGED, data, earlier=self._pending_events(user_id)
+        )
         pipe.execute()
 
     def purge(self) -> int:

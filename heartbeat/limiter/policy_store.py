@@ -74,10 +74,18 @@ class PolicyRecord:
 class PolicyStore:
     """Applies, reads and lists the policy documents of one key layout."""
 
-    def __init__(self, client: Redis | RedisCluster, keys: KeyLayout) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        keys: KeyLayout,
+        *,
+        on_applied: Callable[[PolicyRecord], None] | None = None,
+    ) -> None:
         self.client = client
         self.keys = keys
         self.scripts = script_runner_for(client)
+        # Called with each new version once it is in force (the StreamManager writes policy.changed).
+        self.on_applied = on_applied
 
     def apply(
         self, document: Any, *, applied_by: str, reason: str = "", expected_version: int | None = None
@@ -101,9 +109,12 @@ class PolicyStore:
         if not int(applied):
             raise PolicyConflictError(int(version))
         logger.info("policy applied", version=int(version), appliedBy=applied_by, reason=reason)
-        return PolicyRecord(
+        record = PolicyRecord(
             int(version), document, applied_by, reason, at.replace(microsecond=(at.microsecond // 1000) * 1000)
         )
+        if self.on_applied is not None:
+            self.on_applied(record)
+        return record
 
     def current_version(self) -> int:
         """The version in force (0: none applied; the settings decide)."""
