@@ -105,8 +105,8 @@ local function session_count(user_index)
 end
 
 -- BENCH_POLICY_INPUTS=1 (the policy run): every body also carries the policy's inputs: device
--- class "tv" (the family plan's cap of 3 TVs never binds before its 4 slots do, so the refusals
--- stay those of the slots rule), a device id of the session's own, quality "hd".
+-- class "tv" (the family plan's cap of 3 TVs refuses a fourth screen, as the default limit of 3
+-- does in the heartbeat run: the same mix of answers), a device id of the session's own, quality "hd".
 local POLICY_INPUTS = os.getenv("BENCH_POLICY_INPUTS") == "1"
 
 local function body(user, stream, session)
