@@ -192,10 +192,10 @@ async def run_levels(
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every request got the answer it should."""
     args = parse_args(argv)
-    started_at = datetime.now(UTC)
-    out = args.out or ROOT / "bench" / "results" / f"players-{started_at:%Y%m%dT%H%M%SZ}"
-    out.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext() if args.no_lock else bench_lock():
+        started_at = datetime.now(UTC)
+        out = args.out or ROOT / "bench" / "results" / f"players-{started_at:%Y%m%dT%H%M%SZ}"
+        out.mkdir(parents=True, exist_ok=True)
         load_before = loadavg()
         own_redis: OwnRedis | None = None
         server: Gunicorn | None = None

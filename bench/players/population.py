@@ -13,14 +13,16 @@ Beside the wheel:
 
 - churn: at a tick, with probability ``churn_share``, the session leaves
   (``POST /heartbeat/stop``) and a new session of the same account takes its
-  place, whose first heartbeat comes one interval later (in the same phase);
-  arrivals and departures therefore run at ``churn_share x R`` per second each;
+  place: its first heartbeat comes 1/12 of an interval later (so that
+  arrivals start within a run of a few minutes, where a whole interval may be
+  longer than the run), then it beats in the slot's phase; arrivals and
+  departures therefore run at ``churn_share x R`` per second each;
 - refusals: every ``1 / refused_share``-th request is a new session of an
   account that already plays 3 (the default limit), so it is refused (400);
   the account is the one whose phase is 1/6 of an interval past the wheel's
   position, half-way between two of its own sessions' heartbeats.
 
-So no account is heard twice within ``interval / 6``; ``min_gap_seconds``
+So no account is heard twice within ``interval / 12``; ``min_gap_seconds``
 gives that gap for a rate, and the runner keeps it at 1 s or more.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 import bisect
 import random
 from array import array
+from collections import deque
 from dataclasses import dataclass
 
 LIMIT = 3  # the service's default limit: an account with 3 live sessions refuses a fourth
@@ -36,9 +39,14 @@ SESSION_MIX = ((1, 0.25), (2, 0.40), (3, 0.35))  # sessions per account, share o
 # Kinds of request, and the answer each must get.
 REPEAT, FIRST, STOP, REFUSED = "repeat", "first", "stop", "refused"
 KINDS = (REPEAT, FIRST, STOP, REFUSED)
-# The smallest part of an interval between two requests of one account: a refusal, half-way
-# between two of a 3-session account's heartbeats (1/3 apart).
-GAP_SHARE = 1 / 6
+# Where a refusal goes: half-way between two of a 3-session account's heartbeats (1/3 apart).
+REFUSAL_SHARE = 1 / 6
+# How far past its place a refusal may go (when refusals come faster than full accounts pass).
+REFUSAL_WINDOW = 1 / 24
+# Where a new session's first heartbeat goes after its predecessor's stop: half-way to the refusal.
+ARRIVAL_SHARE = 1 / 12
+# The smallest part of an interval between two requests of one account.
+GAP_SHARE = ARRIVAL_SHARE
 
 
 @dataclass(frozen=True)
@@ -106,16 +114,18 @@ class Population:
         self.slot_index = array("b", (k for _, _, k in wheel))
         del wheel
         # Accounts at the limit, by the phase at which a refusal of theirs is sent.
-        full = sorted(((phases[a] + GAP_SHARE) % 1.0, a) for a in range(accounts) if self.counts[a] == LIMIT)
+        full = sorted(((phases[a] + REFUSAL_SHARE) % 1.0, a) for a in range(accounts) if self.counts[a] == LIMIT)
         self.refusal_phase = array("d", (p for p, _ in full))
         self.refusal_account = array("i", (a for _, a in full))
         self.generation: dict[int, int] = {}  # slot -> its generation, for the slots that churned
         self.leaving: dict[int, int] = {}  # slot -> account: stopped, its successor not heard yet
         self.leaving_accounts: dict[int, int] = {}  # account -> how many of its slots are between lives
+        self.arrivals: deque[tuple[int, int]] = deque()  # (wheel tick it is due at, slot): first heartbeats to send
         self.cursor = 0  # the next slot of the wheel
-        self.turns = 0  # whole turns of the wheel so far
+        self.ticks = 0  # wheel ticks so far
+        self.gap = max(1, round(self.sessions * GAP_SHARE))  # wheel ticks between two requests of one account
+        self.heard: dict[int, int] = {}  # account -> wheel tick of its latest request
         self.refusals = 0
-        self.last_refused = -1
         self.emitted = 0
         self.refused_every = round(1 / refused_share) if refused_share else 0
 
@@ -143,13 +153,11 @@ class Population:
 
     def min_gap_seconds(self, rate: float) -> float:
         """The shortest time between two requests of one account at ``rate`` (see the module's docstring)."""
-        share = GAP_SHARE if self.refused_share else 1 / LIMIT
-        return self.interval_seconds(rate) * share
+        return self.interval_seconds(rate) * GAP_SHARE
 
     def max_rate(self, min_gap_seconds: float = 1.0) -> float:
         """The highest rate at which no account is heard twice within ``min_gap_seconds``."""
-        share = GAP_SHARE if self.refused_share else 1 / LIMIT
-        return self.sessions * share / min_gap_seconds / (1 - self.refused_share)
+        return self.sessions * GAP_SHARE / min_gap_seconds / (1 - self.refused_share)
 
     def next(self) -> Request:
         """The next request of the sequence."""
@@ -158,46 +166,58 @@ class Population:
             refusal = self._refusal()
             if refusal is not None:
                 return refusal
+        if self.arrivals and self.arrivals[0][0] <= self.ticks:
+            _, slot = self.arrivals.popleft()
+            if slot in self.leaving:
+                return self._arrival(slot)
         slot = self.cursor
-        self.cursor += 1
-        if self.cursor == self.sessions:
-            self.cursor, self.turns = 0, self.turns + 1
-        account, index = self.slot_account[slot], self.slot_index[slot]
-        user, stream = user_id(account, self.salt), stream_id(account)
+        self.cursor = (self.cursor + 1) % self.sessions
+        self.ticks += 1
         if slot in self.leaving:
-            # The new session in this slot: its first heartbeat.
-            del self.leaving[slot]
-            left = self.leaving_accounts[account] - 1
-            if left:
-                self.leaving_accounts[account] = left
-            else:
-                del self.leaving_accounts[account]
-            session = session_id(account, index, self.generation[slot], self.salt)
-            return Request(FIRST, "/heartbeat", heartbeat_body(user, stream, session))
+            return self._arrival(slot)  # not heard yet (a tiny wheel): it is now
+        account, index = self.slot_account[slot], self.slot_index[slot]
+        self.heard[account] = self.ticks
+        user, stream = user_id(account, self.salt), stream_id(account)
         generation = self.generation.get(slot, 0)
         session = session_id(account, index, generation, self.salt)
         if self.churn_share and self.draw.random() < self.churn_share:
             self.generation[slot] = generation + 1
             self.leaving[slot] = account
             self.leaving_accounts[account] = self.leaving_accounts.get(account, 0) + 1
+            self.arrivals.append((self.ticks + self.gap, slot))
             return Request(STOP, "/heartbeat/stop", stop_body(user, stream, session))
         return Request(REPEAT, "/heartbeat", heartbeat_body(user, stream, session))
+
+    def _arrival(self, slot: int) -> Request:
+        """The first heartbeat of the new session in ``slot``."""
+        account = self.leaving.pop(slot)
+        self.heard[account] = self.ticks
+        left = self.leaving_accounts[account] - 1
+        if left:
+            self.leaving_accounts[account] = left
+        else:
+            del self.leaving_accounts[account]
+        user, stream = user_id(account, self.salt), stream_id(account)
+        session = session_id(account, self.slot_index[slot], self.generation[slot], self.salt)
+        return Request(FIRST, "/heartbeat", heartbeat_body(user, stream, session))
 
     def _refusal(self) -> Request | None:
         """A new session of a full account half-way between its heartbeats; None when there is none."""
         if not self.refusal_account:
             return None
         phase = self.cursor / self.sessions
+        count = len(self.refusal_account)
         start = bisect.bisect_left(self.refusal_phase, phase)
-        for step in range(len(self.refusal_account)):
-            i = (start + step) % len(self.refusal_account)
-            if i == self.last_refused and len(self.refusal_account) > 1:
-                continue  # never the same account twice in a row
+        for step in range(count):
+            i = (start + step) % count
+            if (self.refusal_phase[i] - phase) % 1.0 > REFUSAL_WINDOW:
+                return None  # no full account due now (a tiny wheel): a heartbeat instead
             account = self.refusal_account[i]
-            # An account with a slot between two lives has room: it would be admitted.
-            if account not in self.leaving_accounts:
+            # An account with a slot between two lives has room: it would be admitted. One heard
+            # lately (refused a moment ago) is left alone too.
+            if account not in self.leaving_accounts and self.ticks - self.heard.get(account, -self.gap) >= self.gap:
                 self.refusals += 1
-                self.last_refused = i
+                self.heard[account] = self.ticks
                 user = user_id(account, self.salt)
                 session = f"{self.salt}{account:08x}-refused-{self.refusals:x}"
                 return Request(REFUSED, "/heartbeat", heartbeat_body(user, stream_id(account), session))
