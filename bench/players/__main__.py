@@ -267,7 +267,12 @@ def main(argv: list[str] | None = None) -> int:
         "levels": levels,
     }
     write_json(out / "result.json", result)
-    plot(out / "latency.png", result)
+    try:
+        plot(out / "latency.png", result)
+    except ImportError as exc:  # the result stands without its picture
+        say(
+            f"no plot ({exc}): .venv/bin/pip install -r requirements-dev.txt, then python -m bench.players.report {out}"
+        )
     latest = ROOT / "bench" / "results" / "players-latest"
     if out.parent == latest.parent:
         latest.unlink(missing_ok=True)

@@ -72,8 +72,9 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     for name, label in (("p50", "p50"), ("p99", "p99"), ("p99_9", "p99.9")):
         axes.plot(offered, [level["latency_ms"][name] for level in levels], marker="o", label=label)
     for level in levels:
+        others = level["cost"]["cpu_percent_of_one_core"]["everything_else"]
         axes.annotate(
-            f"{round(100 * level['share_of_capacity'])}%",
+            f"{round(100 * level['share_of_capacity'])}% (others {others:.0f}%)",
             (level["offered_rps"], level["latency_ms"]["p50"]),
             textcoords="offset points",
             xytext=(0, -14),
@@ -83,7 +84,11 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     capacity = result["capacity"]["rps"]
     axes.axvline(capacity, color="grey", linestyle=":", linewidth=1)
     axes.set_yscale("log")
-    axes.set_xlabel("offered load, heartbeats/s (open loop; dotted: capacity measured closed-loop)")
+    axes.set_xlabel(
+        "offered load, requests/s (open loop; dotted: capacity measured closed-loop)\n"
+        "(others: CPU used by other processes during the level, % of one core)",
+        fontsize=8,
+    )
     axes.set_ylabel("latency from intended send, ms")
     machine = result["machine"]
     axes.set_title(
@@ -97,3 +102,11 @@ def plot(path: Path, result: dict[str, Any]) -> None:
     figure.tight_layout()
     figure.savefig(path)
     pyplot.close(figure)
+
+
+if __name__ == "__main__":
+    # python -m bench.players.report RESULT_FOLDER: draw latency.png again from its result.json.
+    import sys
+
+    folder = Path(sys.argv[1])
+    plot(folder / "latency.png", json.loads((folder / "result.json").read_text()))
