@@ -128,7 +128,7 @@ async def run_levels(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Warm-up, capacity, then each open-loop level; their results."""
     parts = urlsplit(url)
-    generator = Generator(parts.hostname, parts.port, population.next, args.connections)
+    generator = Generator(parts.hostname, parts.port, population.next, args.connections, population.unsent)
     redis_measured = stats_client is not None
 
     def level(mode: str, result: LevelResult, before: Snapshot, after: Snapshot, **extra: Any) -> dict[str, Any]:

@@ -122,16 +122,25 @@ class Connection(asyncio.Protocol):
 class Generator:
     """Sends a population's requests to one server through a pool of keep-alive connections."""
 
-    def __init__(self, host: str, port: int, next_request: Callable[[], Request], connections: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        next_request: Callable[[], Request],
+        connections: int,
+        on_unsent: Callable[[Request], None] = lambda request: None,
+    ) -> None:
         self.host = host
         self.port = port
         self.next_request = next_request
+        # Told of each request that was dropped without being sent (still queued when a level ended).
+        self.on_unsent = on_unsent
         self.max_connections = connections
         self.idle: deque[Connection] = deque()
         self.connections: set[Connection] = set()
         self.open_count = 0
         self.opening = 0
-        self.queue: deque[tuple[bytes, str, float]] = deque()  # waiting for a free connection
+        self.queue: deque[tuple[bytes, Request, float]] = deque()  # waiting for a free connection
         self.result = LevelResult()
         self.in_flight = 0
         self.loop = asyncio.get_event_loop()
@@ -177,8 +186,8 @@ class Generator:
         if self.on_idle is not None:
             self.on_idle(conn)
         elif self.queue:
-            data, kind, intended = self.queue.popleft()
-            conn.send(data, kind, intended)
+            data, request, intended = self.queue.popleft()
+            conn.send(data, request.kind, intended)
         else:
             self.idle.append(conn)
 
@@ -198,8 +207,8 @@ class Generator:
         except (OSError, TimeoutError):
             self.opening -= 1
             self.result.errors += 1
-            if self.queue:  # the request that waited longest fails with it
-                self.queue.popleft()
+            if self.queue:  # the request that waited longest fails with it, never sent
+                self.on_unsent(self.queue.popleft()[1])
                 self.in_flight -= 1
             await asyncio.sleep(0.05)
             self.fill()
@@ -219,17 +228,18 @@ class Generator:
             self.connections.add(conn)
             self.idle.append(conn)
 
-    def dispatch(self, data: bytes, kind: str, intended: float) -> None:
+    def dispatch(self, request: Request, intended: float) -> None:
         """Send now on a free connection, or wait in line for one."""
+        data = self.packed(request)
         self.in_flight += 1
         self.result.sent += 1
-        self.result.sent_by_kind[kind] += 1
+        self.result.sent_by_kind[request.kind] += 1
         if self.idle:
             conn = self.idle.popleft()
             if not conn.closed:
-                conn.send(data, kind, intended)
+                conn.send(data, request.kind, intended)
                 return
-        self.queue.append((data, kind, intended))
+        self.queue.append((data, request, intended))
         self.fill()
 
     async def drain(self, seconds: float) -> None:
@@ -239,6 +249,8 @@ class Generator:
             await asyncio.sleep(0.01)
         now = time.perf_counter()
         late = [intended for _, _, intended in self.queue]
+        for _, request, _ in self.queue:
+            self.on_unsent(request)  # never sent: the players it stands for must not lose track
         self.queue.clear()
         for conn in [c for c in self.connections if c.pending is not None and not c.closed]:
             late.append(conn.pending[1])
@@ -262,8 +274,7 @@ class Generator:
             now = time.perf_counter()
             due = min(total, int((now - start) * rate) + 1)
             while i < due:
-                request = self.next_request()
-                self.dispatch(self.packed(request), request.kind, start + i / rate)
+                self.dispatch(self.next_request(), start + i / rate)
                 i += 1
             # Sleep until the next request is due (asyncio's timers are about 1 ms coarse).
             wait = start + i / rate - time.perf_counter()

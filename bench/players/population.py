@@ -56,6 +56,7 @@ class Request:
     kind: str
     path: str
     body: bytes
+    slot: int = -1  # the wheel slot of a stop or first heartbeat (see Population.unsent)
 
 
 def user_id(account: int, salt: str) -> str:
@@ -185,7 +186,7 @@ class Population:
             self.leaving[slot] = account
             self.leaving_accounts[account] = self.leaving_accounts.get(account, 0) + 1
             self.arrivals.append((self.ticks + self.gap, slot))
-            return Request(STOP, "/heartbeat/stop", stop_body(user, stream, session))
+            return Request(STOP, "/heartbeat/stop", stop_body(user, stream, session), slot)
         return Request(REPEAT, "/heartbeat", heartbeat_body(user, stream, session))
 
     def _arrival(self, slot: int) -> Request:
@@ -199,7 +200,28 @@ class Population:
             del self.leaving_accounts[account]
         user, stream = user_id(account, self.salt), stream_id(account)
         session = session_id(account, self.slot_index[slot], self.generation[slot], self.salt)
-        return Request(FIRST, "/heartbeat", heartbeat_body(user, stream, session))
+        return Request(FIRST, "/heartbeat", heartbeat_body(user, stream, session), slot)
+
+    def unsent(self, request: Request) -> None:
+        """``request`` was dropped before it was sent (an overloaded server): undo what it changed here.
+
+        A stop never sent leaves its session playing (its successor is not sent); a first heartbeat
+        never sent is sent again next, so that its account does not keep a free slot.
+        """
+        slot = request.slot
+        if request.kind == STOP and slot in self.leaving:
+            account = self.leaving.pop(slot)
+            self.generation[slot] -= 1
+            left = self.leaving_accounts[account] - 1
+            if left:
+                self.leaving_accounts[account] = left
+            else:
+                del self.leaving_accounts[account]
+        elif request.kind == FIRST:
+            account = self.slot_account[slot]
+            self.leaving[slot] = account
+            self.leaving_accounts[account] = self.leaving_accounts.get(account, 0) + 1
+            self.arrivals.appendleft((self.ticks, slot))
 
     def _refusal(self) -> Request | None:
         """A new session of a full account half-way between its heartbeats; None when there is none."""
