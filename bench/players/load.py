@@ -53,7 +53,6 @@ class LevelResult:
     unexpected_by_kind: Counter[str] = field(default_factory=Counter)
     latencies_ms: array = field(default_factory=lambda: array("d"))
     seconds: float = 0.0  # from the first intended send to the end of the level's sending
-    last_answer_at: float = 0.0
 
     def record(self, kind: str, status: int, body: bytes, latency: float) -> None:
         """One answer."""
@@ -165,7 +164,6 @@ class Generator:
         self.in_flight -= 1
         now = time.perf_counter()
         self.result.record(kind, status, body, now - intended)
-        self.result.last_answer_at = now
         if not conn.closed:
             self.release(conn)
 
