@@ -70,6 +70,7 @@ def get_stream_manager() -> StreamManager:
         new_sessions_per_network_per_minute=settings.NEW_SESSIONS_PER_NETWORK_PER_MINUTE,
         events_enabled=settings.EVENTS_ENABLED,
         events_retention_hours=settings.EVENTS_RETENTION_HOURS,
+        events_memory_budget_mb=settings.EVENTS_MEMORY_BUDGET_MB,
     )
 
 
@@ -127,6 +128,7 @@ _MANAGER_SETTINGS = {
     "NEW_SESSIONS_PER_NETWORK_PER_MINUTE",
     "EVENTS_ENABLED",
     "EVENTS_RETENTION_HOURS",
+    "EVENTS_MEMORY_BUDGET_MB",
 }
 
 
