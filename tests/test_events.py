@@ -195,6 +195,34 @@ def test_an_expired_session_is_reported_once_within_the_ttl_plus_5_s_without_ano
     }
 
 
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_events_on_a_redis_cluster_each_in_its_shards_slot(make_manager: Callable[..., StreamManager]) -> None:
+    # Every write (the flush's scripts, the end's, a staff action's pipeline) reaches the shard's node.
+    m = make_manager(default_limit=1, session_ttl_seconds=2, activity_shards=8, events_enabled=True)
+    users = [f"user-{n}" for n in range(8)]
+    for user in users:
+        m.admit(user, "movie", "a")
+        m.admit(user, "movie", "b")  # refused
+        m.stop(user, "a")
+        m.set_limit_override(user, 2, actor="cli:ops")
+    m.admit("late", "movie", "x")
+    m.flush_activity()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not of_type(recorded(m), EventType.SESSION_ENDED)[len(users) :]:
+        time.sleep(0.2)  # "late" expires: reported by the flusher's trim on its shard's node
+    events = recorded(m)
+    for user in users:
+        assert [str(e.type) for e in events if e.data.get("userId") == user] == [
+            "session.started",
+            "session.refused",
+            "session.ended",
+            "account.limit_changed",
+        ]
+    late = [e.data for e in of_type(events, EventType.SESSION_ENDED) if e.data["userId"] == "late"]
+    assert [d["reason"] for d in late] == ["expired"]
+    assert len({m.keys.shard_number(u) for u in users}) > 2
+
+
 # --- Order per account ----------------------------------------------------------------------
 
 
