@@ -509,6 +509,12 @@ def worker_pids(master_pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
 
 
+def cpu_ticks(pid: int) -> int:
+    """User and system CPU time a process has used so far (clock ticks, /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     live_gunicorn, own_redis, run_output: Path
 ) -> None:
@@ -521,7 +527,7 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     assert len(workers) == 2
     admitted: list[tuple[float, str]] = []  # (answered at, user id): every new session that got 200
     lock = threading.Lock()
-    stop_at = time.monotonic() + 6.0
+    stop_at = time.monotonic() + 9.0
 
     def player(n: int) -> None:
         i = 0
@@ -542,9 +548,14 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     threads = [threading.Thread(target=player, args=(n,)) for n in range(6)]
     for thread in threads:
         thread.start()
-    time.sleep(3.0)
+    time.sleep(4.0)
+    # Kill the busier worker (keep-alive connections stick to one): the one whose loss is measured.
+    before = {pid: cpu_ticks(pid) for pid in workers}
+    time.sleep(1.0)
+    busy = {pid: cpu_ticks(pid) - before[pid] for pid in workers}
+    victim = max(busy, key=busy.__getitem__)
     killed_at = time.monotonic()
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     # An answer the worker wrote just before it died may still be read a moment later.
     read_by = time.monotonic() + 0.5
     for thread in threads:
@@ -558,8 +569,9 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
             if event.type is EventType.SESSION_STARTED:
                 started.add(event.data["userId"])
     lost = [(at, user) for at, user in admitted if user not in started]
-    # Slack for the flusher's start on a loaded machine (gevent schedules it between requests).
-    slack = 1.0
+    # Slack for the flusher's start on a loaded machine (gevent schedules it between requests):
+    # measured up to 0.7 s late on this shared 2-core machine.
+    slack = 2.0
     in_window = [user for at, user in admitted if killed_at - flush_seconds - slack <= at <= read_by]
     (run_output / "events_kill9_loss.json").write_text(
         json.dumps(
@@ -568,11 +580,12 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
                 "without_session_started": len(lost),
                 "admitted_in_the_last_flush_window_before_the_kill": len(in_window),
                 "flush_seconds": flush_seconds,
+                "cpu_ticks_of_the_workers_in_the_second_before_the_kill": sorted(busy.values()),
                 "lost_seconds_before_kill": sorted(round(killed_at - at, 3) for at, _ in lost),
             }
         )
     )
-    assert len(admitted) > 100  # the guard: there was load
+    assert len(admitted) > 100 and busy[victim] > 0  # the guard: there was load, on the killed worker too
     # Every session whose event is missing was admitted within the last flush interval before the kill.
     assert all(killed_at - flush_seconds - slack <= at <= read_by for at, _ in lost), sorted(
         round(killed_at - at, 3) for at, _ in lost
