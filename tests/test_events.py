@@ -223,6 +223,21 @@ def test_events_on_a_redis_cluster_each_in_its_shards_slot(make_manager: Callabl
     assert len({m.keys.shard_number(u) for u in users}) > 2
 
 
+def test_a_mass_expiry_is_reported_whole_a_thousand_per_call(make_manager: Callable[..., StreamManager]) -> None:
+    m = make_manager(session_ttl_seconds=1, activity_flush_seconds=0.2, activity_shards=1, events_enabled=True)
+    for n in range(2_500):
+        m.admit(f"viewer-{n}", "movie", "s")
+    m.flush_activity()
+    started = time.monotonic()
+    expired: list[Event] = []
+    while time.monotonic() - started < 1 + 5 and len(expired) < 2_500:
+        time.sleep(0.2)
+        expired = [e for e in of_type(recorded(m), EventType.SESSION_ENDED) if e.data["reason"] == "expired"]
+    # 1,000 a call (so three calls at least): every session reported, each once.
+    assert sorted(e.data["userId"] for e in expired) == sorted(f"viewer-{n}" for n in range(2_500))
+    assert len({e.id for e in expired}) == 2_500
+
+
 # --- Order per account ----------------------------------------------------------------------
 
 
