@@ -159,6 +159,12 @@ def test_a_huge_paste_is_refused(lead_client: Client) -> None:
 def test_bad_fields_apply_nothing(lead_client: Client, data: dict, field: str) -> None:
     response = lead_client.post(APPLY, data)
     assert response.status_code == 400
+    explained = {
+        "expected_version": "This page is out of date or was changed: reload it",
+        "reason": "Must not contain U+202E",
+        "document": "This field is required.",
+    }[field]
+    assert explained in response.content.decode()
     nothing_applied()
 
 
