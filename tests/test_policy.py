@@ -150,7 +150,6 @@ def test_the_settings_make_a_policy_of_version_zero_that_is_not_applied() -> Non
         (with_plan(devices={"tv": 0}), "$.plans.p.devices.tv: must be a whole number from 1 to 50"),
         (with_plan(pools={"live": "one"}), "$.plans.p.pools.live: must be a whole number"),
         (with_plan(weights={"4k": 2}), "$.plans.p.weights.4k: unknown quality (expected one of sd, hd, uhd)"),
-        (with_plan(weights={"uhd": 3}), "$.plans.p.weights.uhd: 3 is more than maxStreams (2)"),
         (with_plan(maxNetworks=0), "$.plans.p.maxNetworks: must be a whole number from 1 to 50"),
         (with_plan(networkRule="warn"), "$.plans.p.networkRule: must be one of block, flag"),
         (with_changes(streams=["live-*"]), "$.streams: must be an object of pool name -> list of streamId patterns"),
@@ -303,23 +302,28 @@ def test_apply_logs_one_line_per_change(store: PolicyStore, json_log_lines) -> N
 # --- PolicyWatcher ----------------------------------------------------------------------------------
 
 
+def test_the_watcher_reads_redis_at_most_once_per_interval(store: PolicyStore) -> None:
+    fallback = policy_from_settings(3, {})
+    watcher = PolicyWatcher(store, fallback, check_seconds=3600)
+    assert watcher.policy() is fallback  # the first check: nothing applied
+    store.apply(FAMILY, applied_by="a")
+    # Within the interval no Redis read: the policy in force stays.
+    assert watcher.policy() is fallback and watcher.refresh() is fallback
+
+
 def test_the_watcher_decides_with_the_settings_until_a_version_is_applied_then_the_newest(store: PolicyStore) -> None:
     fallback = policy_from_settings(3, {})
     seen: list[Policy] = []
-    watcher = PolicyWatcher(store, fallback, check_seconds=3600, on_change=seen.append)
+    watcher = PolicyWatcher(store, fallback, check_seconds=0, on_change=seen.append)
     assert watcher.policy() is fallback and seen == []
     store.apply(FAMILY, applied_by="a")
-    # Within the interval no Redis read: the policy in force stays.
-    assert watcher.policy() is fallback
-    assert watcher.refresh().version == 1 and watcher.policy().version == 1
-    assert [p.version for p in seen] == [1]
-    watcher.refresh()  # the same version again: no change, no call
-    assert [p.version for p in seen] == [1]
+    assert watcher.policy().version == 1 and [p.version for p in seen] == [1]
+    assert watcher.policy().version == 1 and [p.version for p in seen] == [1]  # the same version: no call
     store.apply({"default": {"maxStreams": 2}}, applied_by="b")
-    assert watcher.refresh().default.max_streams == 2 and [p.version for p in seen] == [1, 2]
+    assert watcher.policy().default.max_streams == 2 and [p.version for p in seen] == [1, 2]
 
 
-def test_the_watcher_checks_again_once_the_interval_passed(store: PolicyStore) -> None:
-    watcher = PolicyWatcher(store, policy_from_settings(3, {}), check_seconds=0)
+def test_a_new_watcher_decides_with_the_version_in_force_from_its_first_call(store: PolicyStore) -> None:
     store.apply(FAMILY, applied_by="a")
+    watcher = PolicyWatcher(store, policy_from_settings(3, {}), check_seconds=3600)
     assert watcher.policy().version == 1

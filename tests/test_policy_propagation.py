@@ -27,18 +27,19 @@ BASIC_ONE = {"default": {"maxStreams": 3}, "plans": {"basic": {"maxStreams": 1}}
 GAUGE_LINE = re.compile(r'^streamlimit_policy_version\{pid="(\d+)"\} ([0-9.e+]+)$', re.MULTILINE)
 
 
-def test_the_gauge_follows_the_version_this_process_decides_with() -> None:
+def test_the_gauge_follows_the_version_this_process_decides_with(monkeypatch) -> None:
     def gauge() -> float:
         return REGISTRY.get_sample_value("streamlimit_policy_version")
 
     watcher = get_stream_manager().policies
+    monkeypatch.setattr(watcher, "check_seconds", 0)  # every call checks
     metrics.POLICY_VERSION.set(0)
-    watcher.refresh()
+    watcher.policy()
     assert gauge() == 0  # none applied: the settings decide
     get_policy_store().apply(BASIC_ONE, applied_by="test")
-    assert watcher.refresh().version == 1 and gauge() == 1
+    assert watcher.policy().version == 1 and gauge() == 1
     get_policy_store().apply({"default": {"maxStreams": 2}}, applied_by="test")
-    watcher.refresh()
+    watcher.policy()
     assert gauge() == 2
 
 
