@@ -279,3 +279,12 @@ def test_what_staff_wrote_is_shown_escaped_and_the_page_has_no_inline_script(lea
 
 def test_the_navigation_links_to_the_policy_page(viewer_client: Client) -> None:
     assert f'<a href="{PAGE}">Policy</a>' in viewer_client.get("/dashboard/").content.decode()
+
+
+def test_redis_down_shows_a_page_and_applies_nothing(lead_client: Client, settings) -> None:
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    for response in (lead_client.get(PAGE), lead_client.post(APPLY, post(FAMILY))):
+        assert response.status_code == 503 and b"Redis cannot be reached" in response.content
+    assert not AuditRecord.objects.exists()

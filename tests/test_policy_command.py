@@ -175,3 +175,14 @@ def test_from_the_shell_errors_go_to_stderr_with_exit_one(bad_file: Path, key_pr
         timeout=120,
     )
     assert usage.returncode == 2 and "CommandError: argument --version: invalid int value: 'x'" in usage.stderr
+
+
+def test_with_redis_down_validate_still_works_and_apply_fails_cleanly(family_file: Path, settings) -> None:
+    caches = {**settings.CACHES}
+    caches["default"] = {**caches["default"], "LOCATION": "redis://127.0.0.1:1/0"}
+    settings.CACHES = caches
+    # validate reads only the file: it checks a document where Redis is out of reach.
+    assert run("policy", "validate", str(family_file)).startswith("valid:")
+    for args in (["apply", str(family_file)], ["show"]):
+        with pytest.raises(CommandError, match="Redis is unreachable or failed"):
+            run("policy", *args)
