@@ -130,4 +130,10 @@ def test_four_tabs_under_the_family_plan_a_third_phone_a_reload_and_move_here(
     # The other tabs play on.
     for page in (phones[1], *tvs, third):
         assert page.get_attribute("#status", "data-state") == "playing"
+    # A playing tab lists the account's other screens on demand; it plays already, so it moves nothing here.
+    tvs[1].click("#list-screens")
+    tvs[1].wait_for_selector("#screens:not([hidden])")
+    listed = tvs[1].locator("#screen-list li .screen-label").all_inner_texts()
+    assert sorted(text.split(" — ")[0] for text in listed) == ["Phone 2", "Phone 3", "TV 1"]
+    assert all(button.is_disabled() for button in tvs[1].locator("#screen-list button.move-here").all())
     context.close()

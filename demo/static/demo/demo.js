@@ -270,7 +270,7 @@ function draw(now) {
     ctx.fillRect(0, 0, width, height);
     ctx.fillStyle = "#fff";
     ctx.font = "bold 40px system-ui, sans-serif";
-    ctx.fillText($("status").dataset.state === "idle" ? "▶ Play" : $("status").textContent.toUpperCase(), 24, 60);
+    ctx.fillText($("status").dataset.state === "idle" ? "▶ Play" : $("status").dataset.state.toUpperCase(), 24, 60);
   }
   requestAnimationFrame(draw);
 }
