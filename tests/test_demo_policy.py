@@ -66,8 +66,9 @@ def live_devices() -> list[str | None]:
     return sorted(s.device_name for s in get_live_state().sessions(ACCOUNT))
 
 
+@pytest.mark.django_db
 def test_four_tabs_under_the_family_plan_a_third_phone_a_reload_and_move_here(
-    live_browser, live_gunicorn, token_env, holding_proxy, screenshots
+    live_browser, live_gunicorn, token_env, holding_proxy, screenshots, staff_client
 ) -> None:
     get_policy_store().apply(FAMILY_POLICY, applied_by="test", reason="issue 20 walkthrough")
     service = live_gunicorn(workers=2, **FAST_SERVICE, **token_env)
@@ -116,6 +117,14 @@ def test_four_tabs_under_the_family_plan_a_third_phone_a_reload_and_move_here(
     proxy.release()
     wait_until(lambda: ("/heartbeat/stop", 204) in proxy.answered, what="the late stop answered")
     assert live_devices() == ["Phone 1", "Phone 2", "TV 1", "TV 2"]
+
+    # Support finds the decision the viewer reads out, with its rule, on the account's page.
+    page_url = "/dashboard/user/?" + urlencode({"id": ACCOUNT, "decision": decision_id})
+    wait_until(
+        lambda: 'class="found"' in staff_client.get(page_url).content.decode(),
+        what="the refusal on the user page (written by the service's activity flush, every second)",
+    )
+    assert "by the rule <code>devices.mobile</code>" in staff_client.get(page_url).content.decode()
 
     # "Move here" on the refused phone, next to Phone 1: it plays, and Phone 1 is told where playback went.
     phone_1 = phones[0].inner_text("#session-id")
