@@ -11,9 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from heartbeat.limiter.decisions import SessionInputs
 from heartbeat.limiter.manager import HeartbeatResult, StreamManager
 from heartbeat.limiter.outcomes import Outcome
-from heartbeat.limiter.policy import SessionInputs
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.services import get_policy_store
 from tests.conftest import make_token

@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from heartbeat.limiter import metrics
 from heartbeat.limiter.activity import Refusal
 from heartbeat.limiter.activity_writer import ActivityWriter
+from heartbeat.limiter.decisions import RuleHit, SessionInputs, rule_message
 from heartbeat.limiter.event_log import MS_PER_HOUR, EventLog
 from heartbeat.limiter.events import EndReason, Event, EventType, timestamp_of
 from heartbeat.limiter.ids import require_device_name, require_id
@@ -44,7 +45,7 @@ from heartbeat.limiter.outcomes import (
     TOO_MANY_NEW_SESSIONS_CODE,
     Outcome,
 )
-from heartbeat.limiter.policy import Policy, RuleHit, SessionInputs, policy_from_settings, rule_message
+from heartbeat.limiter.policy import Policy, policy_from_settings
 from heartbeat.limiter.policy_store import PolicyRecord, PolicyStore, PolicyWatcher
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
