@@ -5,9 +5,12 @@ the reads that serve the dashboard and the commands are the read model
 (``reads.py``), beside it, over the same keys. No Django here: settings
 arrive as arguments (``heartbeat.services`` builds one per process).
 
-Over 300 lines on purpose: this is the one writer, and every write a player,
-support or an operator makes is one method here, next to the breaker and
-replica-wait rules they share; about half of the lines are docstrings.
+About 750 lines on purpose: this is the one writer, and every write a player,
+support or an operator makes is one method here, next to the breaker,
+replica-wait, policy and event rules they share; the policy's document and
+decisions (``policy.py``, ``decisions.py``), the events' wire form and
+streams (``events.py``, ``event_log.py``) and the activity batches
+(``activity_writer.py``) live beside it; about half of the lines are docstrings.
 """
 
 from __future__ import annotations
