@@ -123,12 +123,12 @@ def mark_not_sharing(request: HttpRequest) -> HttpResponse:
     user_id, reason = form.cleaned_data["id"], form.cleaned_data["reason"]
     if form.cleaned_data["clear"]:
         if actions.clear_not_sharing_mark(request.user, user_id, reason):
-            messages.success(request, f"The not-sharing mark of {user_id} is cleared.")
+            messages.success(request, f"Cleared the not-sharing mark of {user_id}.")
         else:
-            messages.warning(request, f"{user_id} had no not-sharing mark.")
+            messages.warning(request, f"There was no not-sharing mark on {user_id}: nothing changed.")
     else:
         actions.mark_not_sharing(request.user, user_id, reason)
         messages.success(
-            request, f"{user_id} is marked not sharing: its score is cut to {round(NOT_SHARING_FACTOR * 100)}%."
+            request, f"Marked {user_id} not sharing: its score is cut to {round(NOT_SHARING_FACTOR * 100)}%."
         )
     return HttpResponseRedirect(risk_url())
