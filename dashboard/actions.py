@@ -1,4 +1,4 @@
-"""Staff actions on live state, each written to the audit trail.
+"""Staff actions on live state and the limit policy, each written to the audit trail.
 
 Shared by the dashboard views and the management commands, so an eviction or a
 limit change is audited the same way wherever it comes from.
@@ -7,6 +7,7 @@ limit change is audited the same way wherever it comes from.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -14,9 +15,10 @@ from django.db import transaction
 from dashboard.models import AuditRecord, SharingMark
 from heartbeat.limiter.limits import MAX_REASON_LENGTH
 from heartbeat.limiter.metrics import EVICTIONS
+from heartbeat.limiter.policy_store import PolicyRecord
 from heartbeat.limiter.read_models import UserLimit
 from heartbeat.limiter.risk import NotSharingMark
-from heartbeat.services import get_live_state, get_stream_manager
+from heartbeat.services import get_live_state, get_policy_store, get_stream_manager
 
 
 def actor_name(actor: AbstractBaseUser | str) -> str:
@@ -97,6 +99,26 @@ def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) ->
     action = AuditRecord.Action.CLEAR_LIMIT if limit is None else AuditRecord.Action.SET_LIMIT
     _audit(actor, action, user_id, detail=f"limit {before.limit} -> {after.limit} (override {after.override})")
     return after
+
+
+def apply_policy(actor: AbstractBaseUser, document: Any, *, expected_version: int, reason: str = "") -> PolicyRecord:
+    """Put ``document`` in force as the next policy version, if ``expected_version`` is still the one in force.
+
+    Raises ``PolicyInvalidError`` (nothing stored) or ``PolicyConflictError``
+    (another version was applied since the page was read; nothing stored).
+    Audited when applied. The store logs the change (one line per change).
+    """
+    record = get_policy_store().apply(
+        document, applied_by=actor.get_username(), reason=reason, expected_version=expected_version
+    )
+    _audit(
+        actor,
+        AuditRecord.Action.APPLY_POLICY,
+        "",
+        detail=f"policy version {record.version} (was {expected_version or 'none: the settings decided'})",
+        reason=reason,
+    )
+    return record
 
 
 def mark_not_sharing(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> SharingMark:

@@ -16,6 +16,7 @@ class AuditRecord(models.Model):
         CLEAR_LIMIT = "clear_limit", "Cleared the limit override"
         BLOCK_NEW = "block_new", "Blocked new sessions"
         UNBLOCK_NEW = "unblock_new", "Lifted the block on new sessions"
+        APPLY_POLICY = "apply_policy", "Applied a limit policy version"
         MARK_NOT_SHARING = "mark_not_sharing", "Marked the account not sharing"
         CLEAR_NOT_SHARING = "clear_not_sharing", "Cleared the not-sharing mark"
 
@@ -40,8 +41,7 @@ class AuditRecord(models.Model):
             ("view_sessions", "Can see live users and sessions on the dashboard"),
             ("evict_session", "Can evict live sessions"),
             ("change_limit", "Can set or clear an account's limit override"),
-            # For the limit policies page (not built yet); with STAFF_REQUIRE_2FA
-            # its holders log in with a second factor.
+            # For the Policy page's form; with STAFF_REQUIRE_2FA its holders log in with a second factor.
             ("change_policy", "Can change the limit policies"),
         ]
 

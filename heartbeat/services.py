@@ -18,6 +18,7 @@ from redis.cluster import RedisCluster
 
 from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.policy import Policy
 from heartbeat.limiter.policy_store import PolicyStore
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.limiter.risk import RiskStore
@@ -49,11 +50,15 @@ def build_breaker() -> CircuitBreaker | None:
     )
 
 
+def _policy_changed(policy: Policy) -> None:
+    metrics.POLICY_VERSION.set(policy.version)
+
+
 @functools.cache
 def get_stream_manager() -> StreamManager:
     """The StreamManager of this process, on the configured topology's client (``redis_client``)."""
     metrics.HEARTBEAT_TALLY.flush_seconds = settings.ACTIVITY_FLUSH_SECONDS
-    return StreamManager(
+    manager = StreamManager(
         redis_client(),
         key_prefix=settings.REDIS_KEY_PREFIX,
         default_limit=settings.MAX_CONCURRENT_STREAMS,
@@ -70,7 +75,11 @@ def get_stream_manager() -> StreamManager:
         new_sessions_per_network_per_minute=settings.NEW_SESSIONS_PER_NETWORK_PER_MINUTE,
         events_enabled=settings.EVENTS_ENABLED,
         events_retention_hours=settings.EVENTS_RETENTION_HOURS,
+        events_memory_budget_mb=settings.EVENTS_MEMORY_BUDGET_MB,
     )
+    # The gauge of the version this process decides with (0 until its watcher loads an applied one).
+    manager.policies.on_change = _policy_changed
+    return manager
 
 
 def get_policy_store() -> PolicyStore:
@@ -127,6 +136,7 @@ _MANAGER_SETTINGS = {
     "NEW_SESSIONS_PER_NETWORK_PER_MINUTE",
     "EVENTS_ENABLED",
     "EVENTS_RETENTION_HOURS",
+    "EVENTS_MEMORY_BUDGET_MB",
 }
 
 

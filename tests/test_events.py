@@ -195,6 +195,49 @@ def test_an_expired_session_is_reported_once_within_the_ttl_plus_5_s_without_ano
     }
 
 
+@pytest.mark.parametrize("topology", ["cluster"], indirect=True)
+def test_events_on_a_redis_cluster_each_in_its_shards_slot(make_manager: Callable[..., StreamManager]) -> None:
+    # Every write (the flush's scripts, the end's, a staff action's pipeline) reaches the shard's node.
+    m = make_manager(default_limit=1, session_ttl_seconds=2, activity_shards=8, events_enabled=True)
+    users = [f"user-{n}" for n in range(8)]
+    for user in users:
+        m.admit(user, "movie", "a")
+        m.admit(user, "movie", "b")  # refused
+        m.stop(user, "a")
+        m.set_limit_override(user, 2, actor="cli:ops")
+    m.admit("late", "movie", "x")
+    m.flush_activity()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not of_type(recorded(m), EventType.SESSION_ENDED)[len(users) :]:
+        time.sleep(0.2)  # "late" expires: reported by the flusher's trim on its shard's node
+    events = recorded(m)
+    for user in users:
+        assert [str(e.type) for e in events if e.data.get("userId") == user] == [
+            "session.started",
+            "session.refused",
+            "session.ended",
+            "account.limit_changed",
+        ]
+    late = [e.data for e in of_type(events, EventType.SESSION_ENDED) if e.data["userId"] == "late"]
+    assert [d["reason"] for d in late] == ["expired"]
+    assert len({m.keys.shard_number(u) for u in users}) > 2
+
+
+def test_a_mass_expiry_is_reported_whole_a_thousand_per_call(make_manager: Callable[..., StreamManager]) -> None:
+    m = make_manager(session_ttl_seconds=1, activity_flush_seconds=0.2, activity_shards=1, events_enabled=True)
+    for n in range(2_500):
+        m.admit(f"viewer-{n}", "movie", "s")
+    m.flush_activity()
+    started = time.monotonic()
+    expired: list[Event] = []
+    while time.monotonic() - started < 1 + 5 and len(expired) < 2_500:
+        time.sleep(0.2)
+        expired = [e for e in of_type(recorded(m), EventType.SESSION_ENDED) if e.data["reason"] == "expired"]
+    # 1,000 a call (so three calls at least): every session reported, each once.
+    assert sorted(e.data["userId"] for e in expired) == sorted(f"viewer-{n}" for n in range(2_500))
+    assert len({e.id for e in expired}) == 2_500
+
+
 # --- Order per account ----------------------------------------------------------------------
 
 
@@ -481,6 +524,12 @@ def worker_pids(master_pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()]
 
 
+def cpu_ticks(pid: int) -> int:
+    """User and system CPU time a process has used so far (clock ticks, /proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     live_gunicorn, own_redis, run_output: Path
 ) -> None:
@@ -493,7 +542,7 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     assert len(workers) == 2
     admitted: list[tuple[float, str]] = []  # (answered at, user id): every new session that got 200
     lock = threading.Lock()
-    stop_at = time.monotonic() + 6.0
+    stop_at = time.monotonic() + 9.0
 
     def player(n: int) -> None:
         i = 0
@@ -514,9 +563,14 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
     threads = [threading.Thread(target=player, args=(n,)) for n in range(6)]
     for thread in threads:
         thread.start()
-    time.sleep(3.0)
+    time.sleep(4.0)
+    # Kill the busier worker (keep-alive connections stick to one): the one whose loss is measured.
+    before = {pid: cpu_ticks(pid) for pid in workers}
+    time.sleep(1.0)
+    busy = {pid: cpu_ticks(pid) - before[pid] for pid in workers}
+    victim = max(busy, key=busy.__getitem__)
     killed_at = time.monotonic()
-    os.kill(workers[0], signal.SIGKILL)
+    os.kill(victim, signal.SIGKILL)
     # An answer the worker wrote just before it died may still be read a moment later.
     read_by = time.monotonic() + 0.5
     for thread in threads:
@@ -530,8 +584,9 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
             if event.type is EventType.SESSION_STARTED:
                 started.add(event.data["userId"])
     lost = [(at, user) for at, user in admitted if user not in started]
-    # Slack for the flusher's start on a loaded machine (gevent schedules it between requests).
-    slack = 1.0
+    # Slack for the flusher's start on a loaded machine (gevent schedules it between requests):
+    # measured up to 0.7 s late on this shared 2-core machine.
+    slack = 2.0
     in_window = [user for at, user in admitted if killed_at - flush_seconds - slack <= at <= read_by]
     (run_output / "events_kill9_loss.json").write_text(
         json.dumps(
@@ -540,11 +595,12 @@ def test_a_killed_worker_loses_at_most_the_events_noted_since_its_last_flush(
                 "without_session_started": len(lost),
                 "admitted_in_the_last_flush_window_before_the_kill": len(in_window),
                 "flush_seconds": flush_seconds,
+                "cpu_ticks_of_the_workers_in_the_second_before_the_kill": sorted(busy.values()),
                 "lost_seconds_before_kill": sorted(round(killed_at - at, 3) for at, _ in lost),
             }
         )
     )
-    assert len(admitted) > 100  # the guard: there was load
+    assert len(admitted) > 100 and busy[victim] > 0  # the guard: there was load, on the killed worker too
     # Every session whose event is missing was admitted within the last flush interval before the kill.
     assert all(killed_at - flush_seconds - slack <= at <= read_by for at, _ in lost), sorted(
         round(killed_at - at, 3) for at, _ in lost

@@ -177,9 +177,16 @@ class ActivityFlusher:
             target.flush_activity()
 
     def _run(self) -> None:
+        # Flushes start on a fixed cadence, not an interval after the previous one ended:
+        # what a killed process loses (its events noted since its last flush) stays
+        # within one interval however long each flush takes.
+        due = time.monotonic()
         while True:
-            time.sleep(self._interval)
+            due += self._interval
+            time.sleep(max(0.0, due - time.monotonic()))
             self.flush_all()
+            if time.monotonic() > due + self._interval:
+                due = time.monotonic()  # far behind (a stalled Redis): no burst of catch-up flushes
 
 
 FLUSHER = ActivityFlusher()

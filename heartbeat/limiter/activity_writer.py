@@ -46,6 +46,11 @@ EXPIRY_WATCH_MARGIN_SECONDS = 5.0
 # Support's memory of accounts: "seen in the last day" and the prefix search,
 # refusals kept a day, the daily sharing signals kept two days.
 SEEN_MS = 86_400_000
+# "Seen in the last day" needs no second-by-second score: a process rewrites an account's seen
+# entries (two ZADDs) at most this often; "last heard" reads the live index too, which is exact.
+SEEN_REFRESH_MS = 600_000
+# Accounts whose seen write this process remembers; past it the memory starts afresh (one rewrite each).
+SEEN_REMEMBERED = 200_000
 REFUSALS_TTL_SECONDS = 86_400
 DAY_KEY_TTL_SECONDS = 2 * 86_400
 # What one account costs the analytics (seen indexes, daily sharing signals, its session
@@ -88,6 +93,8 @@ class ActivityWriter:
         self.accounts_per_shard = analytics_accounts_per_shard(analytics_budget_mb, len(keys.shards))
         self.pending = ActivityBuffer()
         self._flush_lock = threading.Lock()
+        # user id -> when this process last wrote its seen entries (SEEN_REFRESH_MS); the flusher's only.
+        self._seen_written: dict[str, int] = {}
         self._flusher_pid = 0
         # Monotonic time until which an empty batch still flushes (see EXPIRY_WATCH_MARGIN_SECONDS).
         self._watch_expiry_until = 0.0
@@ -217,13 +224,16 @@ class ActivityWriter:
                     args.append(self.events.retention_ms)
                 calls.append((shard, ScriptCall(RECORD_ACTIVITY, keys, args)))
         activity_calls = len(calls)
-        account_calls = self._account_records(batch)
+        account_calls, seen_now = self._account_records(batch)
         event_calls = self.events.record_calls(batch.events) if self.events is not None else []
         try:
             written = self.flush_scripts.run([call for _, call in calls] + account_calls + event_calls)
             live: dict[str, int] = {}
             for (shard, _), (_, shard_live) in zip(calls, written[:activity_calls], strict=True):
                 live[shard.base] = int(shard_live)  # a shard's last chunk has its count after every write
+            if len(self._seen_written) + len(seen_now) > SEEN_REMEMBERED:
+                self._seen_written.clear()
+            self._seen_written.update(seen_now)
             minutes = sorted(batch.counts)
             if minutes:
                 self._record_minutes(batch, minutes, sum(live.values()))
@@ -255,15 +265,20 @@ class ActivityWriter:
             ]
         )
 
-    def _account_records(self, batch: ActivityBatch) -> list[ScriptCall]:
-        """The ``record_accounts`` calls of a batch: seen accounts, refusals, new sessions; by shard, chunked."""
+    def _account_records(self, batch: ActivityBatch) -> tuple[list[ScriptCall], dict[str, int]]:
+        """The ``record_accounts`` calls of a batch (seen accounts, refusals, new sessions; by shard, chunked),
+        and the accounts whose seen entries they write, with when (remembered once the write succeeds)."""
         day = int(time.time() // 86_400)
         shards = self.keys.shards
         seen: list[list[Any]] = [[] for _ in shards]
         refusals: list[list[Any]] = [[] for _ in shards]
         new_sessions: list[list[Any]] = [[] for _ in shards]
+        seen_now: dict[str, int] = {}
         for uid, (heard, _) in batch.users.items():
+            if heard - self._seen_written.get(uid, -SEEN_REFRESH_MS) < SEEN_REFRESH_MS:
+                continue  # written by this process a moment ago (see SEEN_REFRESH_MS)
             seen[self.keys.shard_number(uid)].append((uid, heard))
+            seen_now[uid] = heard
         for uid, kept in batch.refusals.items():
             refusals[self.keys.shard_number(uid)].append((uid, kept))
         for uid, sids in batch.new_sessions.items():
@@ -291,4 +306,4 @@ class ActivityWriter:
                     args += [uid, len(sids), *sids]
                 args.append(self.accounts_per_shard)
                 calls.append(ScriptCall(RECORD_ACCOUNTS, keys, args))
-        return calls
+        return calls, seen_now

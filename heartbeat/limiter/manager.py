@@ -137,6 +137,7 @@ class StreamManager:
         new_sessions_per_network_per_minute: int = 0,
         events_enabled: bool = False,
         events_retention_hours: int = 72,
+        events_memory_budget_mb: int = 0,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -162,7 +163,12 @@ class StreamManager:
         self.policy_store = PolicyStore(client, self.keys, on_applied=self._policy_applied)
         self.policies = PolicyWatcher(self.policy_store, policy_from_settings(default_limit, self.plan_limits))
         # EVENTS_ENABLED, EVENTS_RETENTION_HOURS: the event streams (heartbeat/limiter/event_log.py).
-        self.events = EventLog(self.keys, enabled=events_enabled, retention_ms=events_retention_hours * MS_PER_HOUR)
+        self.events = EventLog(
+            self.keys,
+            enabled=events_enabled,
+            retention_ms=events_retention_hours * MS_PER_HOUR,
+            memory_budget_mb=events_memory_budget_mb,
+        )
         # The activity flusher has connections of its own (see ActivityWriter).
         self.activity = ActivityWriter(
             self.keys,

@@ -67,6 +67,12 @@ REDIS_BREAKER_OPEN = Gauge(
     "Worker processes whose Redis circuit breaker is open or half-open (heartbeats fail at once).",
     multiprocess_mode="livesum",
 )
+# Per worker process (liveall: one line per live worker, by pid): the policy version each decides with.
+POLICY_VERSION = Gauge(
+    "streamlimit_policy_version",
+    "The policy document version each worker process decides with (0: none applied, the settings decide).",
+    multiprocess_mode="liveall",
+)
 REDIS_BREAKER_TRANSITIONS = Counter(
     "streamlimit_redis_breaker_transitions",
     "Circuit breaker state changes, by the state entered (open, half_open, closed).",

@@ -218,7 +218,9 @@ class LiveStateReader:
         for n, uid in enumerate(ids):
             seen, live = scores[2 * n], scores[2 * n + 1]
             if seen is not None:
-                found.append(FoundUser(as_text(uid), ms_to_datetime(seen), live is not None and live > since))
+                # The seen index is refreshed every few minutes; the live index has the latest heartbeat.
+                heard = max(seen, live or 0)
+                found.append(FoundUser(as_text(uid), ms_to_datetime(heard), live is not None and live > since))
         return found
 
     def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
@@ -237,8 +239,13 @@ class LiveStateReader:
     def last_heard(self, user_id: str) -> datetime | None:
         """When the account's latest heartbeat came, if it came in the last day."""
         require_id(user_id, "userId")
-        seen = self.client.zscore(self.keys.shard_of(user_id).seen_users, user_id)
-        return None if seen is None else ms_to_datetime(seen)
+        shard = self.keys.shard_of(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(shard.seen_users, user_id)
+        pipe.zscore(shard.live_users, user_id)
+        seen, live = pipe.execute()
+        # The seen index is refreshed every few minutes (SEEN_REFRESH_MS); the live index has the latest heartbeat.
+        return None if seen is None else ms_to_datetime(max(seen, live or 0))
 
     def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
         """The account's latest refused heartbeats (at most 20, from the last day), newest first."""

@@ -97,7 +97,9 @@ end
 -- bounded. Once per batch, so O(log n + removed) about once a second.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
 if events then
-  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', since, 'WITHSCORES')
+  -- At most 1,000 a call, so that a mass expiry (a CDN outage) never holds Redis for long:
+  -- the rest go at the next flush, a second later, each still reported once.
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', since, 'WITHSCORES', 'LIMIT', 0, 1000)
   if #expired > 0 then
     local retention = tonumber(ARGV[#ARGV])
     local oldest = string.format('%d', now - retention)
@@ -114,8 +116,8 @@ if events then
         data = {userId = user_id, sessionId = session_id, reason = 'expired', lastHeartbeatAt = iso_time(heard)},
       })
       redis.call('XADD', events, 'MINID', '~', oldest, '*', 'e', event)
+      redis.call('ZREM', KEYS[2], member)
     end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since)
     redis.call('PEXPIRE', events, retention)
   end
 else

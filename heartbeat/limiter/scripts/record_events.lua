@@ -8,17 +8,24 @@
 -- KEYS[1] events STREAM, one field "e" per entry: the event's JSON (heartbeat/limiter/events.py)
 -- ARGV[1] retention (ms): entries older than that are trimmed (approximately: XADD MINID ~,
 --         so Redis drops whole internal nodes, and a few older entries may stay a while)
--- ARGV[2...] the events' JSON, oldest first
+-- ARGV[2] the most entries the stream keeps (EVENTS_MEMORY_BUDGET_MB's share; 0: no cap): past it the
+--         oldest go first (approximately, XTRIM MAXLEN ~), so a flood of made-up accounts cannot
+--         fill Redis with its events
+-- ARGV[3...] the events' JSON, oldest first
 --
 -- Returns the number of events appended.
 
 local retention = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local oldest = string.format('%d', now - retention)
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   redis.call('XADD', KEYS[1], 'MINID', '~', oldest, '*', 'e', ARGV[i])
+end
+if cap > 0 then
+  redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', cap)
 end
 -- A stream nobody writes to for a whole retention holds only events past it.
 redis.call('PEXPIRE', KEYS[1], retention)
-return #ARGV - 1
+return #ARGV - 2
