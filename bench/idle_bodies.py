@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import resource
+import subprocess
 import tempfile
 import threading
 import time
@@ -227,6 +229,45 @@ def listen_queue_overflows() -> int:
     return int(dict(zip(lines[0], lines[1], strict=True)).get("ListenOverflows", 0))
 
 
+def start_own_redis(env: dict[str, str]) -> subprocess.Popen:
+    """A throw-away redis-server on a free loopback port, no persistence; ``env["REDIS_URL"]`` points to it."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(env["REDIS_URL"])
+    for _ in range(100):
+        with contextlib.suppress(redis.ConnectionError):
+            if client.ping():
+                return process
+        time.sleep(0.1)
+    process.kill()
+    raise SystemExit("redis-server did not answer within 10 s")
+
+
+def set_niceness(nice: int) -> None:
+    """This process' niceness and its session's, inherited by gunicorn, its workers and the attacking process.
+
+    With autogroups (``/proc/sys/kernel/sched_autogroup_enabled``), the kernel first shares the CPU
+    between sessions, and a process' own niceness only counts within its session: the session's
+    has to change too.
+    """
+    os.nice(nice)
+    with contextlib.suppress(OSError):  # no autogroups, or not root
+        Path("/proc/self/autogroup").write_text(str(nice))
+
+
+def niceness() -> str:
+    """This process' niceness, and its session's when autogroups are on."""
+    try:
+        group = Path("/proc/self/autogroup").read_text().split()[-1]
+    except OSError:
+        return str(os.nice(0))
+    return f"{os.nice(0)} (session {group})"
+
+
 @dataclass
 class CpuWindow:
     """Where the machine's CPU went while the probes measured: the server, the attacker, the rest."""
@@ -335,13 +376,30 @@ def main() -> None:
     parser.add_argument("--wait-for", type=int, default=3_500, help="sockets connected before measuring")
     parser.add_argument("--worker-class", default=os.environ.get("GUNICORN_WORKER_CLASS", "gevent"))
     parser.add_argument("--timeline", action="store_true", help="print the attack and the slow probes second by second")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run gunicorn, the attack and the probes at this niceness, their session's autogroup too "
+        "(negative needs root): on a machine shared with others' work, -10 measures this server and this "
+        "attack rather than the others",
+    )
+    parser.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="start a redis-server of its own (at the same niceness) instead of the shared one: heartbeats "
+        "then wait on this attack, not on others' tests",
+    )
     args = parser.parse_args()
 
+    if args.nice:
+        set_niceness(args.nice)
     limit = raise_open_file_limit(args.sockets + 5_000)
     prefix = f"bench-idle-{os.getpid()}"
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="streamlimit-idle-bodies-")) / "gunicorn.log"
     env = {**os.environ, "REDIS_KEY_PREFIX": prefix, "LOG_LEVEL": "WARNING", "GUNICORN_WORKER_CLASS": args.worker_class}
+    own_redis = start_own_redis(env) if args.own_redis else None
     server = start_gunicorn(env, port, log)
     try:
         before = probe(port, seconds=3, clients=2, timeout=5)
@@ -359,12 +417,18 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-        client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            client.delete(key)
+        if own_redis:
+            own_redis.terminate()
+            own_redis.wait(timeout=30)
+        else:
+            client = redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+            for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                client.delete(key)
     print(
         f"idle-body sockets: {args.sockets}{' (reopened when closed)' if args.reopen else ''}, "
-        f"worker class {args.worker_class}, open-file limit {limit}, attack {took:.0f} s; gunicorn log {log}"
+        f"worker class {args.worker_class}, open-file limit {limit}, niceness {niceness()}, "
+        f"{'own' if own_redis else 'shared'} Redis, attack {took:.0f} s; "
+        f"gunicorn log {log}"
     )
     print(f"  measured from {waited:.0f} s into the attack ({reached} sockets connected) for {args.seconds:.0f} s")
     print(f"  attack: {report.summary()}; its own CPU {report.cpu_seconds:.1f} s")
