@@ -93,12 +93,12 @@ class IdleBodyAttack:
     latencies here; ``stop()`` closes every socket and returns the report.
     """
 
-    def __init__(self, port: int, count: int, *, reopen: bool = False) -> None:
+    def __init__(self, port: int, count: int, *, reopen: bool = False, nice: int = 0) -> None:
         self._context = multiprocessing.get_context("spawn")
         self._stopping = self._context.Event()
         self._connected = self._context.Value("i", 0, lock=False)
         self._reports = self._context.Queue()
-        self._args = (port, count, reopen, self._stopping, self._connected, self._reports)
+        self._args = (port, count, reopen, nice, self._stopping, self._connected, self._reports)
         self._process: Any = None
         self.started_at = 0.0
 
@@ -134,8 +134,10 @@ class IdleBodyAttack:
 
 
 def _attack_process(
-    port: int, count: int, reopen: bool, stopping: Any, connected: Any, reports: Any, started_at: float
+    port: int, count: int, reopen: bool, nice: int, stopping: Any, connected: Any, reports: Any, started_at: float
 ) -> None:
+    if nice:
+        os.nice(nice)  # below the server: the attack gets only the CPU the server leaves
     report = AttackReport()
     asyncio.run(_attack(port, count, reopen, stopping, connected, report, started_at))
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -385,6 +387,13 @@ def main() -> None:
         "attack rather than the others",
     )
     parser.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=0,
+        help="niceness of the attacking process on top of --nice (19: it gets only the CPU the server leaves, "
+        "as an attacker on a machine of its own would not take the server's)",
+    )
+    parser.add_argument(
         "--own-redis",
         action="store_true",
         help="start a redis-server of its own (at the same niceness) instead of the shared one: heartbeats "
@@ -403,7 +412,7 @@ def main() -> None:
     server = start_gunicorn(env, port, log)
     try:
         before = probe(port, seconds=3, clients=2, timeout=5)
-        attack = IdleBodyAttack(port, args.sockets, reopen=args.reopen).start()
+        attack = IdleBodyAttack(port, args.sockets, reopen=args.reopen, nice=args.attacker_nice).start()
         started = time.monotonic()
         # Measure once more sockets have connected than gunicorn's own worker would hold
         # (3 workers x 1,000): from then on it answered nothing until the attacker let go.
@@ -427,7 +436,7 @@ def main() -> None:
     print(
         f"idle-body sockets: {args.sockets}{' (reopened when closed)' if args.reopen else ''}, "
         f"worker class {args.worker_class}, open-file limit {limit}, niceness {niceness()}, "
-        f"{'own' if own_redis else 'shared'} Redis, attack {took:.0f} s; "
+        f"{'own' if own_redis else 'shared'} Redis, attacker niceness +{args.attacker_nice}, attack {took:.0f} s; "
         f"gunicorn log {log}"
     )
     print(f"  measured from {waited:.0f} s into the attack ({reached} sockets connected) for {args.seconds:.0f} s")

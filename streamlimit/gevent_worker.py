@@ -54,7 +54,7 @@ class NewestFirstServer(StreamServer):
     """
 
     accept_batch = 64
-    starts_per_turn = 16
+    starts_per_turn = 8
 
     def __init__(self, *args: Any, tracker: ConnectionTracker, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
