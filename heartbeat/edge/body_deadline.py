@@ -157,7 +157,6 @@ def read_body_within(
     chunked = not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
     if not (0 < length <= max_bytes or chunked):
         return
-    shed = False
     DEADLINES.enter(seconds)
     try:
         if chunked:
@@ -168,7 +167,6 @@ def read_body_within(
         while got < length:
             part = stream.read(length - got)
             if not part:
-                shed = was_shed(environ)
                 break  # the client closed early: the application sees a short body
             parts.append(part)
             got += len(part)
@@ -177,9 +175,10 @@ def read_body_within(
         environ["wsgi.input"] = io.BytesIO(b"")  # the client is gone; its answer will not arrive
     finally:
         DEADLINES.leave()
-    if shed:
-        # Running the application for it cost a whole request (a 400 for the short body) per
-        # shed socket, thousands of them under an attack; gunicorn closes a reset connection quietly.
+    if was_shed(environ):
+        # Shedding shuts the socket down (gevent wakes the read with EBADF). Running the application
+        # for it cost a whole request (a 400 for the short body) per shed socket, thousands of them
+        # under an attack; gunicorn closes a reset connection quietly.
         raise ConnectionResetError(errno.ECONNRESET, "connection shed while its body was awaited")
 
 
