@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
+from redis import Redis
+from redis.exceptions import RedisError
 
+from devtools.with_redis import free_port
 from heartbeat.limiter.decisions import SessionInputs
 from heartbeat.limiter.manager import HeartbeatResult, StreamManager
 from heartbeat.limiter.outcomes import Outcome
+from heartbeat.limiter.policy_store import PolicyStore, PolicyWatcher
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.services import get_policy_store
 from tests.conftest import make_token
@@ -397,3 +402,97 @@ def test_a_live_session_naming_another_accounts_session_is_told_no_and_ends_noth
     response = heartbeat(client, "mine", replaces="theirs")
     assert response.status_code == 403 and response.json()["code"] == "replace_not_allowed"
     assert other.admit("other", "movie", "theirs", network="127.0.0.0/24").allowed
+
+
+# --- What a review found: no change of stream or quality, no crowd of sessions, no unproven takeover ---------
+
+
+def test_a_session_that_switches_from_free_content_to_a_counted_stream_is_decided_again(family: StreamManager) -> None:
+    for n in range(8):
+        assert play(family, f"s{n}", "trailer-1", device_id=f"d{n}").allowed  # uncounted: all play
+    switched = [play(family, f"s{n}", f"movie-{n}", device_id=f"d{n}") for n in range(8)]
+    assert [r.allowed for r in switched].count(True) == 4  # the plan's 4 slots, no more
+    assert {r.rule.name for r in switched if not r.allowed} == {"maxStreams"}
+
+
+def test_a_session_that_switches_to_a_capped_pool_or_a_heavier_quality_is_decided_again(family: StreamManager) -> None:
+    assert play(family, "a", "movie-1", device_id="a").allowed
+    assert play(family, "b", "movie-2", device_id="b").allowed
+    assert play(family, "a", "live-1", device_id="a").allowed  # the one live slot
+    assert play(family, "b", "live-2", device_id="b").rule.name == "pools.live"
+    assert play(family, "c", quality="uhd", device_id="c").allowed  # 1 + 1 + 2 = 4 slots
+    assert play(family, "b", "movie-2", quality="uhd", device_id="b").rule.name == "maxStreams"
+    assert play(family, "b", "movie-2", device_id="b").allowed  # as it started: plays on
+
+
+def test_an_account_holds_at_most_a_hundred_sessions_uncounted_ones_included(make_manager) -> None:
+    manager = make_manager()
+    manager.policy_store.apply(
+        {"default": {"maxStreams": 3}, "streams": {"free": ["free-*"]}, "uncountedPools": ["free"]}, applied_by="t"
+    )
+    for n in range(100):
+        assert play(manager, f"s{n}", "free-1").allowed
+    refused = play(manager, "s100", "free-1")
+    assert refused.rule.as_json() == {"name": "sessions", "limit": 100, "active": 100}
+
+
+def test_without_a_token_a_device_id_takes_over_only_a_session_on_the_same_network(family: StreamManager) -> None:
+    play(family, "victim", device_id="tv1", takeover_proof="network")
+    stranger = play(family, "x", network="203.0.113.0/24", device_id="tv1", takeover_proof="network")
+    assert stranger.allowed and stranger.ended == ()
+    assert play(family, "victim", device_id="tv1").allowed
+    restarted = play(family, "victim-2", device_id="tv1", takeover_proof="network")
+    assert restarted.ended == (("victim", "replaced"),)
+
+
+def test_a_session_token_without_a_device_id_takes_no_other_sessions_place(
+    client: Client, policy_in_force: None, token_keys
+) -> None:
+    tv = make_token("acct", sid="tv", deviceId="tv1")
+    assert with_token(client, tv, "tv").status_code == 200
+    bare = make_token("acct", sid="bare")
+    assert with_token(client, bare, "bare", deviceId="tv1").status_code == 200
+    assert with_token(client, tv, "tv").status_code == 200  # still playing
+
+
+def test_a_session_that_moves_keeps_the_network_it_started_from(family: StreamManager) -> None:
+    play(family, "a", device_id="a", network="10.0.0.0/24")
+    play(family, "b", device_id="b", network="10.0.0.0/24")
+    assert play(family, "a", device_id="a", network="10.1.0.0/24").allowed  # moved: plays on
+    assert play(family, "c", device_id="c", network="10.2.0.0/24").allowed  # the second network
+    refused = play(family, "d", device_id="d", network="10.3.0.0/24")
+    assert refused.rule.as_json() == {"name": "networks", "limit": 2, "active": 2}
+
+
+def test_nothing_of_an_ended_session_stays_in_the_account_hash(family: StreamManager) -> None:
+    details = family.keys.user("acct").details
+    play(family, "a", device_id="a")
+    family.stop("acct", "a")
+    play(family, "b", device_id="b")
+    family.evict("acct", "b")
+    fields = {f.decode() for f in family.client.hkeys(details)}
+    assert not {f for f in fields if f.endswith((":a", ":b"))}
+
+
+def test_takeover_marks_and_hand_off_names_are_pruned_once_their_block_is_over(make_manager) -> None:
+    manager = make_manager(session_ttl_seconds=1)
+    manager.policy_store.apply(FAMILY_POLICY, applied_by="test")
+    play(manager, "s0", device_id="tv")
+    play(manager, "h0", device_id="phone", replaces="s0")
+    for n in range(1, 30):
+        play(manager, f"s{n}", device_id="tv")
+    time.sleep(1.2)
+    play(manager, "last", device_id="tv")
+    user = manager.keys.user("acct")
+    assert manager.client.zcard(user.replaced) <= 1
+    assert not [f for f in manager.client.hkeys(user.details) if f.startswith(b"h:")]
+
+
+def test_a_new_process_that_cannot_read_the_policy_version_decides_nothing(make_manager) -> None:
+    manager = make_manager()
+    unreachable = PolicyStore(Redis(port=free_port(), socket_connect_timeout=0.5), manager.keys)
+    watcher = PolicyWatcher(unreachable, manager.policies.fallback)
+    with pytest.raises(RedisError):
+        watcher.policy()
+    with pytest.raises(RedisError):
+        watcher.policy()  # and asks again on the next heartbeat

@@ -96,6 +96,12 @@ def session_inputs(
         proof = f"device:{claims.device_id}"
     else:
         return None, token_mismatch("A session token hands off only a session of its own device: it needs deviceId.")
+    if claims is None:
+        takeover_proof = "network"  # a body's deviceId proves nothing: only a session on this network
+    elif claims.device_id or claims.is_account_token:
+        takeover_proof = ""
+    else:
+        takeover_proof = "none"  # a session token that names no device takes no other session's place
     return (
         SessionInputs(
             values["deviceClass"],
@@ -104,6 +110,7 @@ def session_inputs(
             (claims.pool or "") if claims else "",
             replaces,
             proof,
+            takeover_proof,
         ),
         None,
     )

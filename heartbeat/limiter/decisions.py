@@ -26,6 +26,10 @@ class SessionInputs:
     # What proves the right to end ``replaces`` (admit.lua ARGV[24]): "" an account token,
     # "network" the same client network (no token), "device:<id>" a session token's device.
     replace_proof: str = ""
+    # What proves the device id for a same-device takeover: "" (a token vouches for it, or an
+    # account token speaks for the account), "network" (no token: only a session of that device on
+    # the same network is taken over), "none" (a session token without a deviceId claim: no takeover).
+    takeover_proof: str = ""
 
 
 @dataclass(frozen=True)

@@ -395,7 +395,7 @@ class StreamManager:
     def _policy_args(
         self, policy: Policy, stream_id: str, max_streams: int | None, plan: str | None, inputs: SessionInputs | None
     ) -> tuple[int, str, list[Any]]:
-        """The limit asked for under ``policy``, its source, and admit.lua's ARGV[11..24] for this session."""
+        """The limit asked for under ``policy``, its source, and admit.lua's ARGV[11..25] for this session."""
         inputs = inputs or SessionInputs()
         rules, named = policy.rules_for(plan)
         if max_streams is not None:
@@ -421,10 +421,11 @@ class StreamManager:
                 rules.max_networks,
                 rules.network_rule,
                 inputs.device_id,
-                int(policy.same_device_takeover),
+                int(policy.same_device_takeover and inputs.takeover_proof != "none"),
                 inputs.quality,
                 inputs.replaces,
                 inputs.replace_proof,
+                "network" if inputs.takeover_proof == "network" else "",
             ],
         )
 

@@ -207,6 +207,11 @@ class PolicyWatcher:
                     self.on_change(self._policy)
             self._checked_once = True
         except (RedisError, ValueError, KeyError):
+            if not self._checked_once:
+                # Never decide by the settings while a document may be in force: the heartbeat fails
+                # as any Redis failure does (the breaker, fail-open), and the next one asks again.
+                self._next_check = 0.0
+                raise
             logger.warning(
                 "policy check failed, the version in force stays", version=self._policy.version, exc_info=True
             )

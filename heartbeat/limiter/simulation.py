@@ -61,12 +61,20 @@ def decide(
     new: LiveSession,
     *,
     takeover: bool,
+    replaces: str = "",
 ) -> tuple[RuleHit | None, list[str]]:
     """admit.lua's policy decision for a new session: (the rule that refuses it or None, sessions it ends).
 
-    ``limit`` is maxStreams as the script gets it (the plan's, a token's or an override).
+    ``limit`` is maxStreams as the script gets it (the plan's, a token's or an override);
+    ``replaces``: the session a hand-off ends (when it is live).
     """
-    ending = [s.session_id for s in live if takeover and new.device_id and s.device_id == new.device_id]
+    live = list(live)
+    ending = [s.session_id for s in live if s.session_id == replaces]
+    ending += [
+        s.session_id
+        for s in live
+        if takeover and new.device_id and s.device_id == new.device_id and s.session_id not in ending
+    ]
     counted = [s for s in live if s.counted and s.session_id not in ending]
     if not new.counted:
         return None, ending
@@ -193,7 +201,14 @@ def simulate(events: Iterable[Event], policy: Policy) -> SimulationReport:
             data.get("network") or "",
         )
         live = simulated[user]
-        rule, ending = decide(rules, limit, [s for s, _ in live.values()], new, takeover=policy.same_device_takeover)
+        rule, ending = decide(
+            rules,
+            limit,
+            [s for s, _ in live.values()],
+            new,
+            takeover=policy.same_device_takeover,
+            replaces=data.get("replaces") or "",
+        )
         if rule is not None:
             report.refused_by_rule[rule.name] += 1
             if played:

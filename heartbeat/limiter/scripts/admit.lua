@@ -38,6 +38,13 @@
 -- ARGV[23] the session this one replaces (a hand-off), or ""
 -- ARGV[24] what proves the right to end it: "" (an account token), "network" (it must play on
 --         ARGV[9]'s network), or "device:<id>" (it must play on that device id)
+-- ARGV[25] "network" when the device id proves nothing (no token): a takeover ends only a session
+--         of that device playing on ARGV[9]'s network; "" (or absent) otherwise
+--
+-- Under a policy a live session whose class, pool, slots or counting change (another stream, another
+-- quality) is decided again as a newcomer would be, without counting itself: refused (2, with the
+-- rule) when it no longer fits, nothing written. An account holds at most 100 live sessions, the
+-- uncounted ones included (rule "sessions").
 --
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
 -- replaced session ids...}, or for a refusal for the limit with ARGV[8], {..., limit source,
@@ -106,20 +113,26 @@ local function record_heartbeat(now)
 end
 
 -- A session's policy inputs, stored at its first heartbeat as "p:<session>" (class, device
--- id, quality, pool, slots, counted; tab-separated). A session admitted before any policy
--- was applied has none: one slot, counted, no class, pool or device.
+-- id, quality, pool, slots, counted, the network it started from; tab-separated). A session
+-- admitted before any policy was applied has none: one slot, counted, no class, pool or device.
 local function inputs_of(packed)
   if not packed then
-    return {class = '', device = '', pool = '', weight = 1, counted = true}
+    return {class = '', device = '', quality = '', pool = '', weight = 1, counted = true}
   end
   local f = {}
   for part in string.gmatch(packed .. '\t', '([^\t]*)\t') do
     f[#f + 1] = part
   end
-  return {class = f[1], device = f[2], pool = f[4], weight = tonumber(f[5]) or 1, counted = f[6] ~= '0'}
+  return {class = f[1], device = f[2], quality = f[3], pool = f[4], weight = tonumber(f[5]) or 1,
+    counted = f[6] ~= '0', started_from = f[7]}
+end
+
+local function packed_inputs(class, device, quality, pool, weight, counted, started_from)
+  return table.concat({class, device, quality, pool, weight, counted and '1' or '0', started_from}, '\t')
 end
 
 -- The account's live sessions (pruned above, so all live) with their inputs and networks.
+-- At most MAX_SESSIONS (admit_by_policy refuses one more), so the HMGET stays small.
 local function live_sessions()
   local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
   local sessions = {}
@@ -137,6 +150,9 @@ local function live_sessions()
     local s = inputs_of(values[3 * i - 2])
     s.id = sid
     s.network = values[3 * i - 1] or ''
+    -- maxNetworks counts the network a session started from: a session that moves (Wi-Fi to
+    -- mobile) keeps its place, and moving cannot add a network the rule never decided on.
+    s.counted_network = s.started_from or s.network
     s.started = tonumber(values[3 * i]) or 0
     sessions[#sessions + 1] = s
   end
@@ -151,14 +167,18 @@ local function usage(sessions, ended)
       u.slots = u.slots + s.weight
       u.class[s.class] = (u.class[s.class] or 0) + 1
       u.pool[s.pool] = (u.pool[s.pool] or 0) + 1
-      if s.network ~= '' and not u.networks[s.network] then
-        u.networks[s.network] = true
+      if s.counted_network ~= '' and not u.networks[s.counted_network] then
+        u.networks[s.counted_network] = true
         u.network_count = u.network_count + 1
       end
     end
   end
   return u
 end
+
+-- The most live sessions one account may hold, uncounted ones included: a bound on what one
+-- decision reads (and on what a misbehaving client can make an account cost).
+local MAX_SESSIONS = 100
 
 -- Decide a heartbeat by the policy's rules (ARGV[11] = "1"): see the contract above.
 local function admit_by_policy(active, limit, source, pruned, now)
@@ -169,12 +189,71 @@ local function admit_by_policy(active, limit, source, pruned, now)
   local max_networks, flag_networks = tonumber(ARGV[18]), ARGV[19] == 'flag'
   local device_id, takeover = ARGV[20], ARGV[21] == '1'
   local quality, replaces, proof = ARGV[22], ARGV[23], ARGV[24]
+  local takeover_proof = ARGV[25] or ''
+
+  local function refuse(rule, rule_limit, rule_active)
+    local refusal = {2, active, limit, pruned, now, source, rule, rule_limit, rule_active, 0}
+    if list_sessions then
+      local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+      for i = 1, #live, 2 do
+        local sid = live[i]
+        local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
+        refusal[#refusal + 1] = sid
+        refusal[#refusal + 1] = live[i + 1]
+        refusal[#refusal + 1] = details[1] or ''
+        refusal[#refusal + 1] = details[2] or live[i + 1]
+        refusal[#refusal + 1] = details[3] or ''
+      end
+    end
+    return refusal
+  end
+
+  -- The device, pool and network caps for a session of these inputs, over usage ``u``.
+  local function caps_refusal(u, from_network)
+    if class ~= '' and class_cap > 0 and (u.class[class] or 0) >= class_cap then
+      return refuse('devices.' .. class, class_cap, u.class[class])
+    end
+    if pool ~= '' and pool_cap > 0 and (u.pool[pool] or 0) >= pool_cap then
+      return refuse('pools.' .. pool, pool_cap, u.pool[pool])
+    end
+    if max_networks > 0 and from_network ~= '' and not u.networks[from_network]
+      and u.network_count >= max_networks and not flag_networks then
+      return refuse('networks', max_networks, u.network_count)
+    end
+    return nil
+  end
+
   if redis.call('ZSCORE', KEYS[1], session_id) then
-    -- A live session plays on: its inputs were decided at its first heartbeat, so a repeat
-    -- heartbeat reads nothing more than without a policy. A hand-off is a first heartbeat's: a
-    -- live session naming a session that is not the account's is still told no (nothing ends).
+    -- A hand-off is a first heartbeat's: a live session naming a session that is not the
+    -- account's is still told no (nothing ends).
     if replaces ~= '' and not redis.call('ZSCORE', KEYS[1], replaces) then
       return {9, active, limit, pruned, now, source}
+    end
+    local packed = redis.call('HGET', KEYS[2], 'p:' .. session_id)
+    if not packed then
+      -- Admitted before the policy was applied: it keeps its place and is counted by its inputs
+      -- from now on (applying a policy refuses newcomers, it never cuts a live session).
+      redis.call('HSET', KEYS[2], 'p:' .. session_id,
+        packed_inputs(class, device_id, quality, pool, weight, counted, network))
+    else
+      local mine = inputs_of(packed)
+      if mine.class ~= class or mine.pool ~= pool or mine.weight ~= weight or mine.counted ~= counted then
+        -- The session changed what it plays (a live stream after a trailer, UHD after HD, a
+        -- phone calling itself a TV): decided again as a newcomer would be, without counting
+        -- itself, so no change of stream or quality can take more than the plan allows.
+        if counted then
+          local u = usage(live_sessions(), {[session_id] = true})
+          if u.slots + weight > limit then
+            return refuse('maxStreams', limit, u.slots)
+          end
+          local refusal = caps_refusal(u, mine.started_from or network)
+          if refusal then
+            return refusal
+          end
+        end
+        redis.call('HSET', KEYS[2], 'p:' .. session_id,
+          packed_inputs(class, mine.device, quality, pool, weight, counted, mine.started_from or network))
+      end
     end
     record_heartbeat(now)
     return {0, active, limit, pruned, now, source, '', 0, 0, 0}
@@ -184,6 +263,9 @@ local function admit_by_policy(active, limit, source, pruned, now)
   end
   if network_over_rate then
     return {7, active, limit, pruned, now, source}
+  end
+  if active >= MAX_SESSIONS and replaces == '' then
+    return refuse('sessions', MAX_SESSIONS, active)
   end
 
   local sessions = live_sessions()
@@ -211,9 +293,11 @@ local function admit_by_policy(active, limit, source, pruned, now)
   end
   if takeover and device_id ~= '' then
     -- The player restarted on this device: its old session gives its place, not a slot more.
+    -- Without a token the device id proves nothing: only a session on this network is taken.
     local took_over = false
     for _, s in ipairs(sessions) do
-      if s.device == device_id and not ending[s.id] then
+      if s.device == device_id and not ending[s.id]
+        and (takeover_proof ~= 'network' or (network ~= '' and s.network == network)) then
         ending[s.id] = true
         ended_as[s.id] = 'replaced'
         order[#order + 1] = s.id
@@ -226,23 +310,6 @@ local function admit_by_policy(active, limit, source, pruned, now)
   end
 
   local u = usage(sessions, ending)
-  local function refuse(rule, rule_limit, rule_active)
-    local refusal = {2, active, limit, pruned, now, source, rule, rule_limit, rule_active, 0}
-    if list_sessions then
-      local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-      for i = 1, #live, 2 do
-        local sid = live[i]
-        local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
-        refusal[#refusal + 1] = sid
-        refusal[#refusal + 1] = live[i + 1]
-        refusal[#refusal + 1] = details[1] or ''
-        refusal[#refusal + 1] = details[2] or live[i + 1]
-        refusal[#refusal + 1] = details[3] or ''
-      end
-    end
-    return refusal
-  end
-
   if counted then
     if u.slots + weight > limit then
       if not replace_oldest then
@@ -277,28 +344,35 @@ local function admit_by_policy(active, limit, source, pruned, now)
       end
       u = usage(sessions, ending)
     end
-    if class ~= '' and class_cap > 0 and (u.class[class] or 0) >= class_cap then
-      return refuse('devices.' .. class, class_cap, u.class[class])
-    end
-    if pool ~= '' and pool_cap > 0 and (u.pool[pool] or 0) >= pool_cap then
-      return refuse('pools.' .. pool, pool_cap, u.pool[pool])
+    local refusal = caps_refusal(u, network)
+    if refusal then
+      return refusal
     end
     if max_networks > 0 and network ~= '' and not u.networks[network] and u.network_count >= max_networks then
-      if not flag_networks then
-        return refuse('networks', max_networks, u.network_count)
-      end
-      flags = flags + 1
+      flags = flags + 1 -- one network more, admitted under "flag"
     end
   end
 
-  -- Admitted: end the sessions it replaces, each told why on its next heartbeat.
+  -- Admitted: end the sessions it replaces, each told why on its next heartbeat. Marks whose
+  -- block is over go first, with their hand-off names, so neither outlives its use.
   local reply = {1, 0, limit, pruned, now, source, '', 0, 0, flags}
+  if #order > 0 then
+    local over = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
+    if #over > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', now)
+      for _, sid in ipairs(over) do
+        redis.call('HDEL', KEYS[2], 'h:' .. sid)
+      end
+    end
+  end
   for _, sid in ipairs(order) do
     redis.call('ZREM', KEYS[1], sid)
     forget_details(sid)
     redis.call('ZADD', KEYS[6], now + ttl, sid)
     if ended_as[sid] == 'handed_off' then
       redis.call('HSET', KEYS[2], 'h:' .. sid, device_name)
+    else
+      redis.call('HDEL', KEYS[2], 'h:' .. sid)
     end
     reply[#reply + 1] = sid
     reply[#reply + 1] = ended_as[sid]
@@ -308,7 +382,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
   end
   reply[2] = active - #order + 1
   redis.call('HSET', KEYS[2], 't:' .. session_id, now,
-    'p:' .. session_id, table.concat({class, device_id, quality, pool, weight, counted and '1' or '0'}, '\t'))
+    'p:' .. session_id, packed_inputs(class, device_id, quality, pool, weight, counted, network))
   record_heartbeat(now)
   return reply
 end

@@ -29,7 +29,7 @@ for _, sid in ipairs(targets) do
   if seen and tonumber(seen) > now - ttl then
     evicted[#evicted + 1] = sid
     redis.call('ZREM', KEYS[1], sid)
-    redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid)
+    redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid, 'p:' .. sid)
     if cooldown > 0 then
       redis.call('ZADD', KEYS[3], now + cooldown, sid)
     end

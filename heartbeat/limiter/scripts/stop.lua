@@ -33,7 +33,8 @@ if seen then
     end
   end
   redis.call('ZREM', KEYS[1], session_id)
-  redis.call('HDEL', KEYS[2], 's:' .. session_id, 't:' .. session_id, 'd:' .. session_id, 'n:' .. session_id)
+  redis.call('HDEL', KEYS[2], 's:' .. session_id, 't:' .. session_id, 'd:' .. session_id, 'n:' .. session_id,
+    'p:' .. session_id)
 end
 if was_live == 1 and block then
   redis.call('ZADD', KEYS[3], now + ttl, session_id)
