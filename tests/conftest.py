@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.cluster import RedisCluster
 
@@ -85,6 +88,21 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if module in TOPOLOGY_MODULES and not metafunc.definition.get_closest_marker("one_server"):
         metafunc.fixturenames.append("topology")
         metafunc.parametrize("topology", TOPOLOGIES, indirect=True)
+
+
+@receiver(setting_changed)
+def drop_redis_pools_when_caches_change(setting: str, **_kwargs: object) -> None:
+    """Drop django-redis' connection pools whenever a test sets (or restores) ``CACHES``.
+
+    django-redis keeps one pool per URL for the whole process, and every
+    Sentinel set's URL is ``redis://mymaster/0``: without this, a test on the
+    shared Sentinel set that ran after a test on a Sentinel set of its own
+    (stopped since) got that set's pool and asked its dead sentinels ("No
+    master found"). Under xdist such tests share a worker in any order.
+    """
+    if setting == "CACHES":
+        # Not disconnected: a client of an old pool may still be in use (a test's own, the flusher).
+        ConnectionFactory._pools.clear()
 
 
 @pytest.fixture
