@@ -20,6 +20,9 @@ import json, django
 django.setup()
 from django.conf import settings
 from django.test import RequestFactory
+
+# Run first under xdist (tests/conftest.py): it starts manage.py and gunicorn as processes of its own.
+pytestmark = pytest.mark.slow
 request = RequestFactory().get("/", HTTP_X_FORWARDED_PROTO="https")
 print(json.dumps({
     "static_root": str(settings.STATIC_ROOT),
