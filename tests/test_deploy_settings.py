@@ -12,6 +12,9 @@ from django.test import Client
 
 from tests.conftest import ROOT
 
+# Run first under xdist (tests/conftest.py): it starts Django in processes of its own.
+pytestmark = pytest.mark.slow
+
 OLD_KEY = "old-key-" + "o" * 40
 NEW_KEY = "new-key-" + "n" * 40
 
@@ -20,9 +23,6 @@ import json, django
 django.setup()
 from django.conf import settings
 from django.test import RequestFactory
-
-# Run first under xdist (tests/conftest.py): it starts manage.py and gunicorn as processes of its own.
-pytestmark = pytest.mark.slow
 request = RequestFactory().get("/", HTTP_X_FORWARDED_PROTO="https")
 print(json.dumps({
     "static_root": str(settings.STATIC_ROOT),
