@@ -42,14 +42,16 @@ run: setup
 	fi; \
 	exec $(BIN)/python -m devtools.with_redis $(BIN)/gunicorn --config gunicorn.conf.py streamlimit.wsgi:application
 
-# One process by default: with 4 (TEST_WORKERS=4, about twice as fast) the shared Sentinel set lost its
-# sentinels mid-run on a loaded machine (docs/developers/tests.md); until that is understood, CI runs in one.
-TEST_WORKERS ?= 0
+# Four pytest-xdist processes on 2 cores: the suite mostly waits (servers, failovers, browsers), and each
+# worker has its own shared Sentinel set and Cluster, ports and output folder (docs/developers/tests.md).
+# The slow tests are collected first (tests/conftest.py), and `--dist load` spreads them over the workers
+# at once. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 4
 test: setup lint docs-check
 	bash devtools/install_chromium.sh
 	bash devtools/install_deploy_tools.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python -m devtools.with_redis $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m devtools.with_redis $(BIN)/pytest -n $(TEST_WORKERS) --dist load
 
 # Style, and the layer rules of heartbeat/ (pyproject.toml's [tool.importlinter]); `make test` runs it first.
 lint: setup

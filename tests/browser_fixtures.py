@@ -47,16 +47,16 @@ def static_from_source(source_static_root: Path, monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.fixture
-def live_browser(live_gunicorn, chromium, static_from_source) -> Iterator:
-    """conftest's headless Chromium, closed before the test's live gunicorns stop.
+def live_browser(live_gunicorn, chromium, static_from_source):
+    """conftest's headless Chromium, whose pages are closed before the test's live gunicorns stop.
 
-    A browser still open holds keep-alive connections to the service, and
+    A page still open holds keep-alive connections to the service, and
     gunicorn's graceful stop waits for them (about 6 s per test); closed
-    first, the servers stop at once. Depending on ``live_gunicorn`` makes it
-    set up before and torn down after this fixture.
+    first, the servers stop at once. Depending on ``live_gunicorn`` (before
+    ``chromium``) makes it set up before and torn down after ``chromium``,
+    which closes the test's pages.
     """
-    yield chromium
-    chromium.close()
+    return chromium
 
 
 def screenshot_folder(config: pytest.Config) -> Path:

@@ -18,6 +18,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.cluster import RedisCluster
 
@@ -79,12 +82,62 @@ def no_process_left_behind(pytestconfig: pytest.Config) -> Iterator[None]:
         pytest.fail(f"processes started by the test run were still alive at its end (now killed):\n{listing}")
 
 
+# Fixtures that start servers, browsers or whole topologies: the tests that use them take seconds to
+# minutes, and run first (``pytest_collection_modifyitems``). A slow test that starts its processes
+# some other way says so with ``@pytest.mark.slow`` (or ``live_server_gunicorn``).
+STARTS_PROCESSES = frozenset(
+    {"live_gunicorn", "live_browser", "chromium", "own_sentinel_set", "own_redis_cluster", "live_server"}
+)
+
+
+def is_slow(item: pytest.Item) -> bool:
+    """Whether the test starts servers, a browser or a topology of its own (fixtures above, or marked slow)."""
+    if STARTS_PROCESSES & set(getattr(item, "fixturenames", ())):
+        return True
+    return any(item.get_closest_marker(name) for name in ("slow", "live_server_gunicorn"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the slow tests first, so that under xdist none of them starts last and keeps the run waiting.
+
+    After pytest-django's own order (trylast), which it keeps in part: transactional
+    tests (they empty the database) still run after those that only roll back.
+    The order is the same in every xdist worker, as xdist requires.
+    """
+
+    def transactional(item: pytest.Item) -> bool:
+        marker = item.get_closest_marker("django_db")
+        return (
+            "live_server" in item.fixturenames
+            or "transactional_db" in item.fixturenames
+            or (marker is not None and marker.kwargs.get("transaction", False))
+        )
+
+    items.sort(key=lambda item: (transactional(item), not is_slow(item)))
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run the StreamManager and API tests on one server, a Sentinel set and a Cluster."""
     module = metafunc.module.__name__.rsplit(".", 1)[-1]
     if module in TOPOLOGY_MODULES and not metafunc.definition.get_closest_marker("one_server"):
         metafunc.fixturenames.append("topology")
         metafunc.parametrize("topology", TOPOLOGIES, indirect=True)
+
+
+@receiver(setting_changed)
+def drop_redis_pools_when_caches_change(setting: str, **_kwargs: object) -> None:
+    """Drop django-redis' connection pools whenever a test sets (or restores) ``CACHES``.
+
+    django-redis keeps one pool per URL for the whole process, and every
+    Sentinel set's URL is ``redis://mymaster/0``: without this, a test on the
+    shared Sentinel set that ran after a test on a Sentinel set of its own
+    (stopped since) got that set's pool and asked its dead sentinels ("No
+    master found"). Under xdist such tests share a worker in any order.
+    """
+    if setting == "CACHES":
+        # Not disconnected: a client of an old pool may still be in use (a test's own, the flusher).
+        ConnectionFactory._pools.clear()
 
 
 @pytest.fixture
@@ -519,15 +572,35 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def chromium(monkeypatch):
-    """A headless Chromium (Debian's) driven by Playwright; closed after the test."""
+@pytest.fixture(scope="module")
+def chromium_of_module() -> Iterator:
+    """A headless Chromium (Debian's) driven by Playwright, launched once per test module.
+
+    Launching Playwright's driver and a browser takes seconds on a busy machine;
+    each test still gets a browser of its own state (``chromium`` closes every
+    context it opened), so tests share the process only.
+    """
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread; the test's own
-    # database calls are still plain synchronous ones.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API runs an event loop in this thread for as long as it is
+    # started (the whole module); the tests' own database calls are plain synchronous ones.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
+
+
+@pytest.fixture
+def chromium(chromium_of_module) -> Iterator:
+    """The module's headless Chromium, for this test: every context (and page) it opens is closed after it.
+
+    Closed at the test's end, its pages keep no cookie, storage or keep-alive
+    connection for the next test (gunicorn's graceful stop would wait for one).
+    """
+    before = set(chromium_of_module.contexts)
+    yield chromium_of_module
+    for context in chromium_of_module.contexts:
+        if context not in before:
+            context.close()

@@ -12,6 +12,9 @@ from django.test import Client
 
 from tests.conftest import ROOT
 
+# Run first under xdist (tests/conftest.py): it starts Django in processes of its own.
+pytestmark = pytest.mark.slow
+
 OLD_KEY = "old-key-" + "o" * 40
 NEW_KEY = "new-key-" + "n" * 40
 

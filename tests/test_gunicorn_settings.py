@@ -15,6 +15,9 @@ import requests
 
 from tests.conftest import ROOT, free_port, wait_for_port, wait_until_http_answers
 
+# Run first under xdist (tests/conftest.py): it starts gunicorn (and manage.py) as processes of its own.
+pytestmark = pytest.mark.slow
+
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]
 # Variables read by gunicorn.conf.py, which a test must not inherit from the shell.
 OWN_VARIABLES = ("HOST", "PORT", "LOG_LEVEL", "GUNICORN_CMD_ARGS")

@@ -17,9 +17,13 @@ import time
 import zipfile
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.conftest import ROOT, free_port
+
+# Run first under xdist (tests/conftest.py): it builds a wheel and a venv, and starts the service.
+pytestmark = pytest.mark.slow
 
 # Not part of what a wheel is built from.
 LEFT_OUT = (".git", ".venv", "var", "tests", "bench", "build", "dist", "test-output", "*.egg-info", "__pycache__")
@@ -98,7 +102,20 @@ def test_the_wheel_installs_into_a_fresh_venv_and_serves_a_heartbeat(tmp_path: P
     check_wheel_contents(wheel)
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", str(venv)])
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(wheel)])
+    # --no-compile: no .pyc for the thousands of modules installed (CPU the test does not need; what runs
+    # is compiled as it is imported).
+    run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "-q",
+            str(wheel),
+        ]
+    )
 
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()

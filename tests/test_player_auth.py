@@ -16,6 +16,9 @@ import requests
 
 from tests.conftest import ROOT, TOKEN_SECRETS, free_port
 
+# Run first under xdist (tests/conftest.py): it starts gunicorn and manage.py as processes of its own.
+pytestmark = pytest.mark.slow
+
 GUNICORN = [sys.executable, "-m", "gunicorn", "--config", "gunicorn.conf.py", "streamlimit.wsgi:application"]
 # Everything that decides how players authenticate; a test states each it wants.
 AUTH_VARIABLES = ("PLAYER_AUTH", "PLAYBACK_TOKEN_KEYS", "PLAYBACK_TOKEN_JWKS_FILE", "DJANGO_DEBUG", "STREAMLIMIT_DEMO")

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.core.management import call_command
 from django.test import Client
-from django_redis.pool import ConnectionFactory
 from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -91,10 +90,9 @@ def test_a_cluster_keeps_nothing_in_djangos_cache_and_a_sentinel_set_uses_django
 def manager_on(topology: RedisTopology, key_prefix: str, settings) -> StreamManager:
     """The service's own StreamManager, built from ``topology`` as from the environment.
 
-    django-redis keeps one pool per URL for the process: a test that changes
-    only a password (or the CA) at the same URL must not get the old pool.
+    Setting ``CACHES`` drops django-redis' pools (tests/conftest.py): a test that
+    changes only a password (or the CA) at the same URL does not get the old pool.
     """
-    ConnectionFactory._pools.clear()
     settings.REDIS_TOPOLOGY = topology
     settings.CACHES = {"default": cache_config(topology, key_prefix)}
     return get_stream_manager()

@@ -1,13 +1,14 @@
 """Staff sessions in a real Chromium against a live gunicorn: CSP, HSTS, cookies, session lifetime, 2FA.
 
-Each test starts gunicorn on a database of its own (SQLite under tmp_path,
-migrated by ``manage.py migrate``), makes its staff accounts with
-``manage.py shell``, and logs in through the real login form.
+Each test starts gunicorn on a database of its own (SQLite under tmp_path, a
+copy of one the module migrated once with ``manage.py migrate``), makes its
+staff accounts with ``manage.py shell``, and logs in through the real login form.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -59,19 +60,27 @@ class StaffService:
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
     def add_staff(self, username: str, group: str | None = None, *, superuser: bool = False) -> None:
-        self.shell(
+        self.add_staff_accounts((username, group), superuser=superuser)
+
+    def add_staff_accounts(self, *accounts: tuple[str, str | None], superuser: bool = False) -> None:
+        """Make staff accounts, each (username, support group or None), in one ``manage.py shell``."""
+        code = (
             "from django.contrib.auth.models import User\n"
             "from dashboard.roles import ensure_support_groups\n"
             f"maker = User.objects.create_superuser if {superuser} else User.objects.create_user\n"
-            f"user = maker({username!r}, password={PASSWORD!r}, is_staff=True)\n"
-            f"if {group!r}: user.groups.add(ensure_support_groups()[{group!r}])\n"
         )
+        for username, group in accounts:
+            code += (
+                f"user = maker({username!r}, password={PASSWORD!r}, is_staff=True)\n"
+                f"if {group!r}: user.groups.add(ensure_support_groups()[{group!r}])\n"
+            )
+        self.shell(code)
 
     def enrol_totp(self, username: str) -> bytes:
-        """Enrol a TOTP device with the operator command; its key."""
-        self.shell(f"from django.core.management import call_command; call_command('enrol_totp', {username!r})")
+        """Enrol a TOTP device with the operator command; its key (one ``manage.py shell``)."""
         return bytes.fromhex(
             self.shell(
+                f"from django.core.management import call_command; call_command('enrol_totp', {username!r})\n"
                 "from django_otp.plugins.otp_totp.models import TOTPDevice\n"
                 f"print(TOTPDevice.objects.get(user__username={username!r}).key)"
             )
@@ -88,9 +97,22 @@ class StaffService:
         )
 
 
+@pytest.fixture(scope="module")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated once for the module: each test's database starts as a copy of it.
+
+    Migrations make the same schema, groups and permissions whatever the test's
+    settings; one ``manage.py migrate`` takes seconds on a busy machine.
+    """
+    path = tmp_path_factory.mktemp("staff-database") / "migrated.sqlite3"
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}", "STREAMLIMIT_VAR_DIR": str(ROOT / "var")}
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    return path
+
+
 @pytest.fixture
-def staff_service(live_gunicorn, tmp_path: Path) -> Callable[..., StaffService]:
-    """Start gunicorn (one worker) with ``env`` on a freshly migrated database of its own."""
+def staff_service(live_gunicorn, tmp_path: Path, migrated_database: Path) -> Callable[..., StaffService]:
+    """Start gunicorn (one worker) with ``env`` on a migrated database of its own (a copy of the module's)."""
 
     def start(**env: str) -> StaffService:
         full = {
@@ -99,7 +121,8 @@ def staff_service(live_gunicorn, tmp_path: Path) -> Callable[..., StaffService]:
             "STREAMLIMIT_VAR_DIR": str(ROOT / "var"),
             **env,
         }
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=full, check=True)
+        if not (tmp_path / "staff.sqlite3").exists():  # a second service of the test shares the first's
+            shutil.copyfile(migrated_database, tmp_path / "staff.sqlite3")
         server = live_gunicorn(workers=1, **{k: v for k, v in full.items() if k not in os.environ or k in env})
         return StaffService(server, full)
 
@@ -276,9 +299,7 @@ def error_text(page) -> str:
 
 def test_with_2fa_required_staff_who_may_evict_log_in_with_a_real_totp_code(staff_service, chromium) -> None:
     service = staff_service(STAFF_REQUIRE_2FA="true")
-    service.add_staff("lead", "Support lead")
-    service.add_staff("agent", "Support agent")
-    service.add_staff("viewer", "Support viewer")
+    service.add_staff_accounts(("lead", "Support lead"), ("agent", "Support agent"), ("viewer", "Support viewer"))
     key = service.enrol_totp("lead")
 
     def fresh_page():
@@ -314,8 +335,7 @@ def test_with_2fa_required_staff_who_may_evict_log_in_with_a_real_totp_code(staf
 
 def test_a_locked_out_account_still_logs_in_with_its_second_factor(staff_service, chromium) -> None:
     service = staff_service(STAFF_LOGIN_FAILURE_LIMIT="3")
-    service.add_staff("lead", "Support lead")
-    service.add_staff("agent", "Support agent")
+    service.add_staff_accounts(("lead", "Support lead"), ("agent", "Support agent"))
     key = service.enrol_totp("lead")
     page = chromium.new_context().new_page()
 

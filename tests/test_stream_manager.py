@@ -100,11 +100,13 @@ def test_expired_sessions_are_pruned_while_others_play_on(make_manager) -> None:
 
 
 def test_heartbeats_keep_a_session_alive_past_its_first_ttl(make_manager) -> None:
-    manager = make_manager(session_ttl_seconds=1)
+    # Three heartbeats 0.75 s apart outlive the 2 s TTL; each comes 1.25 s before its session would
+    # expire (with a 1 s TTL and 0.5 s apart, a loaded machine once let one expire in between).
+    manager = make_manager(session_ttl_seconds=2)
     manager.admit("alice", "movie", "s0")
     [first] = reader_of(manager).sessions("alice")
     for _ in range(3):
-        time.sleep(0.5)
+        time.sleep(0.75)
         # Not expired and admitted again (that too is allowed): the same session, refreshed.
         again = manager.admit("alice", "movie", "s0")
         assert (again.outcome, again.new_session, again.active_sessions, again.pruned) == (Outcome.ALLOWED, False, 1, 0)

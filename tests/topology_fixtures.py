@@ -7,9 +7,9 @@ topology of its own with ``own_sentinel_set(...)`` or ``own_redis_cluster(...)``
 (keyword arguments as SentinelSet's and ClusterSet's: password, username,
 sentinel_password...); those are stopped after the test.
 
-Under pytest-xdist each worker is a session of its own: the tests on the
-shared topologies are one xdist group (``--dist loadgroup`` runs a group on
-one worker), so that one worker starts them, and each worker draws node ports
+Under pytest-xdist each worker is a session of its own: a worker that runs a
+test on a shared topology starts its own (on first use), so those tests spread
+over every worker instead of queueing on one, and each worker draws node ports
 from a slice of the range of its own, so that two workers never race for one.
 
 Registered by ``pytest_plugins`` in tests/conftest.py.
@@ -25,9 +25,6 @@ import pytest
 from devtools import redis_topology
 from devtools.redis_topology import ClusterSet, SentinelSet, TopologyError
 
-SHARED = ("sentinel_set", "redis_cluster")
-SHARED_GROUP = "shared-topologies"
-
 
 def pytest_configure(config: pytest.Config) -> None:
     """In an xdist worker: node ports from this worker's own slice of PORT_RANGE."""
@@ -38,23 +35,6 @@ def pytest_configure(config: pytest.Config) -> None:
         size = (high - low) // count
         start = low + size * int(worker.removeprefix("gw"))
         redis_topology.PORT_RANGE = (start, start + size)
-
-
-def _on_shared_topology(item: pytest.Item) -> bool:
-    if any(name in item.fixturenames for name in SHARED):
-        return True
-    # Parametrized by topology (tests/conftest.py) or by kind, and asking for the shared one by name.
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    return any(params.get(name) in ("sentinel", "cluster") for name in ("topology", "kind")) and not any(
-        name.startswith("own_") for name in item.fixturenames
-    )
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Put every test on a shared Sentinel set or Cluster into one xdist group (one worker starts them)."""
-    for item in items:
-        if _on_shared_topology(item):
-            item.add_marker(pytest.mark.xdist_group(SHARED_GROUP))
 
 
 def _started(topology: SentinelSet | ClusterSet) -> None:
@@ -100,13 +80,16 @@ def _own(kind: type[SentinelSet] | type[ClusterSet]) -> Iterator[Callable[..., S
 
 @pytest.fixture(scope="session")
 def sentinel_set() -> Iterator[SentinelSet]:
-    """A Sentinel set shared by the session: one primary, one replica, three sentinels; master ``mymaster``."""
+    """A Sentinel set shared by the session (each xdist worker's own): a primary, a replica, three sentinels.
+
+    Its master is ``mymaster``.
+    """
     yield from _shared(SentinelSet)
 
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[ClusterSet]:
-    """A Redis Cluster shared by the session: three primaries, three replicas."""
+    """A Redis Cluster shared by the session (each xdist worker's own): three primaries, three replicas."""
     yield from _shared(ClusterSet)
 
 
