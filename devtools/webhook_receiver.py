@@ -73,7 +73,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not self.server.quiet:
             line = json.dumps({"webhook-id": headers["webhook-id"], "verified": True, "event": event})
-            print(line, flush=True)
+            with self.server.lock:  # one whole line at a time, whichever thread
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
         self._answer(204)
 
     def _answer(self, status: int) -> None:
