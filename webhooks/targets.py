@@ -63,10 +63,10 @@ def refused_reason(address: str) -> str | None:
         ip = ip.ipv4_mapped
     for reason, flag in (
         ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("private", ip.is_private),
-        ("multicast", ip.is_multicast),
         ("unspecified", ip.is_unspecified),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("private", ip.is_private),
         ("reserved", ip.is_reserved),
         ("not global", not ip.is_global),
     ):
