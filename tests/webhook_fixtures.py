@@ -182,7 +182,8 @@ def query(url: str, sql: str, *params: object) -> list[tuple]:
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             return conn.execute(sql.replace("%s", "?"), params).fetchall()
     with psycopg.connect(url.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
-        return conn.execute(sql, params).fetchall()
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 @dataclass
