@@ -222,7 +222,7 @@ class EndpointRunner(threading.Thread):
         if len(self.held) < share and now >= self._next_acquire:
             self._next_acquire = now + 1.0
             free = [n for n in range(self.layout.activity_shards) if n not in self.held]
-            for number in self.leases.acquire(self.endpoint.pk, free)[: share - len(self.held)]:
+            for number in self.leases.acquire(self.endpoint.pk, free, share - len(self.held)):
                 self.held[number] = now
                 self._take_over(number)
 

@@ -9,6 +9,7 @@ another worker takes the stream over, claiming its pending entries
 from __future__ import annotations
 
 import math
+import random
 import time
 
 from redis import Redis, WatchError
@@ -32,7 +33,8 @@ class Leases:
         key = self.layout.webhook_workers
         pipe = self.client.pipeline(transaction=False)
         pipe.zadd(key, {self.name: now})
-        pipe.zremrangebyscore(key, "-inf", now - 2 * self.lease_ms)
+        # A worker not heard for a lease is gone (it renews every half second): its share goes to the others.
+        pipe.zremrangebyscore(key, "-inf", now - self.lease_ms)
         pipe.zcard(key)
         pipe.pexpire(key, 4 * self.lease_ms)
         return max(1, int(pipe.execute()[2]))
@@ -45,12 +47,18 @@ class Leases:
         """How many streams of one endpoint this worker should hold."""
         return math.ceil(self.layout.activity_shards / workers)
 
-    def acquire(self, endpoint_id: int, shards: list[int]) -> list[int]:
-        """Try to take the free leases of ``shards``; the ones taken."""
+    def acquire(self, endpoint_id: int, shards: list[int], wanted: int) -> list[int]:
+        """Take up to ``wanted`` of the free leases among ``shards`` (in random order); the ones taken."""
+        keys = [self.layout.shards[number].webhook_lease(endpoint_id) for number in shards]
         pipe = self.client.pipeline(transaction=False)
-        for number in shards:
+        for key in keys:
+            pipe.exists(key)
+        free = [number for number, held in zip(shards, pipe.execute(), strict=True) if not held]
+        # Random: workers starting together do not all race for the same streams.
+        candidates = random.sample(free, min(wanted, len(free)))
+        for number in candidates:
             pipe.set(self.layout.shards[number].webhook_lease(endpoint_id), self.name, nx=True, px=self.lease_ms)
-        return [number for number, taken in zip(shards, pipe.execute(), strict=True) if taken]
+        return [number for number, taken in zip(candidates, pipe.execute(), strict=True) if taken]
 
     def renew(self, endpoint_id: int, number: int) -> bool:
         """Extend a lease if this worker still holds it (compare and extend, in a transaction)."""
