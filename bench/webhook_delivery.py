@@ -103,7 +103,7 @@ def main(argv: list[str]) -> int:
                     [sys.executable, "manage.py", "deliver_events", "--name", f"bench-{n}"],
                     cwd=ROOT,
                     env=env,
-                    stderr=subprocess.DEVNULL,
+                    stderr=(workdir / f"worker-{n}.log").open("w"),
                 )
             )
         time.sleep(6)  # Django started, leases shared out
@@ -126,7 +126,9 @@ def main(argv: list[str]) -> int:
             written = time.monotonic() - start
             while not delivered(redis, layout, group):
                 if time.monotonic() - start > 120:
-                    print(f"round {number}: not delivered within 120 s", flush=True)
+                    print(f"round {number}: not delivered within 120 s; the workers' logs:", flush=True)
+                    for log in sorted(workdir.glob("worker-*.log")):
+                        print(log.read_text()[-2000:], flush=True)
                     return 1
                 time.sleep(0.05)
             took = time.monotonic() - start

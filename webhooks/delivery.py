@@ -192,6 +192,9 @@ class EndpointRunner(threading.Thread):
                 except RedisError as exc:
                     logger.warning("webhook_round_redis_error", endpoint=self.label, error=str(exc))
                     busy = False
+                except Exception:  # a bug or the database down: say so, and go on after a pause
+                    logger.exception("webhook_round_failed", endpoint=self.label)
+                    busy = False
                 if not busy:
                     self.stopping.wait(IDLE_WAIT_SECONDS)
         finally:
