@@ -42,6 +42,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes used so far (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def load_average() -> str:
+    """The 1-minute load average: how busy the machine was (it is shared)."""
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
 def delivered(redis: Redis, layout: KeyLayout, group: str) -> bool:
     """Whether every stream's entries are acknowledged for ``group``."""
     for shard in layout.shards:
@@ -118,6 +133,8 @@ def main(argv: list[str]) -> int:
                     user = f"acct-{account}"
                     event = Event(EventType.SESSION_STARTED, int(time.time() * 1000), {"userId": user, "seq": sequence})
                     entries.append((layout.shard_of(user).events, event.to_json()))
+            receiver_pid, worker_pids = started[0].pid, [process.pid for process in started[1:]]
+            cpu_before = cpu_seconds(worker_pids), cpu_seconds([receiver_pid])
             start = time.monotonic()
             pipe = redis.pipeline(transaction=False)
             for stream, body in entries:
@@ -133,6 +150,13 @@ def main(argv: list[str]) -> int:
                 time.sleep(0.05)
             took = time.monotonic() - start
             rates.append(events / took)
+            worker_cpu = (cpu_seconds(worker_pids) - cpu_before[0]) / events * 1e6
+            receiver_cpu = (cpu_seconds([receiver_pid]) - cpu_before[1]) / events * 1e6
+            print(
+                f"round {number}: CPU per event: workers {worker_cpu:.0f} us, receiver {receiver_cpu:.0f} us; "
+                f"load average {load_average()}",
+                flush=True,
+            )
             print(
                 f"round {number}: {events} events in {took:.2f} s ({written:.2f} s writing) = {rates[-1]:,.0f}/s",
                 flush=True,
