@@ -259,3 +259,15 @@ def test_names_are_resolved_and_every_address_checked() -> None:
         resolve(Target("http", "localhost", 80, "/"), allow_private=False)
     assert "127.0.0.1" in resolve(Target("http", "localhost", 80, "/"), allow_private=True)
     assert parse_url("https://h.example/p?q=1") == Target("https", "h.example", 443, "/p?q=1")
+
+
+def test_the_support_roles_hold_the_webhook_permissions() -> None:
+    from django.contrib.auth.models import Group
+
+    def codenames(name: str) -> set[str]:
+        permissions = Group.objects.get(name=name).permissions.filter(content_type__app_label="webhooks")
+        return set(permissions.values_list("codename", flat=True))
+
+    assert codenames("Support viewer") == {"view_endpoint"}
+    assert codenames("Support agent") == {"view_endpoint"}
+    assert codenames("Support lead") == {"view_endpoint", "view_deadletter", "retry_deadletter"}
