@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 
+import structlog
 from django.conf import settings
 from redis import Redis
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.services import redis_client
+
+logger = structlog.get_logger(__name__)
 
 
 def layout() -> KeyLayout:
@@ -43,15 +46,29 @@ def create_group(redis: Redis | RedisCluster, stream: str, endpoint_id: int, cre
 
 
 def create_groups(endpoint) -> None:
-    """Create the endpoint's group on every stream, so its backlog counts from its creation."""
+    """Create the endpoint's group on every stream, so its backlog counts from its creation.
+
+    Best effort: with Redis away the endpoint is still saved, and the workers
+    make each group, from the same start, when they first take its stream.
+    """
     redis, keys = client(), layout()
     created_ms = int(endpoint.created_at.timestamp() * 1000)
-    for shard in keys.shards:
-        create_group(redis, shard.events, endpoint.pk, created_ms)
+    try:
+        for shard in keys.shards:
+            create_group(redis, shard.events, endpoint.pk, created_ms)
+    except RedisError as exc:
+        logger.warning("webhook_groups_not_created", endpoint=endpoint.pk, error=str(exc))
 
 
 def destroy_groups(endpoint_id: int) -> None:
-    """Remove the endpoint's groups, leases and health (after the endpoint is deleted)."""
+    """Remove the endpoint's groups, leases and health (after the endpoint is deleted); best effort, logged."""
+    try:
+        _destroy_groups(endpoint_id)
+    except RedisError as exc:
+        logger.warning("webhook_groups_not_removed", endpoint=endpoint_id, error=str(exc))
+
+
+def _destroy_groups(endpoint_id: int) -> None:
     redis, keys = client(), layout()
     for shard in keys.shards:
         # No stream (trimmed away or never written): no group either.
