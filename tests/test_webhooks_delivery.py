@@ -222,3 +222,33 @@ def test_too_old_events_become_dead_letters_and_retry_sends_them(any_database, d
     wait_for(lambda: receiver.ids().count(target) == asked_before + 1, 30, "the retried event, once")
     wait_for(lambda: len(dead()) == 3, 10, "its dead letter gone")
     assert query(any_database, "SELECT COUNT(*) FROM webhooks_endpoint WHERE id = %s", endpoint_id) == [(1,)]
+
+
+def test_the_shipped_receiver_answers_401_to_a_bad_signature_and_204_to_a_good_one() -> None:
+    import requests
+
+    from tests.conftest import wait_for_port
+    from webhooks.signing import Signer
+
+    secret, port = new_secret(), free_port()
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "devtools.webhook_receiver", "--secret", secret, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_port(port, receiver)
+        body = b'{"id":"evt_1","type":"session.started","timestamp":"2026-12-07T00:00:00.000Z","data":{}}'
+        url = f"http://127.0.0.1:{port}/"
+        forged = requests.post(url, data=body, headers=Signer([new_secret()]).headers("evt_1", body), timeout=5)
+        assert forged.status_code == 401
+        good = requests.post(url, data=body, headers=Signer([new_secret(), secret]).headers("evt_1", body), timeout=5)
+        assert good.status_code == 204
+    finally:
+        receiver.terminate()
+        out, err = receiver.communicate(timeout=10)
+    [line] = out.splitlines()
+    assert orjson.loads(line)["event"]["id"] == "evt_1"
+    assert "refused evt_1: bad signature" in err

@@ -239,6 +239,11 @@ class EndpointRunner(threading.Thread):
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             if cursor == "0-0":
                 break
+        # Consumers that left (a new name per process) and hold nothing: forget them, so the list stays short.
+        for consumer in self.client.xinfo_consumers(stream, self.group):
+            name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else str(consumer["name"])
+            if name != self.leases.name and not consumer["pending"] and consumer["idle"] > self.leases.lease_ms:
+                self.client.xgroup_delconsumer(stream, self.group, name)
 
     # --- one round ----------------------------------------------------------------
 
