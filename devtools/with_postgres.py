@@ -100,14 +100,22 @@ def start_postgres(bin_dir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if answers(DEFAULT_HOST, port):
-            time.sleep(0.2)  # accepting before it takes logins: a moment more
+        # Listening comes before taking logins ("the database system is starting up"): ask pg_isready.
+        if answers(DEFAULT_HOST, port) and _ready(bin_dir, port):
             return process, port, workdir
         if process.poll() is not None:
             break
         time.sleep(0.1)
     process.kill()
     sys.exit(f"[with_postgres] {bin_dir}/postgres did not start on port {port}")
+
+
+def _ready(bin_dir: Path, port: int) -> bool:
+    """Whether the server on ``port`` accepts logins now (pg_isready's exit status 0)."""
+    checked = subprocess.run(
+        [str(bin_dir / "pg_isready"), "-q", "-h", DEFAULT_HOST, "-p", str(port), "-U", "postgres"], check=False
+    )
+    return checked.returncode == 0
 
 
 def stop_postgres(process: subprocess.Popen[bytes], workdir: Path) -> None:

@@ -39,3 +39,21 @@ def test_the_admin_model_and_audit_tests_pass_on_postgresql(postgres_database: s
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     passed = int(re.search(r"(\d+) passed", summary).group(1))
     assert passed >= 30 and "failed" not in summary and "skipped" not in summary
+
+
+def test_with_postgres_starts_one_from_the_debian_package_when_none_answers() -> None:
+    # The fallback of make test and of tests/postgres_fixtures.py, on a port of its own (5432 is left alone).
+    import psycopg
+
+    from devtools import with_postgres
+
+    bin_dir = with_postgres.find_bin_dir()
+    assert bin_dir is not None, "no PostgreSQL binaries: apt-get install postgresql"
+    process, port, workdir = with_postgres.start_postgres(bin_dir)
+    try:
+        assert port != with_postgres.DEFAULT_PORT
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres") as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        with_postgres.stop_postgres(process, workdir)
+    assert process.poll() is not None and not workdir.exists()
