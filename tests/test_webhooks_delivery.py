@@ -252,3 +252,25 @@ def test_the_shipped_receiver_answers_401_to_a_bad_signature_and_204_to_a_good_o
     [line] = out.splitlines()
     assert orjson.loads(line)["event"]["id"] == "evt_1"
     assert "refused evt_1: bad signature" in err
+
+
+def test_a_rotated_secret_signs_with_both_until_the_old_one_is_dropped(sqlite_database, deployment, receivers):
+    from standardwebhooks.webhooks import Webhook
+
+    old, new = new_secret(), new_secret()
+    site = deployment(sqlite_database)
+    receiver = receivers(old)  # a receiver that has not moved to the new secret yet
+    site.add_endpoint(receiver.url, old)
+    site.start_worker("w1")
+    site.write_events(["acct-a"], 1)
+    wait_for(lambda: len(receiver.arrivals) == 1, 30, "the first event")
+    # What the admin's form saves for a new secret: the old one kept as the previous one.
+    query(sqlite_database, "UPDATE webhooks_endpoint SET secret = %s, previous_secret = %s", new, old)
+    time.sleep(3)  # the worker re-reads its endpoints every 2 s
+    site.write_events(["acct-a"], 1, start=1)
+    wait_for(lambda: len(receiver.arrivals) == 2, 30, "the second event")
+    rotated = receiver.arrivals[1]
+    assert rotated.verified  # the old secret still verifies...
+    assert Webhook(new).verify(rotated.body, rotated.headers)  # ...and so does the new one
+    assert rotated.headers["webhook-signature"].count("v1,") == 2
+    assert receiver.arrivals[0].headers["webhook-signature"].count("v1,") == 1
