@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup lint format docs docs-check mutants bench bench-dashboard bench-dashboard-cost bench-topologies bench-webhooks clean
+.PHONY: run test setup lint format docs docs-check mutants bench bench-dashboard bench-dashboard-cost bench-topologies bench-players bench-webhooks clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@echo "[make] setting up .venv: installing the pinned Python packages (about 1-2 minutes the first time, then only when requirements change)" >&2
@@ -97,6 +97,11 @@ bench-webhooks: setup
 
 bench-topologies: setup
 	$(BIN)/python -m bench.topologies $(ARGS)
+
+# Heartbeats paced like real players (200,000 accounts, 420,000 sessions), open loop at 50/80/100% of the
+# capacity it measures; its own redis-server and gunicorn (3 gevent workers). bench/players/__main__.py; ARGS="--help".
+bench-players: setup
+	$(BIN)/python -m bench.players $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache test-output

@@ -104,7 +104,17 @@ local function session_count(user_index)
    if r < 40 then return 1 elseif r < 75 then return 2 else return 3 end
 end
 
+-- BENCH_POLICY_INPUTS=1 (the policy run): every body also carries the policy's inputs: device
+-- class "tv" (the family plan's cap of 3 TVs refuses a fourth screen, as the default limit of 3
+-- does in the heartbeat run: the same mix of answers), a device id of the session's own, quality "hd".
+local POLICY_INPUTS = os.getenv("BENCH_POLICY_INPUTS") == "1"
+
 local function body(user, stream, session)
+   if POLICY_INPUTS then
+      return string.format(
+         '{"userId":"%s","streamId":"%s","sessionId":"%s","deviceClass":"tv","deviceId":"%s","quality":"hd"}',
+         user, stream, session, session)
+   end
    return string.format('{"userId":"%s","streamId":"%s","sessionId":"%s"}', user, stream, session)
 end
 

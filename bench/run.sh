@@ -221,6 +221,9 @@ measure() { # $1 name: heartbeat or floor
   TOKEN_FILE=""
   case "$name" in
     heartbeat) app=streamlimit.wsgi:application settings=streamlimit.settings ;;
+    # The heartbeat run with issue 20's "family" plan in force (bench/family-policy.json) and every
+    # body carrying deviceClass, deviceId and quality.
+    policy) app=streamlimit.wsgi:application settings=streamlimit.settings ;;
     tokens)
       app=streamlimit.wsgi:application settings=streamlimit.settings
       # A throw-away HS256 key for this run only, and one account token per simulated user.
@@ -232,10 +235,17 @@ measure() { # $1 name: heartbeat or floor
         die "could not make the tokens"
       ;;
     floor) app=bench.floor.wsgi:application settings=bench.floor.settings ;;
-    *) die "unknown target $name (heartbeat, tokens or floor)" ;;
+    *) die "unknown target $name (heartbeat, policy, tokens or floor)" ;;
   esac
   say "$name: gunicorn $WORKER_CLASS, $WORKERS workers x $THREADS threads ($app); wrk -t$WRK_THREADS -c$CONNECTIONS"
   start_server "$app" "$settings" "$OUT/$name-server.log"
+  export BENCH_POLICY_INPUTS=0
+  if [ "$name" = policy ]; then
+    REDIS_KEY_PREFIX="$PREFIX" "$PY" manage.py policy apply bench/family-policy.json --reason "bench run" >/dev/null ||
+      die "could not apply bench/family-policy.json"
+    export BENCH_POLICY_INPUTS=1
+    sleep 2.5 # every worker checks the version in force at most every 2 s
+  fi
   if [ "$name" != floor ] && [ "$PREFILL" = 1 ]; then
     say "$name: prefill, every session once ($BENCH_USERS users)"
     prefill

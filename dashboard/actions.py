@@ -1,4 +1,4 @@
-"""Staff actions on live state, each written to the audit trail.
+"""Staff actions on live state and the limit policy, each written to the audit trail.
 
 Shared by the dashboard views and the management commands, so an eviction or a
 limit change is audited the same way wherever it comes from.
@@ -7,14 +7,21 @@ limit change is audited the same way wherever it comes from.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.models import AuditRecord
 from heartbeat.limiter.limits import MAX_REASON_LENGTH
 from heartbeat.limiter.metrics import EVICTIONS
+from heartbeat.limiter.policy_store import PolicyRecord
 from heartbeat.limiter.read_models import UserLimit
-from heartbeat.services import get_live_state, get_stream_manager
+from heartbeat.services import get_live_state, get_policy_store, get_stream_manager
+
+
+def actor_name(actor: AbstractBaseUser | str) -> str:
+    """Who did it, as the audit trail and the events name them: the staff username, or ``cli:<operator>``."""
+    return actor if isinstance(actor, str) else actor.get_username()
 
 
 def _audit(
@@ -38,7 +45,7 @@ def _audit(
 
 def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str, reason: str = "") -> bool:
     """Evict one live session; True if it was live (else nothing changes). Audited either way."""
-    was_live = bool(get_stream_manager().evict(user_id, session_id))
+    was_live = bool(get_stream_manager().evict(user_id, session_id, actor=actor_name(actor)))
     EVICTIONS.inc(int(was_live))
     cooldown = get_stream_manager().eviction_cooldown_seconds
     _audit(
@@ -54,7 +61,7 @@ def evict_session(actor: AbstractBaseUser | str, user_id: str, session_id: str, 
 
 def evict_all(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> list[str]:
     """Evict every live session of a user; returns their ids. Audited."""
-    evicted = get_stream_manager().evict(user_id)
+    evicted = get_stream_manager().evict(user_id, actor=actor_name(actor))
     EVICTIONS.inc(len(evicted))
     detail = f"{len(evicted)} sessions: {', '.join(evicted)}"[:500]
     _audit(actor, AuditRecord.Action.EVICT_ALL, user_id, detail=detail, reason=reason)
@@ -63,7 +70,7 @@ def evict_all(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> 
 
 def block_new_sessions(actor: AbstractBaseUser | str, user_id: str, minutes: int, reason: str = "") -> datetime:
     """Refuse the account's new sessions for ``minutes``; returns when the block ends. Audited."""
-    until = get_stream_manager().block_new_sessions(user_id, minutes * 60)
+    until = get_stream_manager().block_new_sessions(user_id, minutes * 60, actor=actor_name(actor))
     _audit(
         actor,
         AuditRecord.Action.BLOCK_NEW,
@@ -76,7 +83,7 @@ def block_new_sessions(actor: AbstractBaseUser | str, user_id: str, minutes: int
 
 def unblock_new_sessions(actor: AbstractBaseUser | str, user_id: str) -> bool:
     """Lift a block on the account's new sessions; True if there was one. Audited when there was."""
-    lifted = get_stream_manager().unblock_new_sessions(user_id)
+    lifted = get_stream_manager().unblock_new_sessions(user_id, actor=actor_name(actor))
     if lifted:
         _audit(actor, AuditRecord.Action.UNBLOCK_NEW, user_id)
     return lifted
@@ -86,7 +93,27 @@ def set_limit(actor: AbstractBaseUser | str, user_id: str, limit: int | None) ->
     """Set (1..50) or clear (None) a user's limit override. Audited."""
     manager = get_stream_manager()
     before = get_live_state().get_limit(user_id)
-    after = manager.set_limit_override(user_id, limit)
+    after = manager.set_limit_override(user_id, limit, actor=actor_name(actor))
     action = AuditRecord.Action.CLEAR_LIMIT if limit is None else AuditRecord.Action.SET_LIMIT
     _audit(actor, action, user_id, detail=f"limit {before.limit} -> {after.limit} (override {after.override})")
     return after
+
+
+def apply_policy(actor: AbstractBaseUser, document: Any, *, expected_version: int, reason: str = "") -> PolicyRecord:
+    """Put ``document`` in force as the next policy version, if ``expected_version`` is still the one in force.
+
+    Raises ``PolicyInvalidError`` (nothing stored) or ``PolicyConflictError``
+    (another version was applied since the page was read; nothing stored).
+    Audited when applied. The store logs the change (one line per change).
+    """
+    record = get_policy_store().apply(
+        document, applied_by=actor.get_username(), reason=reason, expected_version=expected_version
+    )
+    _audit(
+        actor,
+        AuditRecord.Action.APPLY_POLICY,
+        "",
+        detail=f"policy version {record.version} (was {expected_version or 'none: the settings decided'})",
+        reason=reason,
+    )
+    return record

@@ -7,6 +7,8 @@ from django.core.exceptions import ValidationError
 
 from heartbeat.limiter.ids import MAX_ID_LENGTH, free_text_error, id_error
 from heartbeat.limiter.limits import MAX_LIMIT, MAX_REASON_LENGTH, MIN_LIMIT
+from heartbeat.limiter.policy import PolicyInvalidError
+from heartbeat.limiter.policy_text import MAX_POLICY_BYTES, check_policy_text
 
 
 def validate_id(value: str) -> None:
@@ -82,3 +84,30 @@ class LimitForm(UserIdForm):
         if data.get("limit") is None and "limit" not in self.errors:
             self.add_error("limit", f"Enter a limit from {MIN_LIMIT} to {MAX_LIMIT}, or clear it.")
         return data
+
+
+class PolicyForm(forms.Form):
+    """A new policy version pasted on the Policy page, checked exactly as ``manage.py policy validate`` does.
+
+    ``expected_version`` is the version the page showed: applying is refused when
+    another was applied since, so a stale page cannot undo a newer version.
+    """
+
+    document = forms.CharField(
+        label="New version (JSON)",
+        strip=False,
+        # Characters, a first cheap cap; the byte cap is checked in clean_document.
+        max_length=MAX_POLICY_BYTES,
+        widget=forms.Textarea(attrs={"rows": 24, "cols": 80, "spellcheck": "false", "class": "policy-text"}),
+    )
+    reason = ReasonField()
+    expected_version = forms.IntegerField(min_value=0, widget=forms.HiddenInput)
+
+    def clean_document(self) -> object:
+        """The parsed JSON document; every problem (with its JSON path) is a form error."""
+        text = self.cleaned_data["document"]
+        try:
+            document, _ = check_policy_text(text)
+        except PolicyInvalidError as exc:
+            raise ValidationError(exc.errors) from exc
+        return document

@@ -22,6 +22,7 @@ class AuditRecord(models.Model):
         WEBHOOK_REMOVE = "webhook_remove", "Removed a webhook endpoint"
         WEBHOOK_TEST = "webhook_test", "Sent a test event to a webhook endpoint"
         WEBHOOK_RETRY = "webhook_retry", "Asked to send a dead letter again"
+        APPLY_POLICY = "apply_policy", "Applied a limit policy version"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The staff account, when the action came from the dashboard; kept as a
@@ -44,8 +45,7 @@ class AuditRecord(models.Model):
             ("view_sessions", "Can see live users and sessions on the dashboard"),
             ("evict_session", "Can evict live sessions"),
             ("change_limit", "Can set or clear an account's limit override"),
-            # For the limit policies page (not built yet); with STAFF_REQUIRE_2FA
-            # its holders log in with a second factor.
+            # For the Policy page's form; with STAFF_REQUIRE_2FA its holders log in with a second factor.
             ("change_policy", "Can change the limit policies"),
         ]
 

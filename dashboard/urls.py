@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from dashboard import views
+from dashboard import policy_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -15,4 +15,6 @@ urlpatterns = [
     path("user/evict-all/", views.evict_all, name="evict-all"),
     path("user/unblock/", views.unblock, name="unblock"),
     path("user/limit/", views.set_limit, name="set-limit"),
+    path("policy/", policy_views.policy, name="policy"),
+    path("policy/apply/", policy_views.apply_policy, name="apply-policy"),
 ]

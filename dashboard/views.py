@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import urlencode
@@ -20,6 +21,7 @@ from redis.exceptions import RedisError
 
 from dashboard import actions
 from dashboard.charts import hour_charts
+from dashboard.effective_policy import effective_policy
 from dashboard.forms import BLOCK_CHOICES, EvictAllForm, EvictSessionForm, LimitForm, UserIdForm
 from dashboard.models import AuditRecord
 from heartbeat.limiter.outcomes import REFUSALS, staff_label
@@ -29,6 +31,8 @@ logger = structlog.get_logger(__name__)
 
 PAGE_SIZE = 50
 SEARCH_RESULTS = 50
+# A refusal's decision id (os.urandom(8).hex() in the StreamManager): what support may look up.
+DECISION_ID = re.compile(r"[0-9a-f]{16}")
 # What each refusal code means, for support reading an account's refusals.
 # What support reads for each refusal (``code: what happened``), from the one table of outcomes.
 REFUSAL_LABELS = {row.metric_label: staff_label(row.outcome.value) for row in REFUSALS}
@@ -163,13 +167,22 @@ def user_detail(request: HttpRequest) -> HttpResponse:
     manager = get_stream_manager()
     limit = get_live_state().get_limit(user_id)
     sessions = get_live_state().sessions(user_id)
+    refusals = get_live_state().recent_refusals(user_id)
+    # Support looks up the decision id a viewer reads out from the refusal on their screen.
+    decision = request.GET.get("decision", "").strip().lower()
+    decision_valid = bool(DECISION_ID.fullmatch(decision))
+    found = next((r for r in refusals if decision_valid and r.decision_id == decision), None)
     context = {
         "title": f"User {user_id}",
         "user_id": user_id,
         "sessions": sessions,
         # "Not watching now" and "never seen" are different answers for a caller.
         "last_heard": None if sessions else get_live_state().last_heard(user_id),
-        "refusals": get_live_state().recent_refusals(user_id),
+        "refusals": refusals,
+        "decision": decision,
+        "decision_valid": decision_valid,
+        "decision_found": found,
+        "policy": effective_policy(manager.policies.policy(), limit),
         "cooldowns": get_live_state().cooldowns(user_id),
         "blocked_until": get_live_state().blocked_until(user_id),
         "refusal_messages": REFUSAL_LABELS,

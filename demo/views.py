@@ -66,10 +66,12 @@ def player_page(request: HttpRequest) -> HttpResponse:
 @demo_only
 @never_cache
 def demo_token(request: HttpRequest) -> HttpResponse:
-    """``POST /demo/token`` ``{"userId", "sessionId"?, "ttlSeconds"?}``: a token signed with the first HS256 key.
+    """``POST /demo/token`` ``{"userId", "sessionId"?, "plan"?, "ttlSeconds"?}``: a token signed with the HS256 key.
 
     With ``sessionId``, a session token (``sid``) for the tab's own heartbeats
-    and stop; without, an account token for "stop this one".
+    and stop; without, an account token for "stop this one" and "move here".
+    With ``plan``, the token's ``plan`` claim: the account plays under that
+    plan's rules of the policy in force (``?plan=family`` on the page).
     """
     if tokens_mode() != "hs256":
         return JsonResponse(
@@ -90,6 +92,9 @@ def demo_token(request: HttpRequest) -> HttpResponse:
     session_id = data.get("sessionId")
     if session_id is not None and (error := id_error(session_id)):
         return _invalid({"sessionId": [error]})
+    plan = data.get("plan")
+    if plan is not None and (error := id_error(plan)):
+        return _invalid({"plan": [error]})
     ttl = data.get("ttlSeconds", DEMO_TOKEN_TTL_SECONDS)
     valid_ttl = isinstance(ttl, int) and not isinstance(ttl, bool)
     if not valid_ttl or not MIN_DEMO_TOKEN_TTL_SECONDS <= ttl <= DEMO_TOKEN_TTL_SECONDS:
@@ -101,6 +106,7 @@ def demo_token(request: HttpRequest) -> HttpResponse:
         user_id,
         ttl_seconds=ttl,
         session_id=session_id,
+        plan=plan,
         issuer=settings.PLAYBACK_TOKEN_ISSUER,
         audience=settings.PLAYBACK_TOKEN_AUDIENCE,
         now=time.time(),

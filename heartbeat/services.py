@@ -18,7 +18,10 @@ from redis.cluster import RedisCluster
 
 from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import StreamManager
+from heartbeat.limiter.policy import Policy
+from heartbeat.limiter.policy_store import PolicyStore
 from heartbeat.limiter.reads import LiveStateReader
+from heartbeat.limiter.risk import RiskStore
 from heartbeat.limiter.tokens import TokenVerifier
 from heartbeat.store.breaker import BreakerState, CircuitBreaker
 from heartbeat.store.connection import cluster_client
@@ -47,11 +50,15 @@ def build_breaker() -> CircuitBreaker | None:
     )
 
 
+def _policy_changed(policy: Policy) -> None:
+    metrics.POLICY_VERSION.set(policy.version)
+
+
 @functools.cache
 def get_stream_manager() -> StreamManager:
     """The StreamManager of this process, on the configured topology's client (``redis_client``)."""
     metrics.HEARTBEAT_TALLY.flush_seconds = settings.ACTIVITY_FLUSH_SECONDS
-    return StreamManager(
+    manager = StreamManager(
         redis_client(),
         key_prefix=settings.REDIS_KEY_PREFIX,
         default_limit=settings.MAX_CONCURRENT_STREAMS,
@@ -66,7 +73,24 @@ def get_stream_manager() -> StreamManager:
         wait_timeout_ms=settings.REDIS_WAIT_TIMEOUT_MS,
         activity_memory_budget_mb=settings.ACTIVITY_MEMORY_BUDGET_MB,
         new_sessions_per_network_per_minute=settings.NEW_SESSIONS_PER_NETWORK_PER_MINUTE,
+        events_enabled=settings.EVENTS_ENABLED,
+        events_retention_hours=settings.EVENTS_RETENTION_HOURS,
+        events_memory_budget_mb=settings.EVENTS_MEMORY_BUDGET_MB,
     )
+    # The gauge of the version this process decides with (0 until its watcher loads an applied one).
+    manager.policies.on_change = _policy_changed
+    return manager
+
+
+def get_policy_store() -> PolicyStore:
+    """Where policy documents are applied and read (the commands and the dashboard's Policy page)."""
+    return get_stream_manager().policy_store
+
+
+def get_risk_store() -> RiskStore:
+    """The latest sharing risk scores (score_sharing writes them; the dashboard's risk view reads them)."""
+    manager = get_stream_manager()
+    return RiskStore(manager.client, manager.keys)
 
 
 @functools.cache
@@ -110,6 +134,9 @@ _MANAGER_SETTINGS = {
     "REDIS_WAIT_TIMEOUT_MS",
     "ACTIVITY_MEMORY_BUDGET_MB",
     "NEW_SESSIONS_PER_NETWORK_PER_MINUTE",
+    "EVENTS_ENABLED",
+    "EVENTS_RETENTION_HOURS",
+    "EVENTS_MEMORY_BUDGET_MB",
 }
 
 

@@ -143,6 +143,16 @@ ACTIVITY_MEMORY_BUDGET_MB = env_int("ACTIVITY_MEMORY_BUDGET_MB", 512, minimum=0,
 # WAIT), at most REDIS_WAIT_TIMEOUT_MS; 0: never wait (asynchronous replication).
 REDIS_WAIT_REPLICAS = env_int("REDIS_WAIT_REPLICAS", 0, minimum=0, maximum=16)
 REDIS_WAIT_TIMEOUT_MS = env_int("REDIS_WAIT_TIMEOUT_MS", 100, minimum=1, maximum=10_000)
+# Events (session.started/refused/ended, account.*, policy.changed) in one Redis stream per
+# activity shard (docs/operators/events.md). On by default: the policy simulator and the
+# sharing risk score replay the recorded history, which cannot be had afterwards. Off: nothing
+# is noted or written, at no cost at all.
+EVENTS_ENABLED = env_bool("EVENTS_ENABLED", True)
+# How long the streams keep events (trimmed approximately: XADD MINID ~), 1 hour to 90 days.
+EVENTS_RETENTION_HOURS = env_int("EVENTS_RETENTION_HOURS", 72, minimum=1, maximum=2160)
+# The most memory the event streams may take (MB): past it the oldest events go first, whatever
+# their age, so a flood of made-up accounts cannot fill Redis (0: no cap, EVENTS_RETENTION_HOURS only).
+EVENTS_MEMORY_BUDGET_MB = env_int("EVENTS_MEMORY_BUDGET_MB", 256, minimum=0, maximum=1_000_000)
 
 # --- Webhooks (webhooks/, docs/operators/webhooks.md) ------------------------------------
 # An event not delivered to an endpoint this long after it happened goes to its dead letters.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
@@ -57,7 +58,22 @@ def parser_flags(name: str) -> set[str]:
     command = load_command_class(get_commands()[name], name)
     parser = command.create_parser("manage.py", name)
     options = {option for action in parser._actions for option in action.option_strings if option.startswith("--")}
-    return options - DJANGO_COMMON_FLAGS
+    # A command with sub-commands (``policy validate|apply|show``): their own flags, each in its --help.
+    own = subcommand_flags(parser)
+    return (options | own) - (DJANGO_COMMON_FLAGS - own)
+
+
+def subcommand_flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The flags a sub-command defines for itself (``policy show --version``), even when Django has one so named."""
+    return {
+        option
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for sub in action.choices.values()
+        for sub_action in sub._actions
+        for option in sub_action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
 
 
 def test_the_project_has_its_commands() -> None:

@@ -9,7 +9,10 @@ import pytest
 from django.test import Client
 
 from dashboard.models import AuditRecord
-from heartbeat.services import get_live_state, get_stream_manager
+from heartbeat.services import get_live_state, get_policy_store, get_stream_manager
+from tests.conftest import make_token
+
+NONE = "\N{EN DASH}"  # what the user page shows for an input a session did not send
 
 pytestmark = pytest.mark.django_db
 
@@ -452,3 +455,122 @@ def test_the_block_on_new_sessions_keeps_the_reason_in_its_audit_record(staff_cl
     staff_client.post("/dashboard/user/evict-all/", {"id": "alice", "block_minutes": "15", "reason": "resale"})
     records = [(r.action, r.reason) for r in AuditRecord.objects.order_by("id")]
     assert records == [("evict_all", "resale"), ("block_new", "resale")]
+
+
+# --- Policies on the user page (issue 20) ---------------------------------------------------------------------
+
+FAMILY = {
+    "default": {"maxStreams": 3},
+    "plans": {
+        "basic": {"maxStreams": 1},
+        "family": {"maxStreams": 4, "devices": {"mobile": 2, "tv": 3}, "pools": {"live": 1}, "weights": {"uhd": 2},
+                   "maxNetworks": 2, "networkRule": "block"},
+    },
+    "streams": {"live": ["live-*"], "free": ["trailer-*"]},
+    "uncountedPools": ["free"],
+    "sameDeviceTakeover": True,
+    "deviceLabels": {"mobile": "phones"},
+}  # fmt: skip
+
+
+def play_family(user: str = "house") -> str:
+    """Two phones, a third one refused, a TV in UHD and a free trailer under the family plan; the decision id."""
+    from heartbeat.limiter.policy import SessionInputs
+
+    get_policy_store().apply(FAMILY, applied_by="test")
+    manager = get_stream_manager()
+
+    def admit(session: str, stream: str = "movie", network: str = "192.0.2.0/24", **inputs: str):
+        return manager.admit(user, stream, session, plan="family", network=network, inputs=SessionInputs(**inputs))
+
+    assert admit("p1", device_class="mobile", device_id="phone-one").allowed
+    assert admit("p2", device_class="mobile", device_id="phone-two", network="2001:db8:7700::/56").allowed
+    refused = admit("p3", device_class="mobile", device_id="phone-three")
+    assert refused.rule is not None and refused.rule.name == "devices.mobile" and refused.decision_id
+    assert admit("tv", device_class="tv", device_id="tv-1", quality="uhd").allowed
+    assert admit("trailer", "trailer-9", device_class="tv", device_id="tv-2").allowed
+    manager.flush_activity()
+    return refused.decision_id
+
+
+def test_the_user_page_shows_each_sessions_policy_inputs_and_network_prefix(staff_client: Client) -> None:
+    play_family()
+    content = staff_client.get(user_page("house")).content.decode()
+    rows = {m[1]: m[2] for m in re.finditer(r'<tr data-session="([^"]+)">(.*?)</tr>', content, re.S)}
+    rows = {re.sub(r"<[^>]+>", "", k): v for k, v in rows.items()}
+    assert set(rows) == {"p1", "p2", "tv", "trailer"}
+
+    def cell(session: str, name: str) -> str:
+        return re.sub(r"<[^>]+>", "", re.search(rf'class="{name}">(.*?)</td>', rows[session], re.S).group(1))
+
+    assert [cell("p1", n) for n in ("device-class", "device-id", "quality", "pool", "slots", "network")] == [
+        "mobile", "phone-one", NONE, NONE, "1", "192.0.2.0/24",
+    ]  # fmt: skip
+    assert cell("p2", "network") == "2001:db8:7700::/56"
+    assert (cell("tv", "quality"), cell("tv", "slots")) == ("uhd", "2")
+    assert (cell("trailer", "pool"), cell("trailer", "slots")) == ("free", "uncounted")
+
+
+def test_the_user_page_names_each_refusals_rule_and_finds_its_decision_id(staff_client: Client) -> None:
+    decision_id = play_family()
+    content = staff_client.get(user_page("house")).content.decode()
+    row = re.search(rf'<tr id="decision-{decision_id}">(.*?)</tr>', content, re.S).group(1)
+    assert "<code>devices.mobile</code>" in row and f"<code>{decision_id}</code>" in row
+    found = staff_client.get(user_page("house") + f"&decision={decision_id.upper()}").content.decode()
+    assert f'<tr id="decision-{decision_id}" class="found">' in found
+    assert "by the rule <code>devices.mobile</code>; highlighted below" in found
+    missing = staff_client.get(user_page("house") + "&decision=0123456789abcdef").content.decode()
+    assert "is not among this account's recent refusals" in missing and 'class="found"' not in missing
+    bad = staff_client.get(user_page("house") + "&decision=%3Cscript%3E").content.decode()
+    assert "is not a decision id" in bad and "<script>" not in bad
+
+
+def test_the_user_page_shows_the_rules_of_the_default_and_each_plan_after_inheritance(staff_client: Client) -> None:
+    play_family()
+    content = staff_client.get(user_page("house")).content.decode()
+    policy = content[content.index('id="effective-policy"') :]
+    assert "Policy version 1 is in force" in policy
+    rows = dict(re.findall(r'<tr data-plan="([^"]+)"[^>]*>(.*?)</tr>', policy, re.S))
+    assert list(rows) == ["default", "basic", "family"]
+    assert "<td>4</td><td>mobile 2, tv 3</td><td>live 1</td><td>uhd 2</td><td>2 (block)</td>" in rows["family"]
+    # The plan is not stored: the plans whose maxStreams is the account's limit are marked, not guessed.
+    assert "matches this account's limit" in rows["family"] and "matches" not in rows["basic"]
+    assert 'data-plan="family" class="applies"' in policy
+    assert "free count against nothing" in policy and "sameDeviceTakeover" in policy
+
+
+def test_without_a_policy_the_user_page_says_the_settings_make_the_rules(staff_client: Client) -> None:
+    play("alice", 1)
+    content = staff_client.get(user_page("alice")).content.decode()
+    assert "No policy document is applied" in content
+    assert 'data-plan="default" class="applies"><td><bdi class="sl-id">default</bdi></td><td>3</td>' in content
+
+
+def test_staff_without_the_view_permission_see_no_device_or_network(roleless_staff_client: Client) -> None:
+    decision_id = play_family()
+    response = roleless_staff_client.get(user_page("house") + f"&decision={decision_id}")
+    content = response.content.decode()
+    assert response.status_code == 403
+    for secret in ("phone-one", "192.0.2", "2001:db8", decision_id, "devices.mobile", "mobile"):
+        assert secret not in content
+
+
+def test_the_player_api_never_shows_devices_or_networks_not_even_the_accounts_own(client: Client, token_keys) -> None:
+    play_family("house")
+    own = client.get("/sessions", headers={"Authorization": f"Bearer {make_token('house', plan='family')}"})
+    assert own.status_code == 200
+    assert {key for s in own.json()["sessions"] for key in s} == {
+        "sessionId", "streamId", "deviceName", "startedAt", "lastHeartbeatAt",
+    }  # fmt: skip
+    other = client.get("/sessions", headers={"Authorization": f"Bearer {make_token('stranger')}"})
+    assert other.status_code == 200 and other.json()["sessions"] == []
+    # A refusal lists the account's screens to its own token only, and without their devices or networks.
+    refused = client.post(
+        "/heartbeat", {"streamId": "m", "sessionId": "p4", "deviceClass": "mobile", "deviceId": "phone-four"},
+        content_type="application/json", headers={"Authorization": f"Bearer {make_token('house', plan='family')}"},
+    )  # fmt: skip
+    assert refused.status_code == 400 and refused.json()["rule"]["name"] == "maxStreams"
+    assert len(refused.json()["sessions"]) == 4
+    for body in (own.content, other.content, refused.content):
+        for secret in (b"phone-one", b"192.0.2", b"2001:db8", b"tv-1"):
+            assert secret not in body

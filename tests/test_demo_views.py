@@ -75,6 +75,8 @@ def test_the_token_endpoint_signs_an_account_token_the_service_accepts(
     assert [s.session_id for s in get_live_state().sessions("family-1")] == ["s"]
     session_token = post_token(client, {"userId": "family-1", "sessionId": "tab-1"}).json()["token"]
     assert get_verifier().verify(session_token) == PlaybackClaims("family-1", "tab-1")
+    planned = post_token(client, {"userId": "family-1", "sessionId": "tab-2", "plan": "family"}).json()["token"]
+    assert get_verifier().verify(planned) == PlaybackClaims("family-1", "tab-2", plan="family")
     short = post_token(client, {"userId": "family-1", "ttlSeconds": 5}).json()
     assert short["expiresIn"] == 5
     settings.PLAYBACK_TOKEN_ISSUER, settings.PLAYBACK_TOKEN_AUDIENCE = "https://auth.example", "streamlimit"
@@ -91,6 +93,8 @@ def test_the_token_endpoint_signs_an_account_token_the_service_accepts(
         ({"userId": 7}, "userId"),
         ({"userId": "a", "sessionId": ""}, "sessionId"),
         ({"userId": "a", "sessionId": ["s"]}, "sessionId"),
+        ({"userId": "a", "plan": ""}, "plan"),
+        ({"userId": "a", "plan": 3}, "plan"),
         ({"userId": "a", "ttlSeconds": 0}, "ttlSeconds"),
         ({"userId": "a", "ttlSeconds": 601}, "ttlSeconds"),
         ({"userId": "a", "ttlSeconds": True}, "ttlSeconds"),

@@ -266,6 +266,7 @@ def test_evict_all_from_the_shell_can_block_and_unblock_new_sessions() -> None:
 BAD_INPUT = {
     "check_service": (["--bogus"], 2),
     "evict": (["alice", "--all", "--block-minutes", "99999"], 1),
+    "export_events": (["--since", "yesterday"], 1),
     "export_limits": (["--output", "/nonexistent-folder/limits.jsonl"], 1),
     "fill_live_users": (["0"], 1),
     "import_limits": (["/nonexistent-folder/limits.jsonl"], 1),
@@ -280,6 +281,7 @@ BAD_INPUT = {
 GOOD_INPUT = {
     "check_service": [],
     "evict": ["alice", "--all"],
+    "export_events": ["--since", "1h"],
     "export_limits": [],
     "fill_live_users": ["2", "--threads", "1"],
     "import_limits": ["{backup}"],

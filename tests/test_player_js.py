@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import requests
 
-from heartbeat.services import get_live_state
+from heartbeat.services import get_live_state, get_policy_store
 from tests.conftest import make_token, needs_chromium
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -41,14 +41,21 @@ SETUP = """async (options) => {
   window.events = []; window.calls = []; window.tokenCalls = 0;
   const realFetch = window.fetch.bind(window);
   window.fetch = (url, init) => {
-    window.calls.push({ url: String(url), at: Date.now() });
+    window.calls.push({ url: String(url), at: Date.now(), body: init && init.body });
     return realFetch(url, init);
   };
+  if (options.accountToken) {
+    const accountToken = options.accountToken;
+    delete options.accountToken;
+    options.getAccountToken = async () => accountToken;
+  }
   if (options.tokens) {
     const tokens = options.tokens;
     delete options.tokens;
     options.getToken = async () => tokens[Math.min(window.tokenCalls++, tokens.length - 1)];
   }
+  const handOff = options.handOff;
+  delete options.handOff;
   const jitter = options.jitter ?? 0;
   delete options.jitter;
   const session = new StreamLimitSession({ timer: 'main', random: () => jitter, ...options });
@@ -56,7 +63,8 @@ SETUP = """async (options) => {
     session.on(type, (detail) => window.events.push({ type, at: Date.now(), detail }));
   }
   window.session = session;
-  session.start();
+  if (handOff) session.handOff(handOff);
+  else session.start();
 }"""
 
 
@@ -94,6 +102,10 @@ class PagePlayer:
         for pattern, handler in (routes or {}).items():
             self.page.route(pattern, handler)
         self.page.evaluate(SETUP, options)
+
+    def heartbeat_bodies(self) -> list[dict]:
+        """The bodies of the heartbeat requests sent so far."""
+        return [json.loads(c["body"]) for c in self.page.evaluate("window.calls") if c["url"].endswith("/heartbeat")]
 
     def events(self, kind: str | None = None) -> list[dict]:
         found = self.page.evaluate("window.events")
@@ -435,3 +447,120 @@ def test_a_player_on_another_site_needs_that_site_in_player_allowed_origins(
     # ... but only a service that lists the site lets its page call the API.
     assert page.evaluate(CROSS_ORIGIN_START, [closed.url, "other-viewer"]) == {"type": "error", "code": "network_error"}
     assert get_live_state().sessions("other-viewer") == []
+
+
+# --- Policy inputs, refusals by a rule, hand-off (issue 20) ------------------------------------------------
+
+# The issue's family plan as every account's rules (players without tokens have no plan).
+FAMILY_RULES = {"maxStreams": 4, "devices": {"mobile": 2, "tv": 3}, "weights": {"uhd": 2}}
+FAMILY_FOR_ALL = {
+    "default": FAMILY_RULES,
+    "plans": {"family": FAMILY_RULES, "single": {"maxStreams": 1}},
+    "sameDeviceTakeover": True,
+    "deviceLabels": {"mobile": "phones", "tv": "TVs"},
+}
+
+
+@pytest.fixture
+def family_policy(key_prefix: str) -> None:
+    """FAMILY_FOR_ALL in force on the test's prefix, before any service of the test starts."""
+    get_policy_store().apply(FAMILY_FOR_ALL, applied_by="test")
+
+
+def test_the_device_id_is_one_per_browser_profile_and_goes_with_the_class_and_quality(
+    live_browser, live_gunicorn, family_policy
+) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV)
+    context = live_browser.new_context()
+    tv = PagePlayer(
+        context, service.url, userId="acct", streamId="movie", sessionId="tv", deviceClass="tv", quality="uhd"
+    )
+    tv.wait_for("allowed")
+    device_id = tv.page.evaluate("window.session.deviceId")
+    assert device_id and device_id == tv.page.evaluate("localStorage.getItem('streamlimit.deviceId')")
+    [sent] = tv.heartbeat_bodies()
+    assert (sent["deviceId"], sent["deviceClass"], sent["quality"]) == (device_id, "tv", "uhd")
+    [live] = get_live_state().sessions("acct")
+    assert (live.device_id, live.device_class, live.quality, live.slots) == (device_id, "tv", "uhd", 2)
+    # Another profile has an id of its own; one given as an option is used as is; null sends none.
+    other = PagePlayer(live_browser, service.url, userId="acct2", streamId="movie")
+    other.wait_for("allowed")
+    assert other.page.evaluate("window.session.deviceId") not in (None, device_id)
+    given = PagePlayer(live_browser, service.url, userId="acct3", streamId="movie", deviceId="living-room-tv")
+    given.wait_for("allowed")
+    assert given.heartbeat_bodies()[0]["deviceId"] == "living-room-tv"
+    none = PagePlayer(live_browser, service.url, userId="acct4", streamId="movie", deviceId=None)
+    none.wait_for("allowed")
+    assert set(none.heartbeat_bodies()[0]) == {"userId", "streamId", "sessionId"}
+    # sameDeviceTakeover: a restarted player of the same profile (a new session id) takes its own slot.
+    restarted = PagePlayer(context, service.url, userId="acct", streamId="movie", sessionId="tv-2", deviceClass="tv")
+    assert restarted.wait_for("allowed")["detail"]["first"] is True
+    assert [s.session_id for s in get_live_state().sessions("acct")] == ["tv-2"]
+    tv.run_for(INTERVAL * 1000)
+    assert tv.wait_for("stopped")["detail"]["code"] == "session_replaced"
+    context.close()
+
+
+def test_a_refusal_by_a_rule_brings_the_rule_its_words_and_the_decision_id(
+    live_browser, live_gunicorn, family_policy
+) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV)
+    for n in range(2):
+        body = {"userId": "acct", "streamId": "movie", "sessionId": f"phone-{n}", "deviceClass": "mobile",
+                "deviceId": f"phone-{n}"}  # fmt: skip
+        assert requests.post(f"{service.url}/heartbeat", json=body, headers={"Connection": "close"}, timeout=10).ok
+    player = PagePlayer(live_browser, service.url, userId="acct", streamId="movie", deviceClass="mobile")
+    refused = player.wait_for("refused")["detail"]
+    assert refused["code"] == "concurrency_limit_reached" and refused["status"] == 400
+    assert refused["rule"] == {"name": "devices.mobile", "limit": 2, "active": 2}
+    assert "already playing on 2 phones" in refused["message"]
+    assert refused["decisionId"] == refused["body"]["decisionId"] and len(refused["decisionId"]) == 16
+
+
+def test_hand_off_moves_playback_in_one_step_and_the_other_screen_is_told_where(
+    live_browser, live_gunicorn, token_env, family_policy
+) -> None:
+    service = live_gunicorn(workers=2, **SERVICE_ENV, **token_env)
+    # A plan of one slot: the account is full, and the hand-off still plays at once.
+    phone = PagePlayer(
+        live_browser, service.url, streamId="movie", sessionId="phone", deviceName="Phone",
+        tokens=[make_token("acct", sid="phone", plan="single")],
+    )  # fmt: skip
+    phone.wait_for("allowed")
+    tv = PagePlayer(
+        live_browser, service.url, streamId="movie", sessionId="tv", deviceName="Living room TV",
+        tokens=[make_token("acct", sid="tv", plan="single")], accountToken=make_token("acct", plan="single"),
+    )  # fmt: skip
+    assert tv.wait_for("refused")["detail"]["code"] == "concurrency_limit_reached"
+    tv.page.evaluate("window.session.handOff('phone')")
+    assert tv.wait_for("allowed")["detail"]["first"] is True
+    assert [s.session_id for s in get_live_state().sessions("acct")] == ["tv"]
+    phone.run_for(INTERVAL * 1000)
+    told = phone.wait_for("stopped")["detail"]
+    assert (told["code"], told["message"], told["local"]) == (
+        "session_handed_off",
+        "Playback moved to Living room TV.",
+        False,
+    )
+    assert phone.page.evaluate("window.session.state") == "stopped"
+    # Only the heartbeat that handed off names it, with the account token; the next ones are the session's own.
+    tv.run_for(INTERVAL * 1000)
+    tv.wait_for("allowed", 2)
+    assert [b.get("replaces") for b in tv.heartbeat_bodies()] == [None, "phone", None]
+    assert [s.session_id for s in get_live_state().sessions("acct")] == ["tv"]
+
+
+def test_a_hand_off_the_service_refuses_ends_nothing_and_says_why(live_browser, live_gunicorn, family_policy) -> None:
+    service = live_gunicorn(workers=1, **SERVICE_ENV)
+    other = {"userId": "someone-else", "streamId": "movie", "sessionId": "theirs"}
+    assert requests.post(f"{service.url}/heartbeat", json=other, headers={"Connection": "close"}, timeout=10).ok
+    player = PagePlayer(live_browser, service.url, userId="acct", streamId="movie", handOff="theirs")
+    refused = player.wait_for("refused")["detail"]
+    assert (refused["code"], refused["status"], refused["replaces"]) == ("replace_not_allowed", 403, "theirs")
+    assert [s.session_id for s in get_live_state().sessions("someone-else")] == ["theirs"]
+    assert get_live_state().sessions("acct") == []
+    # A playing session hands nothing off (the service reads `replaces` at a first heartbeat only).
+    playing = PagePlayer(live_browser, service.url, userId="acct", streamId="movie")
+    playing.wait_for("allowed")
+    error = playing.page.evaluate("window.session.handOff('theirs').then(() => null, (e) => e.message)")
+    assert error.startswith("handOff: this session is already playing")

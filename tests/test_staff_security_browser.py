@@ -156,6 +156,7 @@ def test_every_staff_page_has_a_strict_csp_and_works_without_a_violation(staff_s
         "/dashboard/": "#stat-live-sessions",
         "/dashboard/users/": "#content",
         "/dashboard/sharing/": "#content",
+        "/dashboard/policy/": "#policy-form",
         "/dashboard/user/?id=account-7": "#user-id",
         "/admin/": "#streamlimit-link",
         "/admin/dashboard/auditrecord/": "#changelist",

@@ -105,6 +105,8 @@ class Entry:
             raw = fields.get(STREAM_FIELD.encode(), fields.get(STREAM_FIELD))
         entry = cls(shard, text_id, None, at_ms=int(text_id.split("-", 1)[0]))
         if raw is None:
+            # Trimmed from the stream while it waited (EVENTS_RETENTION_HOURS, EVENTS_MEMORY_BUDGET_MB).
+            logger.warning("webhook_event_trimmed_before_delivery", entry_id=text_id)
             return entry
         body = raw if isinstance(raw, bytes) else str(raw).encode()
         try:

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from django.http import HttpResponse
 
-from heartbeat.limiter.ids import ID_FIELDS, device_name_error, id_error
+from heartbeat.limiter.ids import ID_FIELDS, class_name_error, device_name_error, id_error, quality_error
 from heartbeat.limiter.limits import LOGGED_FIELD_LENGTH
 
 # A JWT's first segment (base64url of its header) followed by a dot: what is
@@ -21,6 +21,11 @@ _FIELD_RULES = {
     "streamId": id_error,
     "sessionId": id_error,
     "deviceName": device_name_error,
+    # The policy's inputs (docs/operators/policies.md).
+    "deviceClass": class_name_error,
+    "deviceId": id_error,
+    "quality": quality_error,
+    "replaces": id_error,
     # Checked for its type even with tokens off, so a client learns its mistake early.
     "token": lambda value: None if isinstance(value, str) else "Must be a string.",
 }

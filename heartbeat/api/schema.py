@@ -14,7 +14,7 @@ from django.core.validators import RegexValidator
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
 
-from heartbeat.limiter.ids import MAX_DEVICE_NAME_LENGTH, MAX_ID_LENGTH
+from heartbeat.limiter.ids import MAX_DEVICE_NAME_LENGTH, MAX_ID_LENGTH, NAME_PATTERN, QUALITIES
 from heartbeat.limiter.outcomes import LIMIT_SOURCES, REFUSALS
 
 # The same rule as heartbeat.limiter.ids, in a form JSON Schema can state.
@@ -43,6 +43,38 @@ class HeartbeatRequestSerializer(serializers.Serializer):
         help_text="A name the viewer knows this screen by (shown in session lists).",
         **{**_ID, "max_length": MAX_DEVICE_NAME_LENGTH},
     )
+    deviceClass = serializers.RegexField(  # noqa: N815
+        NAME_PATTERN.pattern,
+        required=False,
+        help_text="The device's class as the policy names it (mobile, tv, ...): its own cap under a policy. "
+        "A token's deviceClass claim wins; a body that contradicts it gets 403 token_mismatch.",
+    )
+    deviceId = serializers.CharField(  # noqa: N815
+        required=False,
+        help_text="A stable id of the device (the player library keeps one): a restarted player on the same "
+        "device takes its own session's place (sameDeviceTakeover). A token's deviceId claim wins.",
+        **_ID,
+    )
+    quality = serializers.ChoiceField(
+        choices=list(QUALITIES),
+        required=False,
+        help_text="The playback quality: a session takes the policy's weights[quality] slots (1 when absent).",
+    )
+    replaces = serializers.CharField(
+        required=False,
+        help_text="A hand-off: the session (of this account) that this one takes over in one step, even when "
+        "the account is full; it is told session_handed_off. Needs an account token, or a session token "
+        "of the same device; without tokens the session must play on the same network.",
+        **_ID,
+    )
+
+
+class RuleSerializer(serializers.Serializer):
+    """The policy rule that refused a new session."""
+
+    name = serializers.CharField(help_text="maxStreams, devices.<class>, pools.<pool> or networks.")
+    limit = serializers.IntegerField()
+    active = serializers.IntegerField(help_text="What the rule counted when it refused.")
 
 
 class StopRequestSerializer(serializers.Serializer):
@@ -110,6 +142,12 @@ class HeartbeatBadRequestSerializer(serializers.Serializer):
     )
     heartbeatInterval = serializers.IntegerField(required=False)  # noqa: N815
     message = serializers.CharField(required=False, help_text="Plain words a player can show.")
+    rule = RuleSerializer(
+        required=False, help_text="concurrency_limit_reached under a policy document: the rule that refused."
+    )
+    decisionId = serializers.CharField(  # noqa: N815
+        required=False, help_text="With rule: the id support finds this decision by in the logs."
+    )
     errors = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
@@ -150,6 +188,20 @@ class TokenErrorSerializer(serializers.Serializer):
         choices=["token_required", "invalid_token", "token_expired", "token_mismatch", "tokens_disabled"]
     )
     message = serializers.CharField()
+
+
+class HeartbeatForbiddenSerializer(serializers.Serializer):
+    """403 from /heartbeat: the token and the body disagree, or a hand-off may not end the session it names."""
+
+    code = serializers.ChoiceField(
+        choices=["token_mismatch", *(row.api_code for row in REFUSALS if row.http_status == 403)]
+    )
+    message = serializers.CharField()
+    allowed = serializers.BooleanField(required=False)
+    activeSessions = serializers.IntegerField(required=False)  # noqa: N815
+    limit = serializers.IntegerField(required=False)
+    limitSource = serializers.ChoiceField(choices=list(LIMIT_SOURCES), required=False)  # noqa: N815
+    heartbeatInterval = serializers.IntegerField(required=False)  # noqa: N815
 
 
 class InternalErrorSerializer(serializers.Serializer):
@@ -266,6 +318,12 @@ HEARTBEAT = {
             "NEW_SESSIONS_PER_NETWORK_PER_MINUTE new sessions this minute. Retry-After: seconds to wait.",
         ),
         **_TOKEN_ERRORS,
+        403: OpenApiResponse(
+            HeartbeatForbiddenSerializer,
+            description="token_mismatch: the body's userId, sessionId, deviceClass, deviceId or quality is not "
+            "the token's. replace_not_allowed: `replaces` names no live session of the account, or one this "
+            "player may not end (nothing was ended).",
+        ),
         **_COMMON,
     },
 }

@@ -15,7 +15,7 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from heartbeat.api import schema
-from heartbeat.api.auth import token_failure
+from heartbeat.api.auth import token_failure, token_mismatch
 from heartbeat.api.base import PlayerAPIView
 from heartbeat.api.body import json_response
 from heartbeat.api.errors import internal_error
@@ -24,6 +24,7 @@ from heartbeat.edge.client_network import client_network
 from heartbeat.limiter import metrics
 from heartbeat.limiter.manager import HeartbeatResult, StopFromOtherNetworkError
 from heartbeat.limiter.outcomes import ROWS
+from heartbeat.limiter.policy import SessionInputs
 from heartbeat.limiter.read_models import SessionInfo
 from heartbeat.limiter.tokens import PlaybackClaims
 from heartbeat.services import get_live_state, get_stream_manager, get_verifier
@@ -61,11 +62,58 @@ def log_redis_failure(operation: str, exc: RedisError) -> None:
     logger.error(f"{operation} failed", reason="redis_error", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
 
 
+# The body fields a policy decides with (docs/operators/policies.md), and the claims that win over them.
+POLICY_INPUT_FIELDS = ("deviceClass", "deviceId", "quality", "replaces")
+_CLAIMED_INPUTS = (("deviceClass", "device_class"), ("deviceId", "device_id"), ("quality", "quality"))
+
+
+def session_inputs(
+    ids: dict[str, str], claims: PlaybackClaims | None, request: HttpRequest
+) -> tuple[SessionInputs | None, HttpResponse | None]:
+    """The heartbeat's policy inputs (a token's claims win over the body), or the 403 to send instead.
+
+    A body that contradicts a claim is refused: a player must not dodge its
+    cap by calling its phone a TV.
+    """
+    if not any(field in ids for field in POLICY_INPUT_FIELDS) and not (claims and claims.has_policy_inputs):
+        return None, None
+    values = {field: ids.get(field, "") for field, _ in _CLAIMED_INPUTS}
+    for field, attribute in _CLAIMED_INPUTS:
+        claimed = getattr(claims, attribute, None) if claims else None
+        if claimed is None:
+            continue
+        if values[field] and values[field] != claimed:
+            return None, token_mismatch(f"The token names another {field} than the body's.")
+        values[field] = claimed
+    replaces = ids.get("replaces", "")
+    if not replaces:
+        proof = ""
+    elif claims is None:
+        proof = "network"  # no token: only the network that plays the session may hand it off, as for stops
+    elif claims.is_account_token:
+        proof = ""
+    elif claims.device_id:
+        proof = f"device:{claims.device_id}"
+    else:
+        return None, token_mismatch("A session token hands off only a session of its own device: it needs deviceId.")
+    return (
+        SessionInputs(
+            values["deviceClass"],
+            values["deviceId"],
+            values["quality"],
+            (claims.pool or "") if claims else "",
+            replaces,
+            proof,
+        ),
+        None,
+    )
+
+
 class HeartbeatView(PlayerAPIView):
     """``POST /heartbeat``: 200 keep playing, 400 stop (limit reached, evicted, stopped or replaced)."""
 
     parser_classes = (ORJSONParser,)
-    optional_fields = ("deviceName",)
+    optional_fields = ("deviceName", *POLICY_INPUT_FIELDS)
 
     @extend_schema(**schema.HEARTBEAT)
     def post(self, request: HttpRequest) -> HttpResponseBase:
@@ -73,6 +121,9 @@ class HeartbeatView(PlayerAPIView):
         if error:
             return error
         claims = self.claims
+        inputs, error = session_inputs(ids, claims, request)
+        if error:
+            return error
         manager = get_stream_manager()
         started = time.perf_counter()
         try:
@@ -88,6 +139,7 @@ class HeartbeatView(PlayerAPIView):
                 network=client_network(request),
                 # Anonymous players only: a verified token already proves the account.
                 limit_new_sessions_of_network=claims is None,
+                inputs=inputs,
             )
         except RedisError as exc:
             seconds = time.perf_counter() - started
@@ -114,7 +166,14 @@ class HeartbeatView(PlayerAPIView):
             return json_response(body)
         row = ROWS[result.outcome]
         body["code"] = row.api_code
-        body["message"] = row.player_message.format(limit=result.limit)
+        body["message"] = result.message or row.player_message.format(
+            limit=result.limit, device=result.handed_off_to or "another screen"
+        )
+        if result.rule is not None:
+            body["rule"] = result.rule.as_json()
+            body["decisionId"] = result.decision_id
+            # The request's log line carries it too: support finds the decision a viewer reads out.
+            structlog.contextvars.bind_contextvars(decisionId=result.decision_id, rule=result.rule.name)
         if sessions is not None:
             body["sessions"] = sessions
         response = json_response(body, status=row.http_status)

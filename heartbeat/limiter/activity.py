@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from heartbeat.limiter.events import Event
+
 
 class Flushable(Protocol):
     """What the flusher calls: the StreamManager."""
@@ -43,6 +45,9 @@ class Refusal:
     stream_id: str
     device_name: str
     code: str
+    # Under a policy: the rule that refused, and the decision's id (the player's answer and the log have it).
+    rule: str = ""
+    decision_id: str = ""
 
 
 @dataclass
@@ -59,9 +64,11 @@ class ActivityBatch:
     refusals: dict[str, list[Refusal]] = field(default_factory=dict)
     # epoch minute -> [heartbeats, refused]
     counts: dict[int, list[int]] = field(default_factory=dict)
+    # user id -> its events (session.started, session.refused), in the order they happened
+    events: dict[str, list[Event]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sessions or self.counts or self.users or self.new_sessions or self.refusals)
+        return bool(self.sessions or self.counts or self.users or self.new_sessions or self.refusals or self.events)
 
 
 class ActivityBuffer:
@@ -80,8 +87,12 @@ class ActivityBuffer:
         at_limit: bool,
         new_session: bool = False,
         refusal: Refusal | None = None,
+        event: Event | None = None,
     ) -> None:
         """Count one heartbeat; an allowed one (``refusal`` None) marks its session live at ``heard_at_ms``.
+
+        ``event``: what the heartbeat tells the rest of the company (a new session or a
+        refusal), written by the next flush after the account's earlier ones.
 
         ``at_limit``: whether the account was full after this heartbeat (its
         live sessions at least its limit); the latest heartbeat of each
@@ -108,12 +119,19 @@ class ActivityBuffer:
             latest = batch.users.get(user_id)
             if latest is None or latest[0] <= heard_at_ms:
                 batch.users[user_id] = (heard_at_ms, at_limit)
+            if event is not None:
+                batch.events.setdefault(user_id, []).append(event)
 
     def discard(self, members: Iterable[str]) -> None:
         """Drop pending sessions that have just ended (stopped or evicted) in this process."""
         with self._lock:
             for member in members:
                 self._batch.sessions.pop(member, None)
+
+    def take_events(self, user_id: str) -> list[Event]:
+        """The account's pending events, taken out of the batch (to be written before a later one)."""
+        with self._lock:
+            return self._batch.events.pop(user_id, [])
 
     def take(self) -> ActivityBatch:
         """Everything noted so far; the buffer starts empty again."""
@@ -159,9 +177,16 @@ class ActivityFlusher:
             target.flush_activity()
 
     def _run(self) -> None:
+        # Flushes start on a fixed cadence, not an interval after the previous one ended:
+        # what a killed process loses (its events noted since its last flush) stays
+        # within one interval however long each flush takes.
+        due = time.monotonic()
         while True:
-            time.sleep(self._interval)
+            due += self._interval
+            time.sleep(max(0.0, due - time.monotonic()))
             self.flush_all()
+            if time.monotonic() > due + self._interval:
+                due = time.monotonic()  # far behind (a stalled Redis): no burst of catch-up flushes
 
 
 FLUSHER = ActivityFlusher()

@@ -112,6 +112,27 @@ def require_device_name(value: object) -> str:
     return value  # type: ignore[return-value]
 
 
+# Device classes and pools: the operator's names, short and plain (rule names and metric labels).
+NAME_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
+QUALITIES = ("sd", "hd", "uhd")
+
+
+def class_name_error(value: object) -> str | None:
+    """Why ``value`` is not a valid ``deviceClass`` (or pool), or None."""
+    if not isinstance(value, str):
+        return "Must be a string."
+    if not NAME_PATTERN.fullmatch(value):
+        return "Must be 1 to 32 characters of a-z, 0-9, '_' and '-'."
+    return None
+
+
+def quality_error(value: object) -> str | None:
+    """Why ``value`` is not a valid ``quality``, or None."""
+    if value not in QUALITIES:
+        return f"Must be one of {', '.join(QUALITIES)}."
+    return None
+
+
 def free_text_error(value: object, max_length: int = MAX_REASON_LENGTH) -> str | None:
     """Why optional free text staff write (an audit reason) breaks the id rule, or None; "" is fine."""
     if value == "":

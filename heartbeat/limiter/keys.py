@@ -201,6 +201,36 @@ class KeyLayout:
         """ZSET delivery worker name -> when it was last alive (ms): how many share the streams."""
         return self._global + "webhook-workers"
 
+    @property
+    def policy_version(self) -> str:
+        """STRING: the version of the policy document in force (absent: none applied, the settings decide)."""
+        return self._global + "policy:version"
+
+    @property
+    def policy_versions(self) -> str:
+        """HASH version -> JSON record of every policy document applied (document, who, why, when)."""
+        return self._global + "policy:versions"
+
+    @property
+    def risk_scores(self) -> str:
+        """ZSET user id -> sharing risk score, from the latest ``score_sharing`` (heartbeat/limiter/risk.py)."""
+        return self._global + "risk:scores"
+
+    @property
+    def risk_evidence(self) -> str:
+        """HASH user id -> JSON list of the evidence lines behind its score."""
+        return self._global + "risk:evidence"
+
+    @property
+    def risk_flagged(self) -> str:
+        """SET of the user ids at or over SHARING_FLAG_SCORE at the latest scoring (each crossing is one event)."""
+        return self._global + "risk:flagged"
+
+    @property
+    def risk_scored_at(self) -> str:
+        """STRING: when the latest scoring ran (epoch ms)."""
+        return self._global + "risk:scored-at"
+
     def new_sessions_of(self, network: str, epoch_minute: int) -> str:
         """STRING: how many new sessions ``network`` started in one minute (anonymous players), kept 2 minutes."""
         return f"{self.prefix}:n:{{{escape_tag(network)}}}:{epoch_minute}"

@@ -29,17 +29,23 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from heartbeat.limiter import metrics
 from heartbeat.limiter.activity import Refusal
 from heartbeat.limiter.activity_writer import ActivityWriter
+from heartbeat.limiter.event_log import MS_PER_HOUR, EventLog
+from heartbeat.limiter.events import EndReason, Event, EventType, timestamp_of
 from heartbeat.limiter.ids import require_device_name, require_id
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LIMIT_POLICIES, MAX_BLOCK_SECONDS, check_limit
 from heartbeat.limiter.new_sessions import NewSessionRate, seconds_left_in_minute
 from heartbeat.limiter.outcomes import (
     BY_SCRIPT_CODE,
+    HANDED_OFF_CODE,
     LIMIT_REACHED_CODE,
     NEW_SESSION_CODE,
+    ROWS,
     TOO_MANY_NEW_SESSIONS_CODE,
     Outcome,
 )
+from heartbeat.limiter.policy import Policy, RuleHit, SessionInputs, policy_from_settings, rule_message
+from heartbeat.limiter.policy_store import PolicyRecord, PolicyStore, PolicyWatcher
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP
 from heartbeat.store.breaker import CircuitBreaker
@@ -73,6 +79,15 @@ class HeartbeatResult:
     sessions: list[SessionInfo] | None = None
     # Seconds until the player may try again: only for too_many_new_sessions (429's Retry-After).
     retry_after_seconds: int | None = None
+    # Under a policy: the rule that refused a new session, and the id support finds the decision by.
+    rule: RuleHit | None = None
+    decision_id: str | None = None
+    # The words for a refusal by ``rule`` (None: the outcome's own), and the device a hand-off moved to.
+    message: str | None = None
+    handed_off_to: str | None = None
+    # Sessions this admission ended, each with why: "replaced" (takeover, replace_oldest) or "handed_off".
+    ended: tuple[tuple[str, str], ...] = ()
+    network_flagged: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -120,6 +135,9 @@ class StreamManager:
         wait_timeout_ms: int = 100,
         activity_memory_budget_mb: int = 0,
         new_sessions_per_network_per_minute: int = 0,
+        events_enabled: bool = False,
+        events_retention_hours: int = 72,
+        events_memory_budget_mb: int = 0,
     ) -> None:
         self.client = client
         # Guards the player path (admit, stop); staff pages and probes always ask Redis.
@@ -141,6 +159,16 @@ class StreamManager:
         self._warned_plans: set[str] = set()
         # NEW_SESSIONS_PER_NETWORK_PER_MINUTE, for anonymous players (see admit).
         self.new_sessions = NewSessionRate(client, self.keys, new_sessions_per_network_per_minute)
+        # The policy document in force (the settings' own until an operator applies one).
+        self.policy_store = PolicyStore(client, self.keys, on_applied=self._policy_applied)
+        self.policies = PolicyWatcher(self.policy_store, policy_from_settings(default_limit, self.plan_limits))
+        # EVENTS_ENABLED, EVENTS_RETENTION_HOURS: the event streams (heartbeat/limiter/event_log.py).
+        self.events = EventLog(
+            self.keys,
+            enabled=events_enabled,
+            retention_ms=events_retention_hours * MS_PER_HOUR,
+            memory_budget_mb=events_memory_budget_mb,
+        )
         # The activity flusher has connections of its own (see ActivityWriter).
         self.activity = ActivityWriter(
             self.keys,
@@ -149,6 +177,7 @@ class StreamManager:
             session_ttl_ms=self.session_ttl_ms,
             flush_seconds=activity_flush_seconds,
             analytics_budget_mb=activity_memory_budget_mb,
+            events=self.events,
         )
 
     # --- The player's side ---------------------------------------------------
@@ -184,6 +213,7 @@ class StreamManager:
         list_sessions_when_full: bool = False,
         network: str = "",
         limit_new_sessions_of_network: bool = False,
+        inputs: SessionInputs | None = None,
     ) -> HeartbeatResult:
         """Record a heartbeat and say whether this session may play.
 
@@ -194,13 +224,24 @@ class StreamManager:
         read by the same script. ``network``: the client network of the
         heartbeat, kept as the session's own for ``stop``. What the heartbeat
         did is noted for the next activity flush.
+
+        Under a policy document (or for a hand-off, ``inputs.replaces``), the
+        same script decides by every rule of the account's plan (device
+        class, pool, weight, networks, same-device takeover) with the
+        session's ``inputs``; a refusal for a limit names its ``rule``.
         """
         require_id(user_id, "userId")
         require_id(stream_id, "streamId")
         require_id(session_id, "sessionId")
         if device_name is not None:
             require_device_name(device_name)
-        asked, asked_source = self.asked_limit(max_streams, plan)
+        policy = self.policies.policy()
+        by_policy = policy.is_applied or bool(inputs and inputs.replaces)
+        if by_policy:
+            asked, asked_source, policy_args = self._policy_args(policy, stream_id, max_streams, plan, inputs)
+        else:
+            asked, asked_source = self.asked_limit(max_streams, plan)
+            policy_args = []
         rated = limit_new_sessions_of_network and bool(network) and self.new_sessions.enabled
         # This process's clock only decides how long it remembers a network over its rate.
         over_rate = rated and self.new_sessions.is_over(network, int(time.time() * 1000))
@@ -218,10 +259,16 @@ class StreamManager:
                 int(list_sessions_when_full),
                 network,
                 int(over_rate),
+                *policy_args,
             ],
             follow_up=self._wait_for_replicas if self.wait_replicas else None,
         )
         code, active, limit, pruned, now_ms = (int(v) for v in reply[:5])
+        rule, flags, extra = None, 0, reply[6:]
+        if by_policy and code in (0, 1, LIMIT_REACHED_CODE):
+            if name := as_text(reply[6]):
+                rule = RuleHit(name, int(reply[7]), int(reply[8]))
+            flags, extra = int(reply[9]), reply[10:]
         if rated and code == NEW_SESSION_CODE and self.new_sessions.count_new_session(network, now_ms):
             # One new session too many for its network this minute: ended at once, told to retry later.
             user = self.keys.user(user_id)
@@ -230,15 +277,27 @@ class StreamManager:
         if replicas is not None and int(replicas) < self.wait_replicas:
             self._note_short_wait(user_id, session_id, int(replicas))
         replaced: tuple[str, ...] = ()
+        ended: tuple[tuple[str, str], ...] = ()
         sessions = None
+        handed_off_to = None
         if code == LIMIT_REACHED_CODE:
             if list_sessions_when_full:
-                sessions = sessions_from_admit_reply(now_ms, self.session_ttl_ms, reply[6:])
+                sessions = sessions_from_admit_reply(now_ms, self.session_ttl_ms, extra)
+        elif code == HANDED_OFF_CODE:
+            handed_off_to = as_text(reply[6])
+        elif by_policy:
+            ended = tuple((as_text(sid), as_text(why)) for sid, why in batched(iter(extra), 2))
+            replaced = tuple(sid for sid, _ in ended)
         else:
-            replaced = tuple(as_text(s) for s in reply[6:])
+            replaced = tuple(as_text(s) for s in extra)
+            ended = tuple((sid, "replaced") for sid in replaced)
         retry_after = seconds_left_in_minute(now_ms) if code == TOO_MANY_NEW_SESSIONS_CODE else None
+        outcome = BY_SCRIPT_CODE[code]
+        message = None
+        if rule is not None:
+            message = rule_message(policy, rule, ROWS[outcome].player_message.format(limit=limit))
         result = HeartbeatResult(
-            BY_SCRIPT_CODE[code],
+            outcome,
             active,
             limit,
             code == NEW_SESSION_CODE,
@@ -247,9 +306,37 @@ class StreamManager:
             replaced,
             sessions,
             retry_after,
+            rule,
+            # 64 random bits: support reads it out from the player's screen; the log line has it too.
+            os.urandom(8).hex() if rule is not None else None,
+            message,
+            handed_off_to,
+            ended,
+            bool(flags & 1),
         )
+        if by_policy:
+            self._count_policy_decision(result, flags)
+        policy_event_data: dict[str, Any] = {}
+        if self.events.enabled and (result.new_session or not result.allowed):
+            policy_event_data = {"plan": plan, "replaces": inputs.replaces if inputs else ""}
+            if inputs is not None:
+                policy_event_data |= {
+                    "deviceClass": inputs.device_class,
+                    "deviceId": inputs.device_id,
+                    "quality": inputs.quality,
+                }
+            if by_policy:
+                policy_event_data["pool"] = (inputs.pool if inputs else "") or policy.pool_of(stream_id)
+            if rule is not None:
+                policy_event_data |= {"rule": rule.name, "decisionId": result.decision_id}
+            # Only what this heartbeat said or was decided by: no empty fields.
+            policy_event_data = {k: v for k, v in policy_event_data.items() if v}
+        for reason in (EndReason.REPLACED, EndReason.HANDED_OFF):
+            if ids := [sid for sid, why in ended if why == reason.value]:
+                self.activity.forget(
+                    user_id, ids, user_has_sessions=True, reason=reason, ended_data={"bySessionId": session_id}
+                )
         if replaced:
-            self.activity.forget(user_id, list(replaced), user_has_sessions=True)
             logger.info("sessions replaced", userId=user_id, sessionIds=list(replaced), bySessionId=session_id)
         self.activity.note(
             user_id,
@@ -259,7 +346,18 @@ class StreamManager:
             new_session=result.new_session,
             refusal=None
             if result.allowed
-            else Refusal(now_ms, session_id, stream_id, device_name or "", result.outcome.value),
+            else Refusal(
+                now_ms,
+                session_id,
+                stream_id,
+                device_name or "",
+                result.outcome.value,
+                rule.name if rule else "",
+                result.decision_id or "",
+            ),
+            event_data=self._heartbeat_event_data(
+                result, user_id, session_id, stream_id, device_name, network, **policy_event_data
+            ),
         )
         if pruned:
             logger.info("expired sessions pruned", userId=user_id, pruned=pruned)
@@ -286,8 +384,56 @@ class StreamManager:
                 reason=result.outcome.value,
                 activeSessions=active,
                 limit=limit,
+                **({"rule": rule.name, "decisionId": result.decision_id} if rule else {}),
             )
         return result
+
+    def _policy_args(
+        self, policy: Policy, stream_id: str, max_streams: int | None, plan: str | None, inputs: SessionInputs | None
+    ) -> tuple[int, str, list[Any]]:
+        """The limit asked for under ``policy``, its source, and admit.lua's ARGV[11..24] for this session."""
+        inputs = inputs or SessionInputs()
+        rules, named = policy.rules_for(plan)
+        if max_streams is not None:
+            asked, source = max_streams, "token"
+        elif named:
+            asked, source = rules.max_streams, "plan"
+        else:
+            if plan is not None:
+                metrics.UNKNOWN_PLANS.inc()
+            asked, source = rules.max_streams, "default"
+        pool = inputs.pool or policy.pool_of(stream_id)
+        return (
+            asked,
+            source,
+            [
+                1,
+                rules.weight_of(inputs.quality),
+                inputs.device_class,
+                rules.devices.get(inputs.device_class, 0) if inputs.device_class else 0,
+                pool,
+                rules.pools.get(pool, 0) if pool else 0,
+                int(policy.counts(pool)),
+                rules.max_networks,
+                rules.network_rule,
+                inputs.device_id,
+                int(policy.same_device_takeover),
+                inputs.quality,
+                inputs.replaces,
+                inputs.replace_proof,
+            ],
+        )
+
+    @staticmethod
+    def _count_policy_decision(result: HeartbeatResult, flags: int) -> None:
+        if result.rule is not None:
+            metrics.POLICY_REFUSALS.labels(result.rule.name).inc()
+        if flags & 1:
+            metrics.NETWORK_FLAGS.inc()
+        if flags & 2:
+            metrics.TAKEOVERS.inc()
+        if flags & 4:
+            metrics.HANDOFFS.inc()
 
     def stop(self, user_id: str, session_id: str, *, from_other_screen: bool = False, network: str = "") -> bool:
         """Free a session's slot at once; True if it was live. Idempotent.
@@ -312,7 +458,13 @@ class StreamManager:
             logger.warning("stop refused from another network", userId=user_id, sessionId=session_id)
             raise StopFromOtherNetworkError(session_id)
         if was_live:
-            self.activity.forget(user_id, [session_id], user_has_sessions=left > 0)
+            self.activity.forget(
+                user_id,
+                [session_id],
+                user_has_sessions=left > 0,
+                reason=EndReason.STOPPED,
+                ended_data={"fromOtherScreen": from_other_screen},
+            )
         else:
             self.activity.discard(user_id, [session_id])
         logger.info(
@@ -335,10 +487,12 @@ class StreamManager:
             return UserLimit(int(raw), int(raw), self.default_limit, "override")
         return UserLimit(asked, None, self.default_limit, source)
 
-    def set_limit_override(self, user_id: str, limit: int | None) -> UserLimit:
+    def set_limit_override(self, user_id: str, limit: int | None, *, actor: str = "") -> UserLimit:
         """Set (MIN_LIMIT..MAX_LIMIT) or, with None, clear the user's limit override.
 
         Lowering a limit never cuts a live session: it only refuses newcomers.
+        ``actor`` (who did it, as the audit trail names them) goes into the
+        ``account.limit_changed`` event, written in the same round trip.
         """
         require_id(user_id, "userId")
         user = self.keys.user(user_id)
@@ -354,17 +508,24 @@ class StreamManager:
         # Without an override, what the latest heartbeat asked for (kept with the sessions) is the limit:
         # read in the same round trip.
         pipe.hmget(user.details, "limit", "limitSource")
-        asked, source = pipe.execute()[-1]
+        if self.events.enabled:
+            data = {"userId": user_id, "override": limit, "by": actor}
+            self.events.add_now(
+                pipe, user_id, EventType.ACCOUNT_LIMIT_CHANGED, data, earlier=self._pending_events(user_id)
+            )
+        replies = pipe.execute()
+        asked, source = replies[2]
         logger.info("limit override set", userId=user_id, override=limit)
         return user_limit(limit, asked, source, self.default_limit)
 
-    def evict(self, user_id: str, session_id: str | None = None) -> list[str]:
+    def evict(self, user_id: str, session_id: str | None = None, *, actor: str = "") -> list[str]:
         """Evict one live session (or, with None, all of the user's) and start its cool-down.
 
         Returns the ids of the sessions evicted. The evicted player's next
         heartbeat is refused with ``Outcome.EVICTED`` until the cool-down
         ends; other sessions are untouched. A session that is not live is
-        left alone (no cool-down, nothing written).
+        left alone (no cool-down, nothing written). ``actor``: who evicted,
+        for the ``session.ended`` events.
         """
         require_id(user_id, "userId")
         if session_id is not None:
@@ -380,7 +541,14 @@ class StreamManager:
         ]
         if evicted:
             left = self.client.zcount(user.sessions, f"({redis_now_ms(self.client) - self.session_ttl_ms}", "+inf")
-            self.activity.forget(user_id, evicted, user_has_sessions=left > 0, evicted=len(evicted))
+            self.activity.forget(
+                user_id,
+                evicted,
+                user_has_sessions=left > 0,
+                evicted=len(evicted),
+                reason=EndReason.EVICTED,
+                ended_data={"by": actor},
+            )
         if evicted:
             logger.info(
                 "sessions evicted", userId=user_id, sessionIds=evicted, cooldownSeconds=self.eviction_cooldown_seconds
@@ -389,26 +557,67 @@ class StreamManager:
             logger.info("no live session to evict", userId=user_id, sessionId=session_id)
         return evicted
 
-    def block_new_sessions(self, user_id: str, seconds: int) -> datetime:
+    def block_new_sessions(self, user_id: str, seconds: int, *, actor: str = "") -> datetime:
         """Refuse every new session of the account for ``seconds`` (1 s to 7 days); returns when it ends.
 
         Live sessions play on (evict them first to stop them); a new session
-        gets ``Outcome.BLOCKED``. A second block replaces the first.
+        gets ``Outcome.BLOCKED``. A second block replaces the first. ``actor``:
+        who blocked, for the ``account.blocked`` event (same round trip).
         """
         require_id(user_id, "userId")
         if not 1 <= seconds <= MAX_BLOCK_SECONDS:
             raise ValueError(f"A block lasts 1 to {MAX_BLOCK_SECONDS} seconds.")
         until = redis_now_ms(self.client) + seconds * 1000
-        self.client.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
+        if self.events.enabled:
+            data = {"userId": user_id, "seconds": seconds, "until": timestamp_of(until), "by": actor}
+            self.events.add_now(pipe, user_id, EventType.ACCOUNT_BLOCKED, data, earlier=self._pending_events(user_id))
+        pipe.execute()
         logger.info("new sessions blocked", userId=user_id, seconds=seconds)
         return ms_to_datetime(until)
 
-    def unblock_new_sessions(self, user_id: str) -> bool:
-        """Lift a block on the account's new sessions; True if there was one."""
+    def unblock_new_sessions(self, user_id: str, *, actor: str = "") -> bool:
+        """Lift a block on the account's new sessions; True if there was one (then ``account.unblocked``)."""
         require_id(user_id, "userId")
         lifted = bool(self.client.delete(self.keys.user(user_id).blocked))
+        if lifted and self.events.enabled:
+            pipe = self.client.pipeline(transaction=False)
+            data = {"userId": user_id, "by": actor}
+            earlier = self._pending_events(user_id)
+            self.events.add_now(pipe, user_id, EventType.ACCOUNT_UNBLOCKED, data, earlier=earlier)
+            pipe.execute()
         logger.info("new sessions unblocked", userId=user_id, wasBlocked=lifted)
         return lifted
+
+    def emit_policy_changed(self, actor: str, data: dict[str, Any]) -> None:
+        """Write a ``policy.changed`` event now (``data`` says what changed; ``by`` is added).
+
+        For the policy engine's writes; an event of no account, in shard 0's stream.
+        Nothing with events off.
+        """
+        if not self.events.enabled:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        self.events.add_now(pipe, None, EventType.POLICY_CHANGED, {**data, "by": actor})
+        pipe.execute()
+
+    def _policy_applied(self, record: PolicyRecord) -> None:
+        self.emit_policy_changed(record.applied_by, {"version": record.version, "reason": record.reason})
+
+    def emit_sharing_flagged(self, user_id: str, score: int, evidence: list[str]) -> None:
+        """Write an ``account.sharing_flagged`` event now: the account crossed SHARING_FLAG_SCORE (risk.py).
+
+        Nothing with events off.
+        """
+        if not self.events.enabled:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        data = {"userId": user_id, "score": score, "evidence": evidence}
+        self.events.add_now(
+            pipe, user_id, EventType.ACCOUNT_SHARING_FLAGGED, data, earlier=self._pending_events(user_id)
+        )
+        pipe.execute()
 
     def purge(self) -> int:
         """Delete every key under the prefix; returns how many were deleted."""
@@ -453,6 +662,42 @@ class StreamManager:
         return self.activity.flush_activity()
 
     # --- Internals -----------------------------------------------------------
+
+    def _pending_events(self, user_id: str) -> list[Event]:
+        """The account's events this process has not flushed yet, taken to be written before a staff action's."""
+        return self.activity.pending.take_events(user_id)
+
+    def _heartbeat_event_data(
+        self,
+        result: HeartbeatResult,
+        user_id: str,
+        session_id: str,
+        stream_id: str,
+        device_name: str | None,
+        network: str,
+        **inputs: Any,
+    ) -> dict[str, Any] | None:
+        """The data of a heartbeat's event: a new session's or a refusal's (None for a repeat, or events off).
+
+        The inputs the answer was decided on, never a token; ``inputs`` (the
+        policy's rule, device class, pool...) are added as they are.
+        """
+        if not self.events.enabled or not (result.new_session or not result.allowed):
+            return None
+        data: dict[str, Any] = {
+            "userId": user_id,
+            "sessionId": session_id,
+            "streamId": stream_id,
+            "deviceName": device_name or "",
+            "network": network,
+            "activeSessions": result.active_sessions,
+            "limit": result.limit,
+            "limitSource": result.limit_source,
+        }
+        if not result.allowed:
+            data["code"] = ROWS[result.outcome].api_code
+        data.update(inputs)
+        return data
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
         return self.scripts.run([ScriptCall(script, keys, args)])[0]

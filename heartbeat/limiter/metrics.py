@@ -43,6 +43,19 @@ LIMIT_SOURCES = Counter(
     "Heartbeats answered, by where their limit came from (" + ", ".join(LIMIT_SOURCES_NAMES) + ").",
     ["source"],
 )
+POLICY_REFUSALS = Counter(
+    "streamlimit_policy_refusals",
+    "New sessions refused for a limit of the policy, by rule (maxStreams, devices.<class>, pools.<pool>, "
+    "networks: names from the policy document, never from a request).",
+    ["rule"],
+)
+TAKEOVERS = Counter(
+    "streamlimit_takeovers", "New sessions that took the place of their device's own (sameDeviceTakeover)."
+)
+HANDOFFS = Counter("streamlimit_handoffs", "Sessions handed off to another device in one step (replaces).")
+NETWORK_FLAGS = Counter(
+    "streamlimit_network_flags", "Sessions admitted from one network more than maxNetworks (networkRule flag)."
+)
 UNKNOWN_PLANS = Counter("streamlimit_unknown_plans", "Heartbeats whose token named a plan not in PLAN_LIMITS.")
 WAIT_REPLICAS_SHORT = Counter(
     "streamlimit_wait_replicas_short",
@@ -53,6 +66,12 @@ REDIS_BREAKER_OPEN = Gauge(
     "streamlimit_redis_breaker_open",
     "Worker processes whose Redis circuit breaker is open or half-open (heartbeats fail at once).",
     multiprocess_mode="livesum",
+)
+# Per worker process (liveall: one line per live worker, by pid): the policy version each decides with.
+POLICY_VERSION = Gauge(
+    "streamlimit_policy_version",
+    "The policy document version each worker process decides with (0: none applied, the settings decide).",
+    multiprocess_mode="liveall",
 )
 REDIS_BREAKER_TRANSITIONS = Counter(
     "streamlimit_redis_breaker_transitions",

@@ -24,6 +24,8 @@ class Outcome(enum.Enum):
     REPLACED = "replaced"
     BLOCKED = "blocked"
     TOO_MANY_NEW_SESSIONS = "too_many_new_sessions"
+    HANDED_OFF = "handed_off"
+    REPLACE_REFUSED = "replace_refused"
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,23 @@ OUTCOMES: tuple[OutcomeRow, ...] = (
         "Too many videos were started from this network in the last minute. Try again in a minute.",
         "its network had started too many new sessions that minute (anonymous players)",
     ),
+    OutcomeRow(
+        Outcome.HANDED_OFF,
+        (8,),
+        400,
+        "session_handed_off",
+        "Playback moved to {device}.",
+        "playback was moved to another screen (hand-off)",
+    ),
+    OutcomeRow(
+        Outcome.REPLACE_REFUSED,
+        (9,),
+        403,
+        "replace_not_allowed",
+        "This player may not take over that session: it is not playing on this account, "
+        "or it plays on another device or network than this player can prove.",
+        "a hand-off named a session it could not end (nothing was ended)",
+    ),
 )
 
 ROWS: dict[Outcome, OutcomeRow] = {row.outcome: row for row in OUTCOMES}
@@ -116,6 +135,7 @@ BY_SCRIPT_CODE: dict[int, Outcome] = {code: row.outcome for row in OUTCOMES for 
 LIMIT_REACHED_CODE = ROWS[Outcome.LIMIT_REACHED].script_codes[0]
 NEW_SESSION_CODE = 1
 TOO_MANY_NEW_SESSIONS_CODE = ROWS[Outcome.TOO_MANY_NEW_SESSIONS].script_codes[0]
+HANDED_OFF_CODE = ROWS[Outcome.HANDED_OFF].script_codes[0]
 REFUSALS: tuple[OutcomeRow, ...] = tuple(row for row in OUTCOMES if row.refusal)
 # Heartbeats the API answers before (or instead of) the limiter deciding: counted under these metric labels.
 ANSWERED_WITHOUT_DECISION = ("invalid", "unauthorized", "error")

@@ -7,6 +7,7 @@ when it refuses a heartbeat for the limit).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +26,33 @@ class SessionInfo:
     last_heartbeat_at: datetime
     expires_in_seconds: float
     device_name: str | None = None
+    # What the policy decided it with (its first heartbeat), and the network it plays from now.
+    device_class: str = ""
+    device_id: str = ""
+    quality: str = ""
+    pool: str = ""
+    slots: int = 1
+    counted: bool = True
+    network: str = ""
+
+    def with_policy_inputs(self, packed: str | None, network: str | None) -> SessionInfo:
+        """This session with admit.lua's "p:<session>" (tab-separated inputs) and "n:<session>" read in."""
+        if packed is None and network is None:
+            return self
+        fields = (packed or "").split("\t")
+        if len(fields) != 6:
+            return dataclasses.replace(self, network=network or "")
+        device_class, device_id, quality, pool, slots, counted = fields
+        return dataclasses.replace(
+            self,
+            device_class=device_class,
+            device_id=device_id,
+            quality=quality,
+            pool=pool,
+            slots=int(slots) if slots.isdigit() else 1,
+            counted=counted != "0",
+            network=network or "",
+        )
 
 
 # Fields per session in the admit script's list of live sessions (a refusal for the limit).
@@ -125,6 +153,8 @@ class RecentRefusal:
     stream_id: str
     device_name: str
     code: str
+    rule: str = ""  # under a policy: the rule that refused (maxStreams, devices.<class>, ...)
+    decision_id: str = ""
 
 
 @dataclass(frozen=True)

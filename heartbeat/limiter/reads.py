@@ -73,7 +73,10 @@ class LiveStateReader:
             sid = as_text(raw_sid)
             started = float(details.get(f"t:{sid}", last))
             rows.append((sid, last, details.get(f"s:{sid}", ""), started, details.get(f"d:{sid}")))
-        return session_infos(now, self.session_ttl_ms, rows)
+        return [
+            info.with_policy_inputs(details.get(f"p:{info.session_id}"), details.get(f"n:{info.session_id}"))
+            for info in session_infos(now, self.session_ttl_ms, rows)
+        ]
 
     def get_limit(self, user_id: str) -> UserLimit:
         """The user's limit and where it comes from: the override, else what the latest heartbeat asked for."""
@@ -215,7 +218,9 @@ class LiveStateReader:
         for n, uid in enumerate(ids):
             seen, live = scores[2 * n], scores[2 * n + 1]
             if seen is not None:
-                found.append(FoundUser(as_text(uid), ms_to_datetime(seen), live is not None and live > since))
+                # The seen index is refreshed every few minutes; the live index has the latest heartbeat.
+                heard = max(seen, live or 0)
+                found.append(FoundUser(as_text(uid), ms_to_datetime(heard), live is not None and live > since))
         return found
 
     def cooldowns(self, user_id: str) -> list[tuple[str, float]]:
@@ -234,8 +239,13 @@ class LiveStateReader:
     def last_heard(self, user_id: str) -> datetime | None:
         """When the account's latest heartbeat came, if it came in the last day."""
         require_id(user_id, "userId")
-        seen = self.client.zscore(self.keys.shard_of(user_id).seen_users, user_id)
-        return None if seen is None else ms_to_datetime(seen)
+        shard = self.keys.shard_of(user_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zscore(shard.seen_users, user_id)
+        pipe.zscore(shard.live_users, user_id)
+        seen, live = pipe.execute()
+        # The seen index is refreshed every few minutes (SEEN_REFRESH_MS); the live index has the latest heartbeat.
+        return None if seen is None else ms_to_datetime(max(seen, live or 0))
 
     def recent_refusals(self, user_id: str) -> list[RecentRefusal]:
         """The account's latest refused heartbeats (at most 20, from the last day), newest first."""
@@ -250,6 +260,8 @@ class LiveStateReader:
                     record["stream_id"],
                     record["device_name"],
                     record["code"],
+                    record.get("rule", ""),
+                    record.get("decision_id", ""),
                 )
             )
         return found

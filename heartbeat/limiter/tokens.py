@@ -36,7 +36,7 @@ from jwt.exceptions import (
     PyJWTError,
 )
 
-from heartbeat.limiter.ids import id_error
+from heartbeat.limiter.ids import class_name_error, id_error, quality_error
 from heartbeat.limiter.limits import MAX_LIMIT, MIN_LIMIT
 
 MIN_SECRET_BYTES = 32
@@ -59,6 +59,16 @@ class PlaybackClaims:
     session_id: str | None = None
     max_streams: int | None = None
     plan: str | None = None
+    # The policy's inputs, when the back end vouches for them: they win over the body's.
+    device_class: str | None = None
+    device_id: str | None = None
+    quality: str | None = None
+    pool: str | None = None
+
+    @property
+    def has_policy_inputs(self) -> bool:
+        """Whether the token names any of the policy's inputs (device class, device id, quality, pool)."""
+        return any(v is not None for v in (self.device_class, self.device_id, self.quality, self.pool))
 
     @property
     def is_account_token(self) -> bool:
@@ -279,7 +289,27 @@ class TokenVerifier:
         # The plan is shown to staff, so it follows the id rule too.
         if plan is not None and (error := id_error(plan)):
             raise bad(f"The token's plan is not valid: {error}")
-        return PlaybackClaims(payload["sub"], sid, max_streams, plan)
+        inputs = {}
+        for claim, rule in (
+            ("deviceClass", class_name_error),
+            ("deviceId", id_error),
+            ("quality", quality_error),
+            ("pool", class_name_error),
+        ):
+            value = payload.get(claim)
+            if value is not None and (error := rule(value)):
+                raise bad(f"The token's {claim} is not valid: {error}")
+            inputs[claim] = value
+        return PlaybackClaims(
+            payload["sub"],
+            sid,
+            max_streams,
+            plan,
+            inputs["deviceClass"],
+            inputs["deviceId"],
+            inputs["quality"],
+            inputs["pool"],
+        )
 
 
 def _unverified_kid(token: str) -> object:
@@ -310,8 +340,12 @@ def issue_token(
     issuer: str | None = None,
     audience: str | None = None,
     now: float,
+    extra_claims: dict[str, Any] | None = None,
 ) -> str:
-    """An HS256 playback token, as the back end would issue it (for ``issue_token``, tests and demos)."""
+    """An HS256 playback token, as the back end would issue it (for ``issue_token``, tests and demos).
+
+    ``extra_claims``: more claims, such as the policy's ``deviceClass``, ``deviceId``, ``quality`` and ``pool``.
+    """
     claims: dict[str, Any] = {"sub": user_id, "iat": int(now), "exp": int(now) + ttl_seconds}
     if session_id is not None:
         claims["sid"] = session_id
@@ -323,4 +357,5 @@ def issue_token(
         claims["iss"] = issuer
     if audience:
         claims["aud"] = audience
+    claims.update(extra_claims or {})
     return jwt.encode(claims, secret, algorithm="HS256", headers={"kid": kid})

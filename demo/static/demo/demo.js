@@ -9,6 +9,27 @@ const MAX_ANSWERS_SHOWN = 50;
 $("account").value = params.get("account") || "demo-account";
 $("device").value = params.get("device") || defaultDeviceName();
 if (params.get("stream")) $("stream").value = params.get("stream");
+if (params.get("deviceClass")) $("device-class").value = params.get("deviceClass");
+$("plan").value = params.get("plan") || "";
+
+// Each tab of the demo is a device of its own (a phone, a TV...): its device id is kept in the
+// tab's sessionStorage, so a reload keeps it (and, under sameDeviceTakeover, takes its own slot
+// back) while another tab is another device. A real player keeps one per browser (the library's
+// default, localStorage). ?deviceId=... sets it.
+const DEVICE_ID_KEY = "streamlimit-demo.deviceId";
+const deviceId = params.get("deviceId") || tabDeviceId();
+
+function tabDeviceId() {
+  try {
+    const stored = sessionStorage.getItem(DEVICE_ID_KEY);
+    if (stored) return stored;
+    const fresh = `demo-${crypto.getRandomValues(new Uint32Array(2)).join("")}`;
+    sessionStorage.setItem(DEVICE_ID_KEY, fresh);
+    return fresh;
+  } catch {
+    return `demo-${Date.now()}`;
+  }
+}
 
 let session = null;
 let playing = false;
@@ -26,6 +47,8 @@ function defaultDeviceName() {
 async function demoToken(sessionId) {
   const asked = { userId: $("account").value.trim() };
   if (sessionId) asked.sessionId = sessionId;
+  // The plan's rules of the policy in force decide for this account (a token claim, as a back end would sign).
+  if ($("plan").value.trim()) asked.plan = $("plan").value.trim();
   const response = await fetch(root.dataset.tokenUrl, {
     method: "POST",
     headers: { "Content-Type": "application/json" },
@@ -49,11 +72,21 @@ function logAnswer({ status, body, at }) {
   while ($("answers").children.length > MAX_ANSWERS_SHOWN) $("answers").lastElementChild.remove();
 }
 
+function showRule(detail) {
+  $("rule").hidden = !detail || !detail.rule;
+  if (!detail || !detail.rule) return;
+  $("rule-name").textContent = detail.rule.name;
+  $("rule-count").textContent = `${detail.rule.active} of ${detail.rule.limit}`;
+  $("decision-id").textContent = detail.decisionId || "–";
+}
+
 function showScreens(sessions) {
   const list = $("screen-list");
   list.replaceChildren();
   $("screens").hidden = !sessions;
+  const own = session && session.state === "playing" ? session.sessionId : null;
   for (const other of sessions || []) {
+    if (other.sessionId === own) continue;
     const item = document.createElement("li");
     item.dataset.session = other.sessionId;
     const label = document.createElement("span");
@@ -64,15 +97,44 @@ function showScreens(sessions) {
     button.className = "stop-other";
     button.textContent = "Stop this one";
     button.addEventListener("click", () => stopOther(other.sessionId, button));
-    item.append(label, button);
+    // Move here: this tab plays in that screen's place, in one step (the other is told where it went).
+    const move = document.createElement("button");
+    move.type = "button";
+    move.className = "move-here";
+    move.textContent = "Move here";
+    move.disabled = Boolean(own);
+    move.addEventListener("click", () => moveHere(other.sessionId, move));
+    const actions = document.createElement("span");
+    actions.className = "screen-actions";
+    actions.append(move, button);
+    item.append(label, actions);
     list.append(item);
+  }
+}
+
+async function moveHere(sessionId, button) {
+  button.disabled = true;
+  try {
+    await play(sessionId);
+  } catch (error) {
+    button.disabled = false;
+    $("message").textContent = `Could not move playback here: ${error.message}`;
+  }
+}
+
+async function listScreens() {
+  try {
+    const listing = await (session || makeSession()).listSessions();
+    showScreens(listing.sessions);
+  } catch (error) {
+    $("message").textContent = `Could not list the screens: ${error.message}`;
   }
 }
 
 async function stopOther(sessionId, button) {
   button.disabled = true;
   try {
-    await session.stopOther(sessionId);
+    await (session || makeSession()).stopOther(sessionId);
     showScreens(null);
     buttons(true);
     setStatus("starting", "asking for a slot…");
@@ -91,10 +153,11 @@ function buttons(active) {
 
 // Stopped from another screen or replaced: that session may not come back for a
 // while, so pressing Play again is a new play, with a new session id.
-const NEW_PLAY_AFTER = new Set(["session_stopped", "session_replaced"]);
+const NEW_PLAY_AFTER = new Set(["session_stopped", "session_replaced", "session_handed_off"]);
 let lastStopCode = null;
 
-function play() {
+/** A session of the form's account and device, not started. */
+function makeSession() {
   if (session) session.stop();
   if (NEW_PLAY_AFTER.has(lastStopCode)) resetTabSessionId();
   lastStopCode = null;
@@ -105,6 +168,8 @@ function play() {
     userId: account,
     streamId: $("stream").value,
     deviceName: device || undefined,
+    deviceId,
+    deviceClass: $("device-class").value || undefined,
     // ?timer=main: the throttled main-thread timer, to compare in a hidden tab (see docs/background-tabs.md).
     timer: params.get("timer") === "main" ? "main" : "worker",
     ...(root.dataset.tokensMode === "hs256"
@@ -116,18 +181,22 @@ function play() {
   window.streamlimitDemo = { session };
   $("shown-account").textContent = account;
   $("shown-device").textContent = device || "–";
+  $("shown-class").textContent = $("device-class").value || "–";
+  $("device-id").textContent = deviceId;
   $("session-id").textContent = session.sessionId;
   session.on("answer", logAnswer);
   session.on("allowed", (detail) => {
     playing = true;
     $("session-id").textContent = created.sessionId;
     showScreens(null);
+    showRule(null);
     setStatus("playing", `playing (${detail.activeSessions ?? "?"} of ${detail.limit} screens)`,
       detail.degraded ? "StreamLimit is degraded: playing without a check." : "");
   });
   session.on("refused", (detail) => {
     playing = false;
-    setStatus("refused", "refused", detail.message);
+    setStatus("refused", `refused (${detail.code})`, detail.message);
+    showRule(detail);
     showScreens(detail.sessions || null);
     buttons(false);
   });
@@ -140,9 +209,24 @@ function play() {
   session.on("error", (detail) => {
     setStatus("error", "playing; StreamLimit unreachable", `${detail.message} Retrying; playback goes on.`);
   });
+  return created;
+}
+
+/** Play: start a new session, or with `replaces`, hand that screen's playback over to this tab. */
+async function play(replaces = null) {
+  const created = makeSession();
   buttons(true);
-  setStatus("starting", "asking for a slot…");
-  session.start();
+  setStatus("starting", replaces ? "moving playback here…" : "asking for a slot…");
+  if (replaces) {
+    try {
+      await created.handOff(replaces);
+    } catch (error) {
+      buttons(false);
+      throw error;
+    }
+  } else {
+    created.start();
+  }
 }
 
 $("setup").addEventListener("submit", (event) => {
@@ -150,6 +234,7 @@ $("setup").addEventListener("submit", (event) => {
   play();
 });
 $("stop").addEventListener("click", () => session && session.stop());
+if ($("list-screens")) $("list-screens").addEventListener("click", listScreens);
 $("next").addEventListener("click", () => {
   const select = $("stream");
   select.selectedIndex = (select.selectedIndex + 1) % select.options.length;
@@ -185,7 +270,7 @@ function draw(now) {
     ctx.fillRect(0, 0, width, height);
     ctx.fillStyle = "#fff";
     ctx.font = "bold 40px system-ui, sans-serif";
-    ctx.fillText($("status").dataset.state === "idle" ? "▶ Play" : $("status").textContent.toUpperCase(), 24, 60);
+    ctx.fillText($("status").dataset.state === "idle" ? "▶ Play" : $("status").dataset.state.toUpperCase(), 24, 60);
   }
   requestAnimationFrame(draw);
 }

@@ -15,4 +15,16 @@ RECORD_MINUTE = LuaScript.from_package(__name__, "record_minute")
 END_SESSIONS = LuaScript.from_package(__name__, "end_sessions")
 STOP = LuaScript.from_package(__name__, "stop")
 EVICT = LuaScript.from_package(__name__, "evict")
-ALL_SCRIPTS = [ADMIT, RECORD_ACTIVITY, RECORD_ACCOUNTS, RECORD_MINUTE, END_SESSIONS, STOP, EVICT]
+APPLY_POLICY = LuaScript.from_package(__name__, "apply_policy")
+RECORD_EVENTS = LuaScript.from_package(__name__, "record_events")
+ALL_SCRIPTS = [
+    ADMIT,
+    RECORD_ACTIVITY,
+    RECORD_ACCOUNTS,
+    RECORD_MINUTE,
+    END_SESSIONS,
+    STOP,
+    EVICT,
+    APPLY_POLICY,
+    RECORD_EVENTS,
+]

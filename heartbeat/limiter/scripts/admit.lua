@@ -24,6 +24,20 @@
 -- ARGV[10] "1" when this heartbeat's network started too many new sessions this minute
 --         (NEW_SESSIONS_PER_NETWORK_PER_MINUTE, anonymous players): a new session is refused
 --         with 7, writing nothing; a live one plays on (absent: older callers, "0")
+-- ARGV[11] "1": decide by the policy document's rules (the arguments below, the ones that concern
+--         this session), and store this session's inputs; absent or "0" (no policy applied, older
+--         callers): ARGV[12..] are not read and every reply is as above
+-- ARGV[12] the slots this session takes (its quality's weight)   ARGV[13] its device class, or ""
+-- ARGV[14] the cap on live sessions of that class (0: none)       ARGV[15] its pool, or ""
+-- ARGV[16] the cap on live sessions of that pool (0: none)
+-- ARGV[17] "1" when the session counts against the rules, "0" for an uncounted pool
+-- ARGV[18] the most client networks the account may play from at once (0: no cap)
+-- ARGV[19] "block" refuses a session from one network more, "flag" admits it and says so
+-- ARGV[20] the device id, or ""                                  ARGV[21] "1": same-device takeover
+-- ARGV[22] the quality, or ""
+-- ARGV[23] the session this one replaces (a hand-off), or ""
+-- ARGV[24] what proves the right to end it: "" (an account token), "network" (it must play on
+--         ARGV[9]'s network), or "device:<id>" (it must play on that device id)
 --
 -- Returns {outcome, active sessions, limit, expired sessions pruned, now (ms), limit source,
 -- replaced session ids...}, or for a refusal for the limit with ARGV[8], {..., limit source,
@@ -32,7 +46,15 @@
 -- live session), 1 allowed (newly admitted), 2 refused (limit reached), 3 refused (evicted,
 -- cooling down), 4 refused (stopped from another screen), 5 refused (replaced by a newer
 -- session), 6 refused (a new session while support blocks the account's new sessions), 7 refused
--- (a new session from a network over its rate of new sessions).
+-- (a new session from a network over its rate of new sessions), 8 refused (handed off to another
+-- device: the reply's 7th value is that device's name, or ""), 9 refused (ARGV[23] names no live
+-- session of the account, or ARGV[24] does not hold: nothing is changed).
+-- With ARGV[11], a repeat or new heartbeat and a refusal for a limit reply {outcome, active sessions,
+-- limit (slots), pruned, now, limit source, rule ("" or maxStreams, devices.<class>, pools.<pool>,
+-- networks), the rule's limit, what it counted, flags, ...} where flags add 1 (one network more
+-- than maxNetworks, admitted under "flag"), 2 (a same-device takeover), 4 (a hand-off); then the
+-- live sessions for a refusal with ARGV[8] (as above), or pairs {session id, "replaced" or
+-- "handed_off"} of the sessions this admission ended.
 -- "active sessions" counts this session when it was allowed. The override in KEYS[3]
 -- wins over ARGV[3], here, so that a staff change applies to the very next heartbeat.
 
@@ -46,13 +68,14 @@ local replace_oldest = ARGV[7] == '1'
 local list_sessions = ARGV[8] == '1'
 local network = ARGV[9] or ''
 local network_over_rate = ARGV[10] == '1'
+local by_policy = ARGV[11] == '1'
 
 -- Redis' clock, so the API servers' clocks never matter.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function forget_details(sid)
-  redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid)
+  redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid, 'p:' .. sid)
 end
 
 -- Expired sessions free their slots here: no cron job is needed.
@@ -66,6 +89,226 @@ if #stale > 0 then
   pruned = #stale
 end
 
+-- The heartbeat's own writes, whatever decided it: its time, its stream, what it asked for.
+local function record_heartbeat(now)
+  redis.call('ZADD', KEYS[1], now, session_id)
+  redis.call('HSET', KEYS[2], 's:' .. session_id, stream_id, 'limit', asked_limit, 'limitSource', asked_source)
+  if device_name ~= '' then
+    redis.call('HSET', KEYS[2], 'd:' .. session_id, device_name)
+  end
+  if network ~= '' then
+    -- The network that plays the session now (a player may move, e.g. Wi-Fi to mobile).
+    redis.call('HSET', KEYS[2], 'n:' .. session_id, network)
+  end
+  -- Both keys live exactly as long as the user's newest session.
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+
+-- A session's policy inputs, stored at its first heartbeat as "p:<session>" (class, device
+-- id, quality, pool, slots, counted; tab-separated). A session admitted before any policy
+-- was applied has none: one slot, counted, no class, pool or device.
+local function inputs_of(packed)
+  if not packed then
+    return {class = '', device = '', pool = '', weight = 1, counted = true}
+  end
+  local f = {}
+  for part in string.gmatch(packed .. '\t', '([^\t]*)\t') do
+    f[#f + 1] = part
+  end
+  return {class = f[1], device = f[2], pool = f[4], weight = tonumber(f[5]) or 1, counted = f[6] ~= '0'}
+end
+
+-- The account's live sessions (pruned above, so all live) with their inputs and networks.
+local function live_sessions()
+  local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+  local sessions = {}
+  if #ids == 0 then
+    return sessions
+  end
+  local fields = {}
+  for _, sid in ipairs(ids) do
+    fields[#fields + 1] = 'p:' .. sid
+    fields[#fields + 1] = 'n:' .. sid
+    fields[#fields + 1] = 't:' .. sid
+  end
+  local values = redis.call('HMGET', KEYS[2], unpack(fields))
+  for i, sid in ipairs(ids) do
+    local s = inputs_of(values[3 * i - 2])
+    s.id = sid
+    s.network = values[3 * i - 1] or ''
+    s.started = tonumber(values[3 * i]) or 0
+    sessions[#sessions + 1] = s
+  end
+  return sessions
+end
+
+-- What the counted sessions not in ``ended`` use: slots, per class, per pool, networks.
+local function usage(sessions, ended)
+  local u = {slots = 0, class = {}, pool = {}, networks = {}, network_count = 0}
+  for _, s in ipairs(sessions) do
+    if s.counted and not ended[s.id] then
+      u.slots = u.slots + s.weight
+      u.class[s.class] = (u.class[s.class] or 0) + 1
+      u.pool[s.pool] = (u.pool[s.pool] or 0) + 1
+      if s.network ~= '' and not u.networks[s.network] then
+        u.networks[s.network] = true
+        u.network_count = u.network_count + 1
+      end
+    end
+  end
+  return u
+end
+
+-- Decide a heartbeat by the policy's rules (ARGV[11] = "1"): see the contract above.
+local function admit_by_policy(active, limit, source, pruned, now)
+  local weight = tonumber(ARGV[12])
+  local class, class_cap = ARGV[13], tonumber(ARGV[14])
+  local pool, pool_cap = ARGV[15], tonumber(ARGV[16])
+  local counted = ARGV[17] == '1'
+  local max_networks, flag_networks = tonumber(ARGV[18]), ARGV[19] == 'flag'
+  local device_id, takeover = ARGV[20], ARGV[21] == '1'
+  local quality, replaces, proof = ARGV[22], ARGV[23], ARGV[24]
+  if redis.call('ZSCORE', KEYS[1], session_id) then
+    -- A live session plays on: its inputs were decided at its first heartbeat, so a repeat
+    -- heartbeat reads nothing more than without a policy.
+    record_heartbeat(now)
+    return {0, active, limit, pruned, now, source, '', 0, 0, 0}
+  end
+  if redis.call('EXISTS', KEYS[7]) == 1 then
+    return {6, active, limit, pruned, now, source}
+  end
+  if network_over_rate then
+    return {7, active, limit, pruned, now, source}
+  end
+
+  local sessions = live_sessions()
+  -- The sessions this one would end: the one it replaces (a hand-off), the device's own (a takeover).
+  local ending, ended_as, order = {}, {}, {}
+  if replaces ~= '' then
+    local target
+    for _, s in ipairs(sessions) do
+      if s.id == replaces then
+        target = s
+      end
+    end
+    if not target
+      or (proof == 'network' and (network == '' or target.network ~= network))
+      or (string.sub(proof, 1, 7) == 'device:' and target.device ~= string.sub(proof, 8)) then
+      return {9, active, limit, pruned, now, source}
+    end
+    ending[replaces] = true
+    ended_as[replaces] = 'handed_off'
+    order[#order + 1] = replaces
+  end
+  local flags = 0
+  if replaces ~= '' then
+    flags = 4
+  end
+  if takeover and device_id ~= '' then
+    -- The player restarted on this device: its old session gives its place, not a slot more.
+    local took_over = false
+    for _, s in ipairs(sessions) do
+      if s.device == device_id and not ending[s.id] then
+        ending[s.id] = true
+        ended_as[s.id] = 'replaced'
+        order[#order + 1] = s.id
+        took_over = true
+      end
+    end
+    if took_over then
+      flags = flags + 2
+    end
+  end
+
+  local u = usage(sessions, ending)
+  local function refuse(rule, rule_limit, rule_active)
+    local refusal = {2, active, limit, pruned, now, source, rule, rule_limit, rule_active, 0}
+    if list_sessions then
+      local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+      for i = 1, #live, 2 do
+        local sid = live[i]
+        local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
+        refusal[#refusal + 1] = sid
+        refusal[#refusal + 1] = live[i + 1]
+        refusal[#refusal + 1] = details[1] or ''
+        refusal[#refusal + 1] = details[2] or live[i + 1]
+        refusal[#refusal + 1] = details[3] or ''
+      end
+    end
+    return refusal
+  end
+
+  if counted then
+    if u.slots + weight > limit then
+      if not replace_oldest then
+        return refuse('maxStreams', limit, u.slots)
+      end
+      -- LIMIT_POLICY=replace_oldest makes room for the slots rule only: the counted sessions
+      -- that started first, as many as it takes; the other rules below still refuse.
+      local oldest = {}
+      for _, s in ipairs(sessions) do
+        if s.counted and not ending[s.id] then
+          oldest[#oldest + 1] = s
+        end
+      end
+      table.sort(oldest, function(a, b)
+        if a.started ~= b.started then
+          return a.started < b.started
+        end
+        return a.id < b.id
+      end)
+      local free = limit - u.slots
+      for _, s in ipairs(oldest) do
+        if free >= weight then
+          break
+        end
+        ending[s.id] = true
+        ended_as[s.id] = 'replaced'
+        order[#order + 1] = s.id
+        free = free + s.weight
+      end
+      if free < weight then
+        return refuse('maxStreams', limit, u.slots)
+      end
+      u = usage(sessions, ending)
+    end
+    if class ~= '' and class_cap > 0 and (u.class[class] or 0) >= class_cap then
+      return refuse('devices.' .. class, class_cap, u.class[class])
+    end
+    if pool ~= '' and pool_cap > 0 and (u.pool[pool] or 0) >= pool_cap then
+      return refuse('pools.' .. pool, pool_cap, u.pool[pool])
+    end
+    if max_networks > 0 and network ~= '' and not u.networks[network] and u.network_count >= max_networks then
+      if not flag_networks then
+        return refuse('networks', max_networks, u.network_count)
+      end
+      flags = flags + 1
+    end
+  end
+
+  -- Admitted: end the sessions it replaces, each told why on its next heartbeat.
+  local reply = {1, 0, limit, pruned, now, source, '', 0, 0, flags}
+  for _, sid in ipairs(order) do
+    redis.call('ZREM', KEYS[1], sid)
+    forget_details(sid)
+    redis.call('ZADD', KEYS[6], now + ttl, sid)
+    if ended_as[sid] == 'handed_off' then
+      redis.call('HSET', KEYS[2], 'h:' .. sid, device_name)
+    end
+    reply[#reply + 1] = sid
+    reply[#reply + 1] = ended_as[sid]
+  end
+  if #order > 0 then
+    redis.call('PEXPIRE', KEYS[6], ttl)
+  end
+  reply[2] = active - #order + 1
+  redis.call('HSET', KEYS[2], 't:' .. session_id, now,
+    'p:' .. session_id, table.concat({class, device_id, quality, pool, weight, counted and '1' or '0'}, '\t'))
+  record_heartbeat(now)
+  return reply
+end
+
 local limit, source = asked_limit, asked_source
 local override = tonumber(redis.call('GET', KEYS[3]))
 if override then
@@ -74,15 +317,32 @@ end
 local active = redis.call('ZCARD', KEYS[1])
 
 -- A blocked session is refused until its block ends; then the mark goes.
-local blocks = {{KEYS[4], 3}, {KEYS[5], 4}, {KEYS[6], 5}}
+-- Almost every heartbeat finds no block key at all: one EXISTS instead of three ZSCOREs.
+local blocks = {}
+if redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[6]) > 0 then
+  blocks = {{KEYS[4], 3}, {KEYS[5], 4}, {KEYS[6], 5}}
+end
 for _, block in ipairs(blocks) do
   local block_end = redis.call('ZSCORE', block[1], session_id)
   if block_end then
     if tonumber(block_end) > now then
+      if block[2] == 5 then
+        local moved_to = redis.call('HGET', KEYS[2], 'h:' .. session_id)
+        if moved_to then
+          return {8, active, limit, pruned, now, source, moved_to}
+        end
+      end
       return {block[2], active, limit, pruned, now, source}
     end
     redis.call('ZREM', block[1], session_id)
+    if block[2] == 5 then
+      redis.call('HDEL', KEYS[2], 'h:' .. session_id)
+    end
   end
+end
+
+if by_policy then
+  return admit_by_policy(active, limit, source, pruned, now)
 end
 
 local outcome = 0
@@ -141,18 +401,7 @@ if not redis.call('ZSCORE', KEYS[1], session_id) then
   redis.call('HSET', KEYS[2], 't:' .. session_id, now)
 end
 
-redis.call('ZADD', KEYS[1], now, session_id)
-redis.call('HSET', KEYS[2], 's:' .. session_id, stream_id, 'limit', asked_limit, 'limitSource', asked_source)
-if device_name ~= '' then
-  redis.call('HSET', KEYS[2], 'd:' .. session_id, device_name)
-end
-if network ~= '' then
-  -- The network that plays the session now (a player may move, e.g. Wi-Fi to mobile).
-  redis.call('HSET', KEYS[2], 'n:' .. session_id, network)
-end
--- Both keys live exactly as long as the user's newest session.
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('PEXPIRE', KEYS[2], ttl)
+record_heartbeat(now)
 local result = {outcome, active, limit, pruned, now, source}
 for _, sid in ipairs(reply) do
   result[#result + 1] = sid

@@ -28,6 +28,15 @@ export interface AllowedDetail {
   recovered: boolean;
 }
 
+/** The policy rule that refused a session: maxStreams, devices.<class>, pools.<pool> or networks. */
+export interface RuleHit {
+  name: string;
+  /** The rule's limit for this account (slots for maxStreams). */
+  limit: number;
+  /** What the rule counted when it refused (sessions, slots or networks). */
+  active: number;
+}
+
 /** Why this screen may not play: the slot was not given (or a request was wrong). */
 export interface RefusedDetail {
   /** "concurrency_limit_reached", or a player bug: "invalid_request", "token_mismatch", "invalid_token", ... */
@@ -39,6 +48,12 @@ export interface RefusedDetail {
   sessions?: LiveSession[];
   limit?: number;
   activeSessions?: number;
+  /** Under a policy document, for a refusal by one of its rules: which rule, its limit and count. */
+  rule?: RuleHit;
+  /** With `rule`: the decision's id, in the service's log line too; support finds the decision by it. */
+  decisionId?: string;
+  /** The session a handOff() asked to take over, when this refusal answered it ("replace_not_allowed": 403). */
+  replaces?: string;
   body: unknown;
 }
 
@@ -46,10 +61,18 @@ export interface RefusedDetail {
 export interface StoppedDetail {
   /**
    * "session_evicted" (support), "session_replaced" (a newer screen took the slot),
-   * "session_stopped" (stopped from another screen), or, with local: true,
+   * "session_stopped" (stopped from another screen), "session_handed_off" (the viewer moved
+   * playback to another screen; the message names it: "Playback moved to Living room TV."), or, with local: true,
    * "stopped_locally" (stop()) and "page_hidden" (the page was closed or left).
    */
-  code: "session_evicted" | "session_replaced" | "session_stopped" | "stopped_locally" | "page_hidden" | string;
+  code:
+    | "session_evicted"
+    | "session_replaced"
+    | "session_stopped"
+    | "session_handed_off"
+    | "stopped_locally"
+    | "page_hidden"
+    | string;
   message: string;
   local: boolean;
   status?: number;
@@ -98,6 +121,19 @@ export interface StreamLimitSessionOptions {
   sessionId?: string;
   /** Shown to the account's other screens ("Living room TV"), at most 64 characters. */
   deviceName?: string;
+  /**
+   * A stable id of the device, for the policy's sameDeviceTakeover (a restarted player takes its
+   * own session's place). Default: browserDeviceId(), one id per browser profile kept in
+   * localStorage. null: send none (when the token's deviceId claim names the device; a body that
+   * contradicts a claim is refused with token_mismatch). 1 to 128 characters.
+   */
+  deviceId?: string | null;
+  /** localStorage key of the browser's device id. Default "streamlimit.deviceId". */
+  deviceStorageKey?: string;
+  /** The device class the policy caps ("mobile", "tv"; 1 to 32 of a-z 0-9 _ -). Default: none sent. */
+  deviceClass?: string;
+  /** "sd", "hd" or "uhd": a session takes the policy's weights[quality] slots. Default: none sent. */
+  quality?: "sd" | "hd" | "uhd";
   /** A playback token (JWT) when the service has tokens on. */
   token?: string;
   /**
@@ -143,12 +179,26 @@ export declare class StreamLimitSession extends EventTarget {
   /** Seconds between heartbeats, as the last answer said. */
   readonly heartbeatInterval: number;
   streamId: string;
+  /** The device id the heartbeats carry (null: none). */
+  readonly deviceId: string | null;
+  readonly deviceClass: string | null;
+  readonly quality: string | null;
   /**
    * Start heartbeating; the first heartbeat asks for a slot. Within 10 s after this tab sent a
    * stop, a refusal for the limit (most likely the slot that stop is freeing) is asked again
    * every second rather than reported, until that time is up.
    */
   start(): void;
+  /**
+   * "Move playback here": start this session in place of the account's session `sessionId`, in one
+   * step, even when the account is full; that screen is told "session_handed_off" with this
+   * screen's deviceName. The heartbeat that hands off uses an account token (options.token, else
+   * getAccountToken(), else the session's own token, which may only take over a session of its own
+   * deviceId claim). A refusal comes as the `refused` event ("replace_not_allowed", 403, when the
+   * session is not the account's or the token may not end it). Rejects while this session is
+   * starting or playing (stopOther() ends another screen then).
+   */
+  handOff(sessionId: string, options?: { token?: string }): Promise<void>;
   /** Autoplay moved on: the next heartbeat names this stream; the slot is kept. */
   changeStream(streamId: string): void;
   /** Stop and free the slot now. */
@@ -169,6 +219,9 @@ export declare class StreamLimitSession extends EventTarget {
 
 /** The session id of this tab (sessionStorage), as StreamLimitSession uses by default. */
 export declare function tabSessionId(storageKey?: string): string;
+
+/** The id of this browser profile (localStorage, made once), as StreamLimitSession sends by default. */
+export declare function browserDeviceId(storageKey?: string): string;
 
 /** Forget this tab's session id: the next session of the tab is a new play (after session_stopped or session_replaced). */
 export declare function resetTabSessionId(storageKey?: string): void;

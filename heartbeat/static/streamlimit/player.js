@@ -4,7 +4,7 @@
 //   const session = new StreamLimitSession({ userId, streamId, deviceName, getToken });
 //   session.addEventListener("refused", (e) => showWhoIsWatching(e.detail));
 //   session.addEventListener("stopped", (e) => pauseAndSay(e.detail.message));
-//   session.start();
+//   session.start();          // or session.handOff(otherSessionId): "move playback here"
 //
 // No dependencies. The README's "For player teams" section is the manual; the
 // types are in player.d.ts beside this file.
@@ -16,6 +16,8 @@ const DEFAULT_MAX_RETRY_SECONDS = 120;
 // so that players that failed together do not come back together.
 const RETRY_JITTER = 0.2;
 const SESSION_STORAGE_KEY = "streamlimit.sessionId";
+// localStorage: one id per browser profile, kept across tabs, reloads and restarts (the policy's deviceId).
+const DEVICE_STORAGE_KEY = "streamlimit.deviceId";
 // Beside the tab's session id: when this tab last sent a stop (ms), for the hand-over below.
 const STOP_SENT_SUFFIX = ".stopSentAt";
 // After this tab sent a stop, its next session may find the account full until that stop
@@ -25,7 +27,8 @@ const HANDOVER_MS = 10_000;
 const HANDOVER_RETRY_MS = 1_000;
 
 // Answers that end playback on this screen because something else ended it.
-const STOPPED_CODES = new Set(["session_evicted", "session_replaced", "session_stopped"]);
+// session_handed_off: the viewer moved playback to another screen (its name is in the message).
+const STOPPED_CODES = new Set(["session_evicted", "session_replaced", "session_stopped", "session_handed_off"]);
 
 /** A random id (UUID when the browser has crypto.randomUUID, e.g. on http://localhost or https). */
 function randomId() {
@@ -50,6 +53,24 @@ export function tabSessionId(storageKey = SESSION_STORAGE_KEY) {
     return fresh;
   } catch {
     // Storage may be off (privacy settings, sandboxed frames): an id for this page's life.
+    return randomId();
+  }
+}
+
+/**
+ * The id of this browser (profile): kept in localStorage, made once, the same in every tab and
+ * after a restart. Under a policy with sameDeviceTakeover, a player that restarts on the same
+ * device takes its own ghost session's place instead of being refused.
+ */
+export function browserDeviceId(storageKey = DEVICE_STORAGE_KEY) {
+  try {
+    const stored = globalThis.localStorage.getItem(storageKey);
+    if (stored) return stored;
+    const fresh = randomId();
+    globalThis.localStorage.setItem(storageKey, fresh);
+    return fresh;
+  } catch {
+    // No localStorage (privacy settings, sandboxed frames): an id for this page's life only.
     return randomId();
   }
 }
@@ -199,6 +220,14 @@ export class StreamLimitSession extends EventTarget {
     this.retired = false;
     this.handoverUntil = 0;
     this.deviceName = options.deviceName ?? null;
+    // The policy's inputs. deviceId: the browser's own unless given; null sends none (a token's
+    // deviceId claim then decides: a body that contradicts a claim is refused with token_mismatch).
+    this.deviceId = options.deviceId === undefined ? browserDeviceId(options.deviceStorageKey) : options.deviceId;
+    this.deviceClass = options.deviceClass ?? null;
+    this.quality = options.quality ?? null;
+    // The session the next first heartbeat takes over (handOff); cleared once admitted.
+    this.replaces = null;
+    this.replaceToken = null;
     this.token = options.token ?? null;
     this.getToken = options.getToken ?? null;
     this.getAccountToken = options.getAccountToken ?? null;
@@ -249,6 +278,27 @@ export class StreamLimitSession extends EventTarget {
       addEventListener("pageshow", this.onPageShow);
     }
     this.beat(this.generation);
+  }
+
+  /**
+   * "Move playback here": start this session in place of another screen's `sessionId`, in one
+   * step, even when the account is full (the other screen is told session_handed_off, with this
+   * screen's deviceName). The first heartbeat carries `replaces` with an account token
+   * (`options.token`, else getAccountToken(), else the session's own token: a session token may
+   * only take over a session of its own deviceId claim). Not while this session plays (stopOther()
+   * is for that). Resolves once the hand-off's heartbeat is on its way; the answer comes as events.
+   */
+  async handOff(sessionId, options = {}) {
+    if (!sessionId) throw new TypeError("handOff: sessionId is required");
+    if (sessionId === this.sessionId) throw new TypeError("handOff: that is this session's own id");
+    if (this.state === "starting" || this.state === "playing") {
+      // The service takes `replaces` only from a session's first heartbeat: to end another
+      // screen while this one plays, stopOther() is the call.
+      throw new Error("handOff: this session is already playing; stopOther() ends another screen");
+    }
+    this.replaceToken = options.token ?? (this.getAccountToken ? await this.getAccountToken() : null);
+    this.replaces = sessionId;
+    this.start();
   }
 
   /** Autoplay moved on: the next heartbeat names the new stream; the slot is kept. */
@@ -319,7 +369,7 @@ export class StreamLimitSession extends EventTarget {
     this.timerId = null;
     let token;
     try {
-      token = await this.currentToken();
+      token = this.replaces && this.replaceToken ? this.replaceToken : await this.currentToken();
     } catch (error) {
       return this.transientFailure(generation, { code: "token_unavailable", message: String(error) });
     }
@@ -367,6 +417,9 @@ export class StreamLimitSession extends EventTarget {
 
   allowed(generation, body) {
     const first = this.state === "starting";
+    // The hand-off is done: the next heartbeats are this session's own, with its own token.
+    this.replaces = null;
+    this.replaceToken = null;
     const recovered = this.errorReported;
     this.state = "playing";
     this.failures = 0;
@@ -441,6 +494,14 @@ export class StreamLimitSession extends EventTarget {
     if (body && Array.isArray(body.sessions)) detail.sessions = body.sessions;
     if (body && typeof body.limit === "number") detail.limit = body.limit;
     if (body && typeof body.activeSessions === "number") detail.activeSessions = body.activeSessions;
+    // Under a policy: the rule that refused ({name, limit, active}) and the id support finds it by.
+    if (body && body.rule && typeof body.rule === "object") detail.rule = body.rule;
+    if (body && typeof body.decisionId === "string") detail.decisionId = body.decisionId;
+    if (this.replaces) {
+      detail.replaces = this.replaces;
+      this.replaces = null;
+      this.replaceToken = null;
+    }
     if (STOPPED_CODES.has(detail.code)) {
       this.state = "stopped";
       this.emit("stopped", { ...detail, local: false });
@@ -505,6 +566,10 @@ export class StreamLimitSession extends EventTarget {
     const body = { streamId: this.streamId, sessionId: this.sessionId };
     if (this.userId) body.userId = this.userId;
     if (this.deviceName) body.deviceName = this.deviceName;
+    if (this.deviceClass) body.deviceClass = this.deviceClass;
+    if (this.deviceId) body.deviceId = this.deviceId;
+    if (this.quality) body.quality = this.quality;
+    if (this.replaces) body.replaces = this.replaces;
     return body;
   }
 
