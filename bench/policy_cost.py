@@ -43,8 +43,8 @@ django.setup()
 from redis import Redis  # noqa: E402
 
 from devtools.with_redis import find_redis_server, start_redis  # noqa: E402
+from heartbeat.limiter.decisions import SessionInputs  # noqa: E402
 from heartbeat.limiter.manager import StreamManager  # noqa: E402
-from heartbeat.limiter.policy import SessionInputs  # noqa: E402
 from streamlimit.logging import SINK  # noqa: E402
 
 FAMILY = {

@@ -10,12 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
 
-from dashboard.models import AuditRecord
+from dashboard.models import AuditRecord, SharingMark
 from heartbeat.limiter.limits import MAX_REASON_LENGTH
 from heartbeat.limiter.metrics import EVICTIONS
 from heartbeat.limiter.policy_store import PolicyRecord
 from heartbeat.limiter.read_models import UserLimit
+from heartbeat.limiter.risk import NotSharingMark
 from heartbeat.services import get_live_state, get_policy_store, get_stream_manager
 
 
@@ -117,3 +119,33 @@ def apply_policy(actor: AbstractBaseUser, document: Any, *, expected_version: in
         reason=reason,
     )
     return record
+
+
+def mark_not_sharing(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> SharingMark:
+    """Mark an account "not sharing" (its risk score drops from the next scoring on); audited.
+
+    Marking an account already marked replaces the mark (who, when, why) and is audited again.
+    """
+    who = {"marked_by": None if isinstance(actor, str) else actor, "marked_by_name": actor_name(actor)}
+    with transaction.atomic():
+        SharingMark.objects.filter(stream_user_id=user_id).delete()
+        mark = SharingMark.objects.create(stream_user_id=user_id, reason=reason[:MAX_REASON_LENGTH], **who)
+        _audit(actor, AuditRecord.Action.MARK_NOT_SHARING, user_id, reason=reason)
+    return mark
+
+
+def clear_not_sharing_mark(actor: AbstractBaseUser | str, user_id: str, reason: str = "") -> bool:
+    """Clear an account's "not sharing" mark; True if there was one. Audited when there was."""
+    with transaction.atomic():
+        deleted, _ = SharingMark.objects.filter(stream_user_id=user_id).delete()
+        if deleted:
+            _audit(actor, AuditRecord.Action.CLEAR_NOT_SHARING, user_id, reason=reason)
+    return bool(deleted)
+
+
+def not_sharing_marks() -> dict[str, NotSharingMark]:
+    """Every standing mark, by user id, as the risk score takes them."""
+    return {
+        mark.stream_user_id: NotSharingMark(mark.marked_by_name, mark.marked_at)
+        for mark in SharingMark.objects.only("stream_user_id", "marked_by_name", "marked_at")
+    }

@@ -111,3 +111,28 @@ class PolicyForm(forms.Form):
         except PolicyInvalidError as exc:
             raise ValidationError(exc.errors) from exc
         return document
+
+
+class SharingMarkForm(UserIdForm):
+    """Mark an account "not sharing" (with an optional reason), or clear its mark."""
+
+    reason = ReasonField()
+    clear = forms.BooleanField(required=False)
+
+
+# The windows the policy simulator replays, as ``parse_moment`` reads them.
+SIMULATION_WINDOWS = [("1h", "last hour"), ("6h", "last 6 hours"), ("24h", "last 24 hours"), ("3d", "last 3 days")]
+SIMULATION_WINDOWS += [("7d", "last 7 days")]
+# A policy document is small (a few plans and rules); this stops a paste of something else early.
+MAX_POLICY_CHARACTERS = 100_000
+
+
+class SimulatePolicyForm(forms.Form):
+    """A proposed policy document (JSON, pasted) and the window of recorded traffic to replay it on."""
+
+    policy = forms.CharField(
+        label="Proposed policy (JSON)",
+        max_length=MAX_POLICY_CHARACTERS,
+        widget=forms.Textarea(attrs={"rows": 16, "cols": 80, "spellcheck": "false"}),
+    )
+    window = forms.ChoiceField(label="Replay the", choices=SIMULATION_WINDOWS, initial="24h")

@@ -1,4 +1,4 @@
-"""Audit records of what staff and operators did to live sessions and limits."""
+"""Audit records of what staff and operators did to live sessions and limits, and support's sharing marks."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class AuditRecord(models.Model):
         WEBHOOK_TEST = "webhook_test", "Sent a test event to a webhook endpoint"
         WEBHOOK_RETRY = "webhook_retry", "Asked to send a dead letter again"
         APPLY_POLICY = "apply_policy", "Applied a limit policy version"
+        MARK_NOT_SHARING = "mark_not_sharing", "Marked the account not sharing"
+        CLEAR_NOT_SHARING = "clear_not_sharing", "Cleared the not-sharing mark"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # The staff account, when the action came from the dashboard; kept as a
@@ -51,3 +53,28 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.stream_user_id}"
+
+
+class SharingMark(models.Model):
+    """Support's judgement that an account is not shared: it lowers the account's sharing risk score.
+
+    One per account while it stands; clearing it deletes the row (the audit
+    trail keeps who set and cleared it, and why).
+    """
+
+    stream_user_id = models.CharField("user id", max_length=128, unique=True)
+    # As on AuditRecord: the account when it exists, and its name, which outlives it.
+    marked_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    marked_by_name = models.CharField(max_length=150)
+    marked_at = models.DateTimeField(auto_now_add=True)
+    # Why, in support's words (optional; the free-text rule of heartbeat/limiter/ids.py).
+    reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-marked_at", "-id"]
+        # Its own permission, not change_limit: the mark hides a fraud signal (the score drops and
+        # no account.sharing_flagged follows), a judgement the "Support lead" group holds by default.
+        permissions = [("mark_not_sharing", "Can mark an account not sharing (lowers its sharing risk score)")]
+
+    def __str__(self) -> str:
+        return f"{self.stream_user_id} not sharing ({self.marked_by_name}, {self.marked_at:%Y-%m-%d})"

@@ -1,6 +1,6 @@
 """The support roles: which dashboard permissions each group holds.
 
-Migrations 0003 and 0006 create the groups with these permissions (it keeps its own
+Migrations 0003, 0006 and 0007 create the groups with these permissions (it keeps its own
 copy, as migrations must); ``ensure_support_groups`` puts them back where a
 database was emptied (tests that flush it).
 """
@@ -15,8 +15,15 @@ SUPPORT_LEAD = "Support lead"
 ROLES = {
     SUPPORT_VIEWER: ["view_sessions", "view_auditrecord"],
     SUPPORT_AGENT: ["view_sessions", "evict_session", "change_limit", "view_auditrecord"],
-    # Migration 0006: an agent who may also change the limit policies.
-    SUPPORT_LEAD: ["view_sessions", "evict_session", "change_limit", "change_policy", "view_auditrecord"],
+    # Migration 0006: an agent who may also change the limit policies; 0007: and mark accounts not sharing.
+    SUPPORT_LEAD: [
+        "view_sessions",
+        "evict_session",
+        "change_limit",
+        "change_policy",
+        "mark_not_sharing",
+        "view_auditrecord",
+    ],
 }
 
 

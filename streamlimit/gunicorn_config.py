@@ -119,3 +119,15 @@ def on_exit(server):
     """Remove the metrics folder this master made for itself."""
     if _OWN_METRICS_DIR:
         shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Import the URLconf, and the views it names, before this worker's first request rather than during it.
+
+    Django imports it on the first request that resolves a path: most of a second during which the
+    worker answers nothing else. Under an attack (issue 19) a worker that had not served a request
+    yet held every probe it had accepted that long.
+    """
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018  (the property imports the URLconf)

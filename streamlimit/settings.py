@@ -153,6 +153,9 @@ EVENTS_RETENTION_HOURS = env_int("EVENTS_RETENTION_HOURS", 72, minimum=1, maximu
 # The most memory the event streams may take (MB): past it the oldest events go first, whatever
 # their age, so a flood of made-up accounts cannot fill Redis (0: no cap, EVENTS_RETENTION_HOURS only).
 EVENTS_MEMORY_BUDGET_MB = env_int("EVENTS_MEMORY_BUDGET_MB", 256, minimum=0, maximum=1_000_000)
+# manage.py score_sharing flags an account (one account.sharing_flagged event) when its sharing
+# risk score reaches this (heartbeat/limiter/risk.py; docs/support/sharing.md). A signal, not proof.
+SHARING_FLAG_SCORE = env_int("SHARING_FLAG_SCORE", 60, minimum=1, maximum=100_000)
 
 # --- Webhooks (webhooks/, docs/operators/webhooks.md) ------------------------------------
 # An event not delivered to an endpoint this long after it happened goes to its dead letters.

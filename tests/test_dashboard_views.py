@@ -475,7 +475,7 @@ FAMILY = {
 
 def play_family(user: str = "house") -> str:
     """Two phones, a third one refused, a TV in UHD and a free trailer under the family plan; the decision id."""
-    from heartbeat.limiter.policy import SessionInputs
+    from heartbeat.limiter.decisions import SessionInputs
 
     get_policy_store().apply(FAMILY, applied_by="test")
     manager = get_stream_manager()

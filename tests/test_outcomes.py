@@ -8,6 +8,7 @@ from django.test import Client
 
 from dashboard.views import REFUSAL_LABELS
 from heartbeat.limiter import metrics
+from heartbeat.limiter.decisions import SessionInputs
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import (
     BY_SCRIPT_CODE,
@@ -19,7 +20,6 @@ from heartbeat.limiter.outcomes import (
     Outcome,
     staff_label,
 )
-from heartbeat.limiter.policy import SessionInputs
 
 HAND_OFF_FROM_S3 = SessionInputs(replaces="s3", replace_proof="network")
 

@@ -11,9 +11,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.test import Client
 
+from heartbeat.limiter.decisions import SessionInputs
 from heartbeat.limiter.manager import HeartbeatResult, StreamManager
 from heartbeat.limiter.outcomes import Outcome
-from heartbeat.limiter.policy import SessionInputs
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.services import get_policy_store
 from tests.conftest import make_token
@@ -386,3 +386,14 @@ def call_command_output(*args: str) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out)
     return out.getvalue().strip()
+
+
+def test_a_live_session_naming_another_accounts_session_is_told_no_and_ends_nothing(
+    client: Client, policy_in_force: None, make_manager
+) -> None:
+    other = make_manager()
+    other.admit("other", "movie", "theirs", network="127.0.0.0/24")
+    assert heartbeat(client, "mine").status_code == 200
+    response = heartbeat(client, "mine", replaces="theirs")
+    assert response.status_code == 403 and response.json()["code"] == "replace_not_allowed"
+    assert other.admit("other", "movie", "theirs", network="127.0.0.0/24").allowed

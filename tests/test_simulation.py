@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
+from heartbeat.limiter.decisions import SessionInputs
 from heartbeat.limiter.events import Event, EventType
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import Outcome
-from heartbeat.limiter.policy import SessionInputs, parse_policy
+from heartbeat.limiter.policy import parse_policy
 from heartbeat.limiter.simulation import LiveSession, decide, simulate
 from heartbeat.services import get_stream_manager
 

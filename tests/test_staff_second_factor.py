@@ -34,7 +34,14 @@ def code_for(user, steps_ahead: int = 0) -> str:
 def test_the_support_lead_role_holds_change_policy() -> None:
     ensure_support_groups()
     codenames = set(Group.objects.get(name=SUPPORT_LEAD).permissions.values_list("codename", flat=True))
-    assert codenames == {"view_sessions", "evict_session", "change_limit", "change_policy", "view_auditrecord"}
+    assert codenames == {
+        "view_sessions",
+        "evict_session",
+        "change_limit",
+        "change_policy",
+        "mark_not_sharing",
+        "view_auditrecord",
+    }
 
 
 def test_codes_sent_without_the_right_password_never_reach_the_device(lead) -> None:

@@ -22,9 +22,9 @@ from heartbeat.api.errors import internal_error
 from heartbeat.api.rendering import ORJSONParser, PlainTextJSONParser
 from heartbeat.edge.client_network import client_network
 from heartbeat.limiter import metrics
+from heartbeat.limiter.decisions import SessionInputs
 from heartbeat.limiter.manager import HeartbeatResult, StopFromOtherNetworkError
 from heartbeat.limiter.outcomes import ROWS
-from heartbeat.limiter.policy import SessionInputs
 from heartbeat.limiter.read_models import SessionInfo
 from heartbeat.limiter.tokens import PlaybackClaims
 from heartbeat.services import get_live_state, get_stream_manager, get_verifier

@@ -5,9 +5,12 @@ the reads that serve the dashboard and the commands are the read model
 (``reads.py``), beside it, over the same keys. No Django here: settings
 arrive as arguments (``heartbeat.services`` builds one per process).
 
-Over 300 lines on purpose: this is the one writer, and every write a player,
-support or an operator makes is one method here, next to the breaker and
-replica-wait rules they share; about half of the lines are docstrings.
+About 750 lines on purpose: this is the one writer, and every write a player,
+support or an operator makes is one method here, next to the breaker,
+replica-wait, policy and event rules they share; the policy's document and
+decisions (``policy.py``, ``decisions.py``), the events' wire form and
+streams (``events.py``, ``event_log.py``) and the activity batches
+(``activity_writer.py``) live beside it; about half of the lines are docstrings.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from heartbeat.limiter import metrics
 from heartbeat.limiter.activity import Refusal
 from heartbeat.limiter.activity_writer import ActivityWriter
+from heartbeat.limiter.decisions import RuleHit, SessionInputs, rule_message
 from heartbeat.limiter.event_log import MS_PER_HOUR, EventLog
 from heartbeat.limiter.events import EndReason, Event, EventType, timestamp_of
 from heartbeat.limiter.ids import require_device_name, require_id
@@ -44,7 +48,7 @@ from heartbeat.limiter.outcomes import (
     TOO_MANY_NEW_SESSIONS_CODE,
     Outcome,
 )
-from heartbeat.limiter.policy import Policy, RuleHit, SessionInputs, policy_from_settings, rule_message
+from heartbeat.limiter.policy import Policy, policy_from_settings
 from heartbeat.limiter.policy_store import PolicyRecord, PolicyStore, PolicyWatcher
 from heartbeat.limiter.read_models import SessionInfo, UserLimit, sessions_from_admit_reply, user_limit
 from heartbeat.limiter.scripts import ADMIT, ALL_SCRIPTS, EVICT, STOP

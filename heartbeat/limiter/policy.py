@@ -16,6 +16,10 @@ rule it does not set from ``default``. With no document applied,
 ``policy_from_settings`` makes the same shape from ``MAX_CONCURRENT_STREAMS``
 and ``PLAN_LIMITS``, and the StreamManager answers exactly as before policies
 existed (``Policy.is_applied`` is false).
+
+A little over 300 lines: every check of the document, each with its JSON
+path, is here, so that the command, the dashboard and the simulator refuse
+the same documents with the same words.
 """
 
 from __future__ import annotations
@@ -311,51 +315,3 @@ def _labels(value: Any, errors: list[str]) -> dict[str, str]:
         else:
             labels[name] = label
     return labels
-
-
-@dataclass(frozen=True)
-class SessionInputs:
-    """What a heartbeat says about its session beyond the ids (body or token claims), checked by the API."""
-
-    device_class: str = ""
-    device_id: str = ""
-    quality: str = ""
-    pool: str = ""  # a token's ``pool`` claim; "" lets the policy's ``streams`` patterns decide
-    replaces: str = ""  # the session this one takes over (a hand-off)
-    # What proves the right to end ``replaces`` (admit.lua ARGV[24]): "" an account token,
-    # "network" the same client network (no token), "device:<id>" a session token's device.
-    replace_proof: str = ""
-
-
-@dataclass(frozen=True)
-class RuleHit:
-    """The rule that refused a session: its name, its limit and what it counted."""
-
-    name: str  # "maxStreams", "devices.<class>", "pools.<pool>" or "networks"
-    limit: int
-    active: int
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``rule`` of a refusal's answer."""
-        return {"name": self.name, "limit": self.limit, "active": self.active}
-
-
-def rule_message(policy: Policy, rule: RuleHit, fallback: str) -> str:
-    """The words a viewer reads for a refusal by ``rule`` (``fallback``: the maxStreams message)."""
-    kind, _, name = rule.name.partition(".")
-    if kind == "devices":
-        return (
-            f"This account is already playing on {rule.active} {policy.device_label(name)}, the most its plan "
-            "allows. Stop a video on one of them to watch here."
-        )
-    if kind == "pools":
-        return (
-            f"This account is already playing {rule.active} {name} streams at once, the most its plan allows. "
-            "Stop one of them to watch this."
-        )
-    if kind == "networks":
-        return (
-            f"This account is already playing in {rule.active} places at once, the most its plan allows. "
-            "Stop a video in another place to watch here."
-        )
-    return fallback

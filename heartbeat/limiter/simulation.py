@@ -25,8 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from heartbeat.limiter.decisions import RuleHit
 from heartbeat.limiter.events import Event, EventType, timestamp_of
-from heartbeat.limiter.policy import PlanRules, Policy, RuleHit
+from heartbeat.limiter.policy import PlanRules, Policy
 
 ASSUMPTIONS = (
     "A viewer refused under the proposed policy does not retry.",

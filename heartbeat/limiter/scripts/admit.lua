@@ -171,7 +171,11 @@ local function admit_by_policy(active, limit, source, pruned, now)
   local quality, replaces, proof = ARGV[22], ARGV[23], ARGV[24]
   if redis.call('ZSCORE', KEYS[1], session_id) then
     -- A live session plays on: its inputs were decided at its first heartbeat, so a repeat
-    -- heartbeat reads nothing more than without a policy.
+    -- heartbeat reads nothing more than without a policy. A hand-off is a first heartbeat's: a
+    -- live session naming a session that is not the account's is still told no (nothing ends).
+    if replaces ~= '' and not redis.call('ZSCORE', KEYS[1], replaces) then
+      return {9, active, limit, pruned, now, source}
+    end
     record_heartbeat(now)
     return {0, active, limit, pruned, now, source, '', 0, 0, 0}
   end
