@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test setup lint format docs docs-check mutants bench bench-dashboard bench-dashboard-cost bench-topologies bench-players clean
+.PHONY: run test setup lint format docs docs-check mutants bench bench-dashboard bench-dashboard-cost bench-topologies bench-players bench-webhooks clean
 
 $(INSTALLED): requirements.txt requirements-dev.txt
 	@echo "[make] setting up .venv: installing the pinned Python packages (about 1-2 minutes the first time, then only when requirements change)" >&2
@@ -51,7 +51,7 @@ test: setup lint docs-check
 	bash devtools/install_chromium.sh
 	bash devtools/install_deploy_tools.sh
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python -m devtools.with_redis $(BIN)/pytest -n $(TEST_WORKERS) --dist load
+	$(BIN)/python -m devtools.with_redis $(BIN)/python -m devtools.with_postgres $(BIN)/pytest -n $(TEST_WORKERS) --dist load
 
 # Style, and the layer rules of heartbeat/ (pyproject.toml's [tool.importlinter]); `make test` runs it first.
 lint: setup
@@ -93,6 +93,10 @@ bench-dashboard-cost: setup
 	$(BIN)/python -m bench.dashboard_cost $(ARGS)
 
 # One Redis against a Cluster, admissions per shard, memory, WAIT: redis-servers of its own (never the shared one).
+# Webhook delivery rate: real deliver_events processes to the shipped receiver (bench/webhook_delivery.py).
+bench-webhooks: setup
+	$(BIN)/python -m devtools.with_redis $(BIN)/python -m bench.webhook_delivery $(ARGS)
+
 bench-topologies: setup
 	$(BIN)/python -m bench.topologies $(ARGS)
 

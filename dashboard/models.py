@@ -16,6 +16,12 @@ class AuditRecord(models.Model):
         CLEAR_LIMIT = "clear_limit", "Cleared the limit override"
         BLOCK_NEW = "block_new", "Blocked new sessions"
         UNBLOCK_NEW = "unblock_new", "Lifted the block on new sessions"
+        # Webhook endpoints (webhooks/endpoints.py): the user id is empty, the detail names the endpoint.
+        WEBHOOK_ADD = "webhook_add", "Added a webhook endpoint"
+        WEBHOOK_CHANGE = "webhook_change", "Changed a webhook endpoint"
+        WEBHOOK_REMOVE = "webhook_remove", "Removed a webhook endpoint"
+        WEBHOOK_TEST = "webhook_test", "Sent a test event to a webhook endpoint"
+        WEBHOOK_RETRY = "webhook_retry", "Asked to send a dead letter again"
         APPLY_POLICY = "apply_policy", "Applied a limit policy version"
         MARK_NOT_SHARING = "mark_not_sharing", "Marked the account not sharing"
         CLEAR_NOT_SHARING = "clear_not_sharing", "Cleared the not-sharing mark"

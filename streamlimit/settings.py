@@ -157,6 +157,28 @@ EVENTS_MEMORY_BUDGET_MB = env_int("EVENTS_MEMORY_BUDGET_MB", 256, minimum=0, max
 # risk score reaches this (heartbeat/limiter/risk.py; docs/support/sharing.md). A signal, not proof.
 SHARING_FLAG_SCORE = env_int("SHARING_FLAG_SCORE", 60, minimum=1, maximum=100_000)
 
+# --- Webhooks (webhooks/, docs/operators/webhooks.md) ------------------------------------
+# An event not delivered to an endpoint this long after it happened goes to its dead letters.
+WEBHOOK_MAX_AGE_HOURS = env_float("WEBHOOK_MAX_AGE_HOURS", 24.0, minimum=0.0002, maximum=24.0 * 30)
+# Multiplies the retry schedule (webhooks/schedule.py); below 1 only for tests and demonstrations.
+WEBHOOK_RETRY_SCALE = env_float("WEBHOOK_RETRY_SCALE", 1.0, minimum=0.0001, maximum=100.0)
+# One request's connect and each read; also the longest a whole answer may take.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1, maximum=120.0)
+# The most bytes of an answer's body read; the rest is dropped with the connection.
+WEBHOOK_MAX_RESPONSE_BYTES = env_int("WEBHOOK_MAX_RESPONSE_BYTES", 65_536, minimum=0, maximum=16 * 1024 * 1024)
+# Loopback, private, link-local and reserved targets are refused unless this is on (tests, development).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env_bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", False)
+# Requests in flight at once per endpoint in each delivery worker (one account's events stay in order).
+WEBHOOK_CONCURRENCY = env_int("WEBHOOK_CONCURRENCY", 8, minimum=1, maximum=256)
+# A worker's claim on (endpoint, stream) lasts this long unless renewed; a crashed worker's
+# events move to another one after it.
+WEBHOOK_LEASE_SECONDS = env_float("WEBHOOK_LEASE_SECONDS", 30.0, minimum=1.0, maximum=600.0)
+if WEBHOOK_LEASE_SECONDS < 2 * WEBHOOK_TIMEOUT_SECONDS + 1:
+    raise ImproperlyConfigured(
+        f"WEBHOOK_LEASE_SECONDS ({WEBHOOK_LEASE_SECONDS}) must be at least twice WEBHOOK_TIMEOUT_SECONDS "
+        f"({WEBHOOK_TIMEOUT_SECONDS}) plus 1, or a slow round could outlive its lease and deliver twice"
+    )
+
 # --- Django ------------------------------------------------------------------
 DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
@@ -215,6 +237,7 @@ INSTALLED_APPS = [
     # Before the admin, so its admin/index.html (the dashboard link) wins.
     "dashboard",
     "demo",
+    "webhooks",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

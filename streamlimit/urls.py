@@ -26,6 +26,8 @@ urlpatterns = [
         SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api_docs/swagger_ui.html"),
         name="api-docs",
     ),
+    # Before dashboard/: the webhooks app's page lives in the dashboard's look (webhooks/views.py).
+    path("dashboard/webhooks/", include("webhooks.urls")),
     path("dashboard/", include("dashboard.urls")),
     # 404 unless STREAMLIMIT_DEMO is on.
     path("demo/", include("demo.urls")),

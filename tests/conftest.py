@@ -32,7 +32,12 @@ from heartbeat.store.connection import RedisTopology, cache_config
 from streamlimit.logging import SINK
 from tests import leftover_processes
 
-pytest_plugins = ["tests.topology_fixtures", "tests.browser_fixtures"]
+pytest_plugins = [
+    "tests.topology_fixtures",
+    "tests.browser_fixtures",
+    "tests.postgres_fixtures",
+    "tests.webhook_fixtures",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 MANUAL = ROOT / "docs" / "operators" / "commands.md"
 # The project's own apps; Django's and the libraries' commands are documented by them.
-PROJECT_APPS = ("dashboard", "heartbeat", "streamlimit")
+PROJECT_APPS = ("dashboard", "heartbeat", "streamlimit", "webhooks")
 # Every Django command has these; the manual does not repeat them.
 DJANGO_COMMON_FLAGS = {
     "--verbosity",

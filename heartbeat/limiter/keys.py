@@ -117,6 +117,13 @@ class ActivityShard:
         """
         return self.base + "events"
 
+    def webhook_lease(self, endpoint_id: int) -> str:
+        """STRING: the name of the delivery worker that delivers this stream to one webhook endpoint, expiring.
+
+        Under the shard's tag, beside the stream it guards (``webhooks/leases.py``).
+        """
+        return f"{self.base}webhook-lease:{endpoint_id}"
+
     def refusals(self, user_id: str) -> str:
         """LIST of an account's latest refusals (JSON), newest first, kept a day."""
         return f"{self.base}refusals:{user_id}"
@@ -184,6 +191,15 @@ class KeyLayout:
     def limit_overrides(self) -> str:
         """HASH user id -> limit override: a mirror of the per-user limit keys, for totals."""
         return self._global + "overrides"
+
+    def webhook_health(self, endpoint_id: int) -> str:
+        """HASH of one webhook endpoint's delivery health (last success, failures), written by the workers."""
+        return f"{self._global}webhook-health:{endpoint_id}"
+
+    @property
+    def webhook_workers(self) -> str:
+        """ZSET delivery worker name -> when it was last alive (ms): how many share the streams."""
+        return self._global + "webhook-workers"
 
     @property
     def policy_version(self) -> str:
