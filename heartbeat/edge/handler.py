@@ -21,6 +21,7 @@ from django.http import HttpRequest
 from django.urls import ResolverMatch, get_resolver, set_script_prefix
 
 from heartbeat.adapters.django import load_middleware_from
+from heartbeat.edge.middleware import LEAN_HEADERS_ATTRIBUTE
 from heartbeat.edge.request_body import read_chunked_body
 
 
@@ -37,12 +38,17 @@ class PlayerAPIHandler(WSGIHandler):
             response = self.get_response(request)
             if response.streaming:
                 return response  # closes itself, signal included; no player path streams
-            if not response.has_header("Content-Length"):
+            headers = [*response.items()]
+            # The request-log middleware's correlation id and player headers (heartbeat/edge/middleware.py).
+            lean_headers = getattr(response, LEAN_HEADERS_ATTRIBUTE, None)
+            if lean_headers is not None:
+                headers += lean_headers
+            if "Content-Length" not in response:
                 # As CommonMiddleware does on the full chain. Without a length
                 # gunicorn sends the body as a chunk and then an end-of-body
                 # chunk: one more write (a system call and a packet) per answer.
-                response.headers["Content-Length"] = str(len(response.content))
-            headers = [*response.items(), *(("Set-Cookie", c.output(header="")) for c in response.cookies.values())]
+                headers.append(("Content-Length", str(len(response.content))))
+            headers += [("Set-Cookie", c.output(header="")) for c in response.cookies.values()]
             start_response(f"{response.status_code} {response.reason_phrase}", headers)
             return [response.content]
         finally:

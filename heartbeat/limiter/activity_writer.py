@@ -13,7 +13,6 @@ dashboard a second of history, never a limit.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from itertools import zip_longest
@@ -77,7 +76,7 @@ class ActivityWriter:
         self.accounts_per_shard = analytics_accounts_per_shard(analytics_budget_mb, len(keys.shards))
         self.pending = ActivityBuffer()
         self._flush_lock = threading.Lock()
-        self._flusher_pid = 0
+        self._flusher_forks = -1  # FLUSHER.forks when this writer last registered
 
     def note(
         self,
@@ -91,10 +90,10 @@ class ActivityWriter:
     ) -> None:
         """Note one heartbeat for the next flush (see ``ActivityBuffer.note``)."""
         self.pending.note(user_id, session_id, heard_at_ms, at_limit=at_limit, new_session=new_session, refusal=refusal)
-        if self._flusher_pid != os.getpid():
+        if self._flusher_forks != FLUSHER.forks:
             # A forked worker has no flusher thread yet: register on its first heartbeat.
             FLUSHER.register(self, self.flush_seconds)
-            self._flusher_pid = os.getpid()
+            self._flusher_forks = FLUSHER.forks
 
     def discard(self, user_id: str, session_ids: list[str]) -> None:
         """Drop noted heartbeats of sessions that ended in this process before they were written."""
