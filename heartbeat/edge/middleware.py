@@ -33,28 +33,15 @@ _LEVELS = {2: logging.INFO, 4: logging.WARNING, 5: logging.ERROR}
 # not keep them, and a browser must not read them as anything but JSON.
 NOSNIFF = ("X-Content-Type-Options", "nosniff")
 NO_STORE = ("Cache-Control", "no-store")
-# The response attribute where the lean handler finds the headers it adds itself (see PlayerRequestLogMiddleware).
-LEAN_HEADERS_ATTRIBUTE = "streamlimit_player_headers"
+# The response attribute where the lean handler finds the correlation id of the
+# headers it adds itself (see PlayerRequestLogMiddleware).
+LEAN_HEADERS_ATTRIBUTE = "streamlimit_correlation_id"
 
 
 def add_player_headers(response: HttpResponse) -> None:
     """Add ``NOSNIFF`` and, unless the answer has its own, ``NO_STORE``."""
     response[NOSNIFF[0]] = NOSNIFF[1]
     response.setdefault(*NO_STORE)
-
-
-def player_headers(response: HttpResponse, correlation_id: str) -> list[tuple[str, str]] | None:
-    """The correlation id, ``NOSNIFF`` and ``NO_STORE`` as raw header pairs, in the order ``add_headers`` sets them.
-
-    None when the answer already has one of them (then they are set the usual
-    way, which replaces). The values need none of Django's header checks: the
-    id is a UUID or matched ``_SANE_ID``, the others are constants.
-    """
-    if CORRELATION_HEADER in response or NOSNIFF[0] in response:
-        return None
-    if NO_STORE[0] in response:
-        return [(CORRELATION_HEADER, correlation_id), NOSNIFF]
-    return [(CORRELATION_HEADER, correlation_id), NOSNIFF, NO_STORE]
 
 
 class RequestLogMiddleware(RequestMiddleware):
@@ -118,10 +105,11 @@ class PlayerRequestLogMiddleware(RequestLogMiddleware):
 
     ``streamlimit/wsgi.py`` sends only player paths to that handler, so the
     path is not checked a second time. The correlation id and the player
-    headers are handed to the lean handler as raw pairs, which it appends to
-    the answer's headers: setting them on the response runs Django's header
-    checks (encoding, line breaks) on constant strings, about 2% of a
-    heartbeat (bench/README.md). The answer's bytes are the same.
+    headers are left to the lean handler, which appends them as raw pairs to
+    the answer's headers (``heartbeat/edge/handler.py``): setting them on the
+    response runs Django's header checks (encoding, line breaks) on constant
+    strings, about 2% of a heartbeat (bench/README.md). The answer's bytes
+    are the same.
     """
 
     def __call__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]
@@ -129,9 +117,5 @@ class PlayerRequestLogMiddleware(RequestLogMiddleware):
 
     @staticmethod
     def add_headers(response: HttpResponse, correlation_id: str) -> None:
-        """Leave the headers to the lean handler (``LEAN_HEADERS_ATTRIBUTE``), unless the answer has one already."""
-        headers = player_headers(response, correlation_id)
-        if headers is None:
-            RequestLogMiddleware.add_headers(response, correlation_id)
-        else:
-            setattr(response, LEAN_HEADERS_ATTRIBUTE, headers)
+        """Leave the correlation id and the player headers to the lean handler (``LEAN_HEADERS_ATTRIBUTE``)."""
+        setattr(response, LEAN_HEADERS_ATTRIBUTE, correlation_id)
