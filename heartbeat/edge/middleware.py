@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import structlog
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
 from django_structlog.middlewares import RequestMiddleware
@@ -44,6 +45,18 @@ def add_player_headers(response: HttpResponse) -> None:
     response.setdefault(*NO_STORE)
 
 
+def logged_url(request: HttpRequest) -> str:
+    """``request.get_full_path()``, without escaping again the fixed paths of the player API.
+
+    Those are plain ASCII: escaped, a heartbeat's path is itself (escaping it
+    cost about 1% of a heartbeat).
+    """
+    path = request.path
+    if path in settings.PLAYER_API_PATHS and not request.META.get("QUERY_STRING"):
+        return path
+    return request.get_full_path()
+
+
 class RequestLogMiddleware(RequestMiddleware):
     """django-structlog's RequestMiddleware; player paths take ``log_player_request``."""
 
@@ -60,7 +73,7 @@ class RequestLogMiddleware(RequestMiddleware):
         """Bind the correlation id and URL, answer, log one line by outcome, echo the id."""
         correlation_id = correlation_id_for(request)
         request.correlation_id = correlation_id  # type: ignore[attr-defined]
-        structlog.contextvars.bind_contextvars(correlationId=correlation_id, url=request.get_full_path())
+        structlog.contextvars.bind_contextvars(correlationId=correlation_id, url=logged_url(request))
         try:
             try:
                 # The lean handler has no CommonMiddleware to check the Host
