@@ -26,14 +26,16 @@ class TrackedSocket:
     """A client socket that tells its ``ConnectionTracker`` while it waits for the client to send.
 
     Every other attribute is the socket's own; gunicorn reads the request
-    with ``recv`` only.
+    with ``recv`` only, and writes each answer with ``sendall``, bound here
+    once rather than looked up through ``__getattr__`` per answer.
     """
 
-    __slots__ = ("_sock", "_tracker", "idle", "shed")
+    __slots__ = ("_sock", "_tracker", "idle", "sendall", "shed")
 
     def __init__(self, sock: socket.socket, tracker: ConnectionTracker) -> None:
         self._sock = sock
         self._tracker = tracker
+        self.sendall = sock.sendall
         self.idle = True  # accepted, its request line not read yet
         self.shed = False
 

@@ -9,7 +9,7 @@ from django.http import HttpResponse
 from django.utils.log import log_response
 from prometheus_client import CollectorRegistry, Histogram
 
-from heartbeat.adapters.django import load_middleware_from, mark_response_logged
+from heartbeat.adapters.django import load_middleware_from, mark_response_logged, middleware_chain
 from heartbeat.adapters.prometheus import add_observations, histogram_bounds
 from heartbeat.adapters.stdlib_logging import skip_caller_lookup
 
@@ -59,7 +59,7 @@ def test_a_handler_builds_its_chain_from_the_list_it_is_given_and_settings_are_l
     load_middleware_from(handler, ["tests.test_adapters._Tag"])
     assert list(settings.MIDDLEWARE) == before
     # The chain is exactly the one middleware around Django's view call.
-    response = handler._middleware_chain(rf.get("/healthz"))
+    response = middleware_chain(handler)(rf.get("/healthz"))
     assert response["X-Tag"] == "yes"
 
 

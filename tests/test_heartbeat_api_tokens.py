@@ -139,6 +139,19 @@ def test_a_user_id_other_than_sub_is_403_token_mismatch(client: Client, redis_cl
 
 
 @pytest.mark.usefixtures("tokens_on")
+def test_a_token_already_verified_still_names_the_only_account_and_session_it_may_play(client: Client) -> None:
+    # The worker remembers verified tokens (heartbeat/limiter/tokens.py): the body is checked against them every time.
+    account_token, session_token = make_token("alice"), make_token("alice", sid="tv")
+    assert post(client, body(user="alice"), token=account_token).status_code == 200
+    assert post(client, body(user="alice", session="tv"), token=session_token).status_code == 200
+    for token, data in ((account_token, body(user="mallory")), (session_token, body(session="phone"))):
+        for url in (URL, STOP_URL):
+            response = post(client, data, url=url, token=token)
+            assert response.status_code == 403 and response.json()["code"] == "token_mismatch", (url, data)
+    assert post(client, body(user="alice", session="s1"), token=account_token).status_code == 200
+
+
+@pytest.mark.usefixtures("tokens_on")
 def test_a_session_id_other_than_sid_is_403_token_mismatch(client: Client, redis_client: Redis, key_prefix) -> None:
     token = make_token("alice", sid="tv")
     assert post(client, body(session="tv"), token=token).status_code == 200

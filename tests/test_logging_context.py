@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from django.test import RequestFactory
 
 from heartbeat.edge.logging_context import correlation_id_for, new_correlation_id
+from heartbeat.edge.middleware import logged_url
 
 
 def test_a_new_correlation_id_is_a_version_4_uuid_in_its_usual_text_form() -> None:
@@ -30,3 +32,9 @@ def test_the_callers_sane_id_is_kept_and_a_hostile_one_replaced() -> None:
     made_up = correlation_id_for(factory.get("/", HTTP_X_CORRELATION_ID="bad value\twith tab"))
     assert uuid.UUID(made_up).version == 4
     assert correlation_id_for(factory.get("/"), fresh_id="from-django-structlog") == "from-django-structlog"
+
+
+@pytest.mark.parametrize("path", ["/heartbeat", "/heartbeat?a=b c", "/heartbeat/x y", "/healthz?", "/sessions/é"])
+def test_the_logged_url_of_a_player_request_is_its_full_path(rf, path: str) -> None:
+    request = rf.get(path)
+    assert logged_url(request) == request.get_full_path()

@@ -302,6 +302,78 @@ def test_a_tampered_copy_of_a_verified_token_is_refused(verifier: TokenVerifier)
     assert reason_of(verifier, f"{header}.{forged_payload}.{signature}") == ("invalid_token", "signature")
 
 
+class Clock:
+    """A clock the test moves by hand (seconds since 1970)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_remembered_token_is_not_verified_again() -> None:
+    strict = TokenVerifier(TOKEN_SECRETS)
+    token = make_token("alice")
+    # The same claims object: the second use read the cache, not the signature.
+    assert strict.verify(token) is strict.verify(token)
+    assert TokenVerifier(TOKEN_SECRETS).verify(token) is not strict.verify(token)  # one cache per verifier
+
+
+def test_a_remembered_token_is_usable_until_exp_plus_the_leeway_and_no_longer() -> None:
+    clock = Clock()
+    strict = TokenVerifier(TOKEN_SECRETS, leeway_seconds=30, clock=clock)
+    token = make_token("alice", exp=int(clock.now) + 10)
+    assert strict.verify(token).user_id == "alice"
+    clock.now = int(clock.now) + 39.5  # past exp, within the leeway
+    assert strict.verify(token).user_id == "alice"
+    clock.now += 0.5  # exp + leeway: refused, as a token seen for the first time would be
+    assert reason_of(strict, token) == ("token_expired", "expired")
+    assert reason_of(TokenVerifier(TOKEN_SECRETS, leeway_seconds=30, clock=clock), token) == (
+        "token_expired",
+        "expired",
+    )
+
+
+def test_a_remembered_token_is_refused_before_nbf_minus_the_leeway() -> None:
+    clock = Clock()
+    strict = TokenVerifier(TOKEN_SECRETS, leeway_seconds=30, clock=clock)
+    start = int(clock.now)
+    token = make_token("alice", nbf=start + 20)
+    clock.now = start
+    assert strict.verify(token).user_id == "alice"  # within the leeway of its nbf
+    clock.now = start - 11  # a clock set back: nbf - leeway is now ahead
+    assert reason_of(strict, token) == ("invalid_token", "claims")
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [{"maxStreams": 51}, {"plan": "basic\u0000"}, {"sid": ""}, {"iat": "123"}, {"exp": 10**400}],
+)
+def test_a_token_refused_for_its_claims_is_refused_every_time(verifier: TokenVerifier, claims: dict) -> None:
+    token = make_token("alice", **claims)
+    assert reason_of(verifier, token) == ("invalid_token", "claims")
+    assert reason_of(verifier, token) == ("invalid_token", "claims")
+
+
+def test_a_token_remembered_by_a_lax_verifier_is_checked_by_a_strict_one() -> None:
+    # Settings changes build a new verifier (heartbeat/services.py): the cache goes with the old one.
+    token = make_token("alice")
+    assert TokenVerifier(TOKEN_SECRETS).verify(token).user_id == "alice"
+    assert reason_of(TokenVerifier(TOKEN_SECRETS, issuer="https://auth.example"), token) == ("invalid_token", "claims")
+
+
+def test_the_cache_is_bounded_and_forgets_the_oldest_token_first() -> None:
+    small = TokenVerifier(TOKEN_SECRETS, cache_size=3)
+    tokens = [make_token(f"user{n}") for n in range(4)]
+    first = [small.verify(token) for token in tokens]
+    # The fourth pushed the first out: it is verified again (a new claims object); the others are remembered.
+    assert small.verify(tokens[0]) is not first[0]
+    assert small.verify(tokens[0]) == first[0]
+    assert [small.verify(token) is claims for token, claims in zip(tokens[2:], first[2:], strict=True)] == [True, True]
+    assert small.verify(tokens[1]) is not first[1]  # pushed out when the first came back
+
+
 # --- Each failure's reason (the metric's label) and message (the player's log line) ------------
 
 

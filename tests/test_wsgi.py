@@ -31,7 +31,7 @@ def call(method: str, path: str, body: bytes = b"", **extra: str) -> tuple[str, 
     seen: dict[str, object] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> None:
-        seen["status"], seen["headers"] = status, dict(headers)
+        seen["status"], seen["headers"], seen["raw_headers"] = status, dict(headers), list(headers)
 
     result = application(environ, start_response)
     try:
@@ -39,7 +39,12 @@ def call(method: str, path: str, body: bytes = b"", **extra: str) -> tuple[str, 
     finally:
         if hasattr(result, "close"):
             result.close()
+    CALLS.append(seen)
     return seen["status"], seen["headers"], content  # type: ignore[return-value]
+
+
+# What start_response saw in each call() (the raw header list, duplicates and order included).
+CALLS: list[dict[str, object]] = []
 
 
 @pytest.fixture
@@ -140,6 +145,19 @@ def test_a_player_answer_carries_its_length(key_prefix) -> None:
     for method, path in [("POST", "/heartbeat"), ("GET", "/heartbeat"), ("POST", "/heartbeat//"), ("GET", "/healthz")]:
         _, headers, content = call(method, path, body)
         assert headers["Content-Length"] == str(len(content)), (method, path)
+
+
+def test_a_player_answer_carries_each_player_header_once_and_last(key_prefix) -> None:
+    # The lean handler appends them as raw pairs (heartbeat/edge/handler.py), in the order
+    # the request-log middleware sets them on the full handler.
+    body = json.dumps({"userId": "alice", "streamId": "movie", "sessionId": "tv"}).encode()
+    for method, path in [("POST", "/heartbeat"), ("GET", "/heartbeat"), ("POST", "/heartbeat//"), ("GET", "/healthz")]:
+        call(method, path, body, HTTP_X_CORRELATION_ID="id-1")
+        names = [name for name, _ in CALLS[-1]["raw_headers"]]  # type: ignore[union-attr]
+        assert len(names) == len({n.lower() for n in names}), (path, names)
+        tail = ["X-Correlation-ID", "X-Content-Type-Options", "Cache-Control", "Content-Length"]
+        assert names[-4:] == tail, (path, names)
+        assert CALLS[-1]["headers"]["X-Correlation-ID"] == "id-1"  # type: ignore[index]
 
 
 def test_the_player_handler_follows_a_changed_urlconf(key_prefix, settings) -> None:

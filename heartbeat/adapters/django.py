@@ -6,6 +6,9 @@
 - ``BaseHandler.load_middleware`` reads ``settings.MIDDLEWARE``: the lean
   handler builds its short chain by handing it another list while it runs
   (once, at start-up, before any request).
+- ``BaseHandler._middleware_chain``: the chain ``load_middleware`` built,
+  which the lean handler's ``get_response`` calls directly (Django's own
+  ``get_response`` would first store the URLconf in a thread-local).
 """
 
 from __future__ import annotations
@@ -30,3 +33,8 @@ def load_middleware_from(handler: BaseHandler, middleware: list[str], *, is_asyn
         BaseHandler.load_middleware(handler, is_async)
     finally:
         settings.MIDDLEWARE = full
+
+
+def middleware_chain(handler: BaseHandler) -> Any:
+    """The callable ``handler.load_middleware`` built: the middleware, then the view."""
+    return handler._middleware_chain

@@ -30,13 +30,14 @@ import functools
 import io
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import Any
 
 import gevent
 import orjson
 import structlog
+from gevent import getcurrent
 
 from streamlimit.idle_connections import CountReport
 
@@ -102,18 +103,26 @@ class BodyDeadlines:
         self.batch = batch
         self.pause = pause
         self.reading: dict[Any, float] = {}
-        self._watcher_pid = 0
+        self._watching = False
+        # A forked worker has no watcher yet: it starts one at its first body.
+        # (Not an os.getpid() check per body: on this VM a system call costs
+        # about a microsecond, more than the rest of this bookkeeping.)
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        self.reading = {}
+        self._watching = False
 
     def enter(self, seconds: float) -> None:
         """The current greenlet starts reading a body, due within ``seconds``."""
-        if self._watcher_pid != os.getpid():  # first request of this (forked) worker
-            self._watcher_pid = os.getpid()
+        if not self._watching:  # first body of this (forked) worker
+            self._watching = True
             gevent.spawn(self._watch)
-        self.reading[gevent.getcurrent()] = time.monotonic() + seconds
+        self.reading[getcurrent()] = monotonic() + seconds
 
     def leave(self) -> None:
         """The current greenlet is done reading (in time, or not)."""
-        self.reading.pop(gevent.getcurrent(), None)
+        self.reading.pop(getcurrent(), None)
 
     def due(self, now: float) -> list[tuple[Any, float]]:
         """Up to ``batch`` readers whose deadline has passed, the earliest first."""
@@ -128,7 +137,7 @@ class BodyDeadlines:
         hub = gevent.get_hub()
         while True:
             gevent.sleep(self.tick)
-            while late := self.due(time.monotonic()):
+            while late := self.due(monotonic()):
                 for glet, due in late:
                     # Thrown from the hub, once the greenlet is still waiting in its read.
                     hub.loop.run_callback(self._end_if_still_reading, glet, due)
@@ -144,33 +153,33 @@ class BodyDeadlines:
 DEADLINES = BodyDeadlines()
 
 
-def read_body_within(
-    environ: dict[str, Any], seconds: float, max_bytes: int, read_chunked: Callable[[dict[str, Any]], None]
+def read_declared_body_within(
+    environ: dict[str, Any], length: int, seconds: float, read_chunked: Callable[[dict[str, Any]], None] | None
 ) -> None:
-    """Read the request body into ``environ["wsgi.input"]`` within ``seconds``; raise ``BodyTimeoutError`` if not.
+    """Read ``length`` bytes of body into ``environ["wsgi.input"]`` within ``seconds``, or raise ``BodyTimeoutError``.
 
-    ``read_chunked`` reads a body sent without a length (it may be a no-op).
+    With ``read_chunked``, that reads the body instead (one sent chunked, without a length).
     Raises ``ConnectionResetError`` when the worker shed the connection while
     its body was awaited: nobody is left to answer.
     """
-    length = declared_length(environ)
-    chunked = not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    if not (0 < length <= max_bytes or chunked):
-        return
     DEADLINES.enter(seconds)
     try:
-        if chunked:
+        if read_chunked is not None:
             read_chunked(environ)
             return
         stream = environ["wsgi.input"]
-        parts, got = [], 0
-        while got < length:
-            part = stream.read(length - got)
-            if not part:
-                break  # the client closed early: the application sees a short body
-            parts.append(part)
-            got += len(part)
-        environ["wsgi.input"] = io.BytesIO(b"".join(parts))
+        # A heartbeat's body came in the packet of its headers: one read, no join.
+        body = stream.read(length)
+        if body and len(body) < length:
+            parts, got = [body], len(body)
+            while got < length:
+                part = stream.read(length - got)
+                if not part:
+                    break  # the client closed early: the application sees a short body
+                parts.append(part)
+                got += len(part)
+            body = b"".join(parts)
+        environ["wsgi.input"] = io.BytesIO(body)
     except OSError:
         environ["wsgi.input"] = io.BytesIO(b"")  # the client is gone; its answer will not arrive
     finally:
@@ -196,6 +205,22 @@ def close_after_answer(environ: dict[str, Any]) -> None:
         sock.shutdown(socket.SHUT_RD)
 
 
+def answer_timeout(environ: dict[str, Any], start_response: Callable[..., Any], seconds: float) -> Iterable[bytes]:
+    """The 408 for a body that did not arrive in time; the connection closes after it."""
+    close_after_answer(environ)
+    _TimeoutCount.total += 1
+    if count := _TimeoutCount.report.due(_TimeoutCount.total):
+        logger.warning(
+            "request body timed out",
+            requests=count,
+            lastPath=environ.get("PATH_INFO", "")[:200],
+            timeoutSeconds=seconds,
+        )
+    body = orjson.dumps(TIMEOUT_BODY)
+    start_response("408 Request Timeout", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 def with_body_deadline(
     app: Callable[..., Iterable[bytes]],
     seconds: Callable[[], float],
@@ -205,25 +230,20 @@ def with_body_deadline(
     """``app`` behind the body deadline (``seconds()`` is read per request, from the settings)."""
 
     def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        # This runs on every heartbeat: the common case (a body of a sane
+        # declared length) in few steps.
+        length = declared_length(environ)
+        if 0 < length <= max_bytes:
+            chunked = None
+        elif not length and "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            chunked = read_chunked
+        else:
+            return app(environ, start_response)
         if gevent_is_serving():
             try:
-                read_body_within(environ, seconds(), max_bytes, read_chunked)
+                read_declared_body_within(environ, length, seconds(), chunked)
             except BodyTimeoutError:
-                close_after_answer(environ)
-                _TimeoutCount.total += 1
-                if count := _TimeoutCount.report.due(_TimeoutCount.total):
-                    logger.warning(
-                        "request body timed out",
-                        requests=count,
-                        lastPath=environ.get("PATH_INFO", "")[:200],
-                        timeoutSeconds=seconds(),
-                    )
-                body = orjson.dumps(TIMEOUT_BODY)
-                start_response(
-                    "408 Request Timeout",
-                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
-                )
-                return [body]
+                return answer_timeout(environ, start_response, seconds())
         return app(environ, start_response)
 
     return application

@@ -154,7 +154,14 @@ class ActivityFlusher:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._interval = 1.0
+        # Forks of this process so far: what a writer compares on every heartbeat
+        # to know it must register again (cheaper than os.getpid(), a system call).
+        self.forks = 0
         atexit.register(self.flush_all)
+        os.register_at_fork(after_in_child=self._count_fork)
+
+    def _count_fork(self) -> None:
+        self.forks += 1
 
     def register(self, target: Flushable, interval: float) -> None:
         """Flush ``target`` every ``interval`` seconds (the shortest interval registered wins)."""

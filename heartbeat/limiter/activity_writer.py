@@ -19,7 +19,6 @@ trip per node.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 import time
 from itertools import zip_longest
@@ -99,7 +98,7 @@ class ActivityWriter:
         self._flush_lock = threading.Lock()
         # user id -> when this process last wrote its seen entries (SEEN_REFRESH_MS); the flusher's only.
         self._seen_written: dict[str, int] = {}
-        self._flusher_pid = 0
+        self._flusher_forks = -1  # FLUSHER.forks when this writer last registered
         # Monotonic time until which an empty batch still flushes (see EXPIRY_WATCH_MARGIN_SECONDS).
         self._watch_expiry_until = 0.0
 
@@ -132,10 +131,10 @@ class ActivityWriter:
         self.pending.note(
             user_id, session_id, heard_at_ms, at_limit=at_limit, new_session=new_session, refusal=refusal, event=event
         )
-        if self._flusher_pid != os.getpid():
+        if self._flusher_forks != FLUSHER.forks:
             # A forked worker has no flusher thread yet: register on its first heartbeat.
             FLUSHER.register(self, self.flush_seconds)
-            self._flusher_pid = os.getpid()
+            self._flusher_forks = FLUSHER.forks
 
     def discard(self, user_id: str, session_ids: list[str]) -> None:
         """Drop noted heartbeats of sessions that ended in this process before they were written."""

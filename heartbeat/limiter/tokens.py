@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ MIN_SECRET_BYTES = 32
 PUBLIC_KEY_ALGORITHMS = frozenset({"RS256", "ES256", "EdDSA"})
 # Verified tokens remembered per process (a player sends the same token every heartbeat).
 # About 9 MB per process at 20,000 (a token, its claims and two times: ~450 bytes).
+# Past it the oldest entry goes, one per new token.
 VERIFIED_CACHE_SIZE = 20_000
 # The time claims (RFC 7519's NumericDate), taken as whole seconds since 1970 up to the
 # last second of year 9999: a bigger number is no date, and would overflow a float.
@@ -162,6 +164,8 @@ class TokenVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway_seconds: int = 30,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys: dict[str, tuple[Any, list[str]]] = {
             kid: (secret.encode(), ["HS256"]) for kid, secret in hs256_keys.items()
@@ -173,8 +177,12 @@ class TokenVerifier:
         self.issuer = issuer or None
         self.audience = audience or None
         self.leeway_seconds = leeway_seconds
-        # token -> (claims, exp, nbf): the signature of an identical string needs no second check;
-        # the times still do, at every use.
+        self.cache_size = cache_size
+        self._clock = clock
+        # token -> (claims, usable from, usable until), the leeway included: the signature
+        # and the claims of an identical string need no second check; the times still do,
+        # at every use. What depends on the request (the body's userId and sessionId
+        # against sub and sid) is checked by the caller on every request, cached or not.
         self._verified: dict[str, tuple[PlaybackClaims, float, float]] = {}
 
     @property
@@ -198,21 +206,24 @@ class TokenVerifier:
             raise TokenError("invalid_token", "malformed", "The token must be a non-empty string.")
         known = self._verified.get(token)
         if known is not None:
-            claims, expires, not_before = known
-            now = time.time()
-            if now < expires + self.leeway_seconds and now >= not_before - self.leeway_seconds:
+            claims, usable_from, usable_until = known
+            if usable_from <= self._clock() < usable_until:
                 return claims
-            self._verified.pop(token, None)
+            self._verified.pop(token, None)  # expired (or not yet valid): verified afresh, and refused
         claims, payload = self._verify(token)
-        if len(self._verified) >= VERIFIED_CACHE_SIZE:
-            # Cheaper than LRU bookkeeping on every request; refilled by the next heartbeats.
-            self._verified.clear()
+        verified = self._verified
+        if len(verified) >= self.cache_size:
+            # The oldest entry: a dict keeps insertion order, so no LRU bookkeeping per request.
+            # (Forgiving: under gthread workers another thread may change the dict meanwhile.)
+            with contextlib.suppress(RuntimeError):
+                verified.pop(next(iter(verified), None), None)
         # Both are whole numbers within MAX_NUMERIC_DATE (see _check_times): exact as floats.
+        # The same bounds as _check_times: exp > now - leeway, nbf <= now + leeway.
         not_before = payload.get("nbf")
-        self._verified[token] = (
+        verified[token] = (
             claims,
-            float(payload["exp"]),
-            float(not_before) if not_before is not None else float("-inf"),
+            float(not_before) - self.leeway_seconds if not_before is not None else float("-inf"),
+            float(payload["exp"]) + self.leeway_seconds,
         )
         return claims
 
@@ -258,7 +269,7 @@ class TokenVerifier:
                     "claims",
                     f"The token's {name} must be a whole number of seconds since 1970 (a NumericDate up to year 9999).",
                 )
-        now = time.time()
+        now = self._clock()
         # The same comparisons as PyJWT's own, with the same words.
         if payload["exp"] <= now - self.leeway_seconds:
             raise TokenError("token_expired", "expired", "The token has expired: ask for a new one.")
