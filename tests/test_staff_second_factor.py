@@ -41,6 +41,10 @@ def test_the_support_lead_role_holds_change_policy() -> None:
         "change_policy",
         "mark_not_sharing",
         "view_auditrecord",
+        # The webhooks page: endpoints' health, and their dead letters with "retry".
+        "view_endpoint",
+        "view_deadletter",
+        "retry_deadletter",
     }
 
 

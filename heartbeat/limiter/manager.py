@@ -165,7 +165,9 @@ class StreamManager:
         self.new_sessions = NewSessionRate(client, self.keys, new_sessions_per_network_per_minute)
         # The policy document in force (the settings' own until an operator applies one).
         self.policy_store = PolicyStore(client, self.keys, on_applied=self._policy_applied)
-        self.policies = PolicyWatcher(self.policy_store, policy_from_settings(default_limit, self.plan_limits))
+        self.policies = PolicyWatcher(
+            self.policy_store, policy_from_settings(default_limit, self.plan_limits), breaker=breaker
+        )
         # EVENTS_ENABLED, EVENTS_RETENTION_HOURS: the event streams (heartbeat/limiter/event_log.py).
         self.events = EventLog(
             self.keys,

@@ -21,11 +21,14 @@ import orjson
 import structlog
 from redis import Redis
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.policy import Policy, parse_policy
 from heartbeat.limiter.scripts import APPLY_POLICY
+from heartbeat.store.breaker import BreakerState, CircuitBreaker, CircuitOpenError
 from heartbeat.store.cluster_scripts import script_runner_for
 from heartbeat.store.scripts import ScriptCall
 
@@ -168,11 +171,16 @@ class PolicyWatcher:
         *,
         check_seconds: float = POLICY_CHECK_SECONDS,
         on_change: Callable[[Policy], None] | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.store = store
         self.fallback = fallback
         self.check_seconds = check_seconds
         self.on_change = on_change
+        # The player path's breaker: while it is open, Redis is not asked (a stalled Redis would hold
+        # a heartbeat for a socket time-out every check) and the policy in force stays; a check that
+        # Redis does not answer counts as a failure, as the heartbeat's own call would.
+        self.breaker = breaker
         self._policy = fallback
         self._next_check = 0.0
         self._checked_once = False
@@ -181,6 +189,10 @@ class PolicyWatcher:
     def policy(self) -> Policy:
         """The policy in force (checked against Redis at most every ``check_seconds``)."""
         if not self._checked_once or time.monotonic() >= self._next_check:
+            if self.breaker is not None and self.breaker.state is BreakerState.OPEN:
+                if not self._checked_once:
+                    raise CircuitOpenError("redis circuit breaker open: the policy version is unknown")
+                return self._policy
             self.refresh()
         return self._policy
 
@@ -206,7 +218,9 @@ class PolicyWatcher:
                 if self.on_change:
                     self.on_change(self._policy)
             self._checked_once = True
-        except (RedisError, ValueError, KeyError):
+        except (RedisError, ValueError, KeyError) as error:
+            if self.breaker is not None and isinstance(error, (RedisConnectionError, RedisTimeoutError)):
+                self.breaker.record_failure()  # Redis did not answer: as a heartbeat's own call would count
             if not self._checked_once:
                 # Never decide by the settings while a document may be in force: the heartbeat fails
                 # as any Redis failure does (the breaker, fail-open), and the next one asks again.

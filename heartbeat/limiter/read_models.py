@@ -40,9 +40,10 @@ class SessionInfo:
         if packed is None and network is None:
             return self
         fields = (packed or "").split("\t")
-        if len(fields) != 6:
+        if len(fields) < 6:
             return dataclasses.replace(self, network=network or "")
-        device_class, device_id, quality, pool, slots, counted = fields
+        # admit.lua's order; a seventh field, the network the session started from, is not shown.
+        device_class, device_id, quality, pool, slots, counted = fields[:6]
         return dataclasses.replace(
             self,
             device_class=device_class,
