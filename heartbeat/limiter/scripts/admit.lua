@@ -96,6 +96,25 @@ if #stale > 0 then
   pruned = #stale
 end
 
+-- A refusal for a limit, with ARGV[8]: the account's live sessions after it (id, last heartbeat,
+-- stream, started, device name), the list the refusal was decided on. Expired sessions were
+-- pruned above: every one left is live.
+local function with_live_sessions(refusal)
+  if list_sessions then
+    local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    for i = 1, #live, 2 do
+      local sid = live[i]
+      local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
+      refusal[#refusal + 1] = sid
+      refusal[#refusal + 1] = live[i + 1]
+      refusal[#refusal + 1] = details[1] or ''
+      refusal[#refusal + 1] = details[2] or live[i + 1]
+      refusal[#refusal + 1] = details[3] or ''
+    end
+  end
+  return refusal
+end
+
 -- The heartbeat's own writes, whatever decided it: its time, its stream, what it asked for.
 local function record_heartbeat(now)
   redis.call('ZADD', KEYS[1], now, session_id)
@@ -192,20 +211,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
   local takeover_proof = ARGV[25] or ''
 
   local function refuse(rule, rule_limit, rule_active)
-    local refusal = {2, active, limit, pruned, now, source, rule, rule_limit, rule_active, 0}
-    if list_sessions then
-      local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-      for i = 1, #live, 2 do
-        local sid = live[i]
-        local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
-        refusal[#refusal + 1] = sid
-        refusal[#refusal + 1] = live[i + 1]
-        refusal[#refusal + 1] = details[1] or ''
-        refusal[#refusal + 1] = details[2] or live[i + 1]
-        refusal[#refusal + 1] = details[3] or ''
-      end
-    end
-    return refusal
+    return with_live_sessions({2, active, limit, pruned, now, source, rule, rule_limit, rule_active, 0})
   end
 
   -- The device, pool and network caps for a session of these inputs, over usage ``u``.
@@ -435,21 +441,7 @@ if not redis.call('ZSCORE', KEYS[1], session_id) then
   if active >= limit then
     if not replace_oldest then
       -- A live session is never displaced: a newcomer waits for a free slot.
-      local refusal = {2, active, limit, pruned, now, source}
-      if list_sessions then
-        -- Expired sessions were pruned above: every one left is live.
-        local live = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-        for i = 1, #live, 2 do
-          local sid = live[i]
-          local details = redis.call('HMGET', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid)
-          refusal[#refusal + 1] = sid
-          refusal[#refusal + 1] = live[i + 1]
-          refusal[#refusal + 1] = details[1] or ''
-          refusal[#refusal + 1] = details[2] or live[i + 1]
-          refusal[#refusal + 1] = details[3] or ''
-        end
-      end
-      return refusal
+      return with_live_sessions({2, active, limit, pruned, now, source})
     end
     -- The sessions that started first make room, as many as it takes (one,
     -- unless the limit was lowered), and are told so on their next heartbeat.
