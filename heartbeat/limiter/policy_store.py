@@ -199,16 +199,26 @@ class PolicyWatcher:
     def refresh(self) -> Policy:
         """Ask Redis for the version in force now, and load it when it changed.
 
-        Until the first check has answered, every caller waits for it: a new
-        process must not decide its first heartbeats by the settings while a
-        document is in force. After that a check never holds a heartbeat up:
-        the others decide by the policy in force meanwhile.
+        Until a first check has answered, every caller asks for itself, as its
+        heartbeat would wait on Redis anyway: a new process must not decide its
+        first heartbeats by the settings while a document is in force, nor line
+        its heartbeats up behind one check while Redis stalls. After that one
+        check at a time, and it never holds a heartbeat up: the others decide by
+        the policy in force meanwhile.
         """
-        if not self._lock.acquire(blocking=not self._checked_once):
+        if not self._checked_once:
+            return self._check()
+        if not self._lock.acquire(blocking=False):
             return self._policy
         try:
-            if self._checked_once and time.monotonic() < self._next_check:
-                return self._policy  # another thread checked while this one waited
+            if time.monotonic() < self._next_check:
+                return self._policy  # another thread checked meanwhile
+            return self._check()
+        finally:
+            self._lock.release()
+
+    def _check(self) -> Policy:
+        try:
             self._next_check = time.monotonic() + self.check_seconds
             version = self.store.current_version()
             if version != self._policy.version:
@@ -229,8 +239,6 @@ class PolicyWatcher:
             logger.warning(
                 "policy check failed, the version in force stays", version=self._policy.version, exc_info=True
             )
-        finally:
-            self._lock.release()
         return self._policy
 
 
