@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -47,6 +48,16 @@ def test_healthz_answers_fast_while_redis_is_paused_under_heartbeats(live_gunico
     body = {"userId": "paused", "streamId": "movie", "sessionId": "tv"}
     # The first request may wait for a worker to boot (seconds on a busy machine): a bound, not a speed.
     assert requests.post(f"{server.url}/heartbeat", json=body, timeout=60).status_code == 200
+    # Every worker reads the policy version in force once before Redis freezes (a worker that has
+    # never read it asks once, and its other heartbeats wait for that answer, not on Redis).
+    with ThreadPoolExecutor(8) as pool:
+        warm = list(
+            pool.map(
+                lambda i: requests.post(f"{server.url}/heartbeat", json={**body, "sessionId": f"w{i}"}, timeout=60),
+                range(16),
+            )
+        )
+    assert {r.status_code for r in warm} <= {200, 400}
     statuses: list[int] = []
 
     def heartbeat(i: int) -> None:

@@ -36,6 +36,8 @@ logger = structlog.get_logger(__name__)
 
 # How often a process asks which version is in force: "within 5 seconds" with room for a slow check.
 POLICY_CHECK_SECONDS = 2.0
+# After a first check failed, how long the other callers fail at once instead of asking again.
+FIRST_CHECK_RETRY_SECONDS = 0.25
 # A history longer than this is cut in the dashboard's list (every version stays stored).
 HISTORY_SHOWN = 100
 
@@ -184,6 +186,7 @@ class PolicyWatcher:
         self._policy = fallback
         self._next_check = 0.0
         self._checked_once = False
+        self._first_failed_until = 0.0
         self._lock = threading.Lock()
 
     def policy(self) -> Policy:
@@ -199,15 +202,25 @@ class PolicyWatcher:
     def refresh(self) -> Policy:
         """Ask Redis for the version in force now, and load it when it changed.
 
-        Until a first check has answered, every caller asks for itself, as its
-        heartbeat would wait on Redis anyway: a new process must not decide its
-        first heartbeats by the settings while a document is in force, nor line
-        its heartbeats up behind one check while Redis stalls. After that one
-        check at a time, and it never holds a heartbeat up: the others decide by
-        the policy in force meanwhile.
+        Until a first check has answered, callers wait for one check at a time
+        (a new process must not decide its first heartbeats by the settings while
+        a document is in force, and one GET, not one per heartbeat, keeps a
+        bounded connection pool free); when it fails, the callers waiting fail
+        at once for a moment instead of each waiting out its own time-out. After
+        that one check at a time, and it never holds a heartbeat up: the others
+        decide by the policy in force meanwhile.
         """
         if not self._checked_once:
-            return self._check()
+            with self._lock:
+                if self._checked_once:
+                    return self._policy  # another caller's check answered while this one waited
+                if time.monotonic() < self._first_failed_until:
+                    # Another caller's check failed a moment ago: fail at once rather than wait in turn
+                    # (counted by the breaker as the failure it stands for).
+                    if self.breaker is not None:
+                        self.breaker.record_failure()
+                    raise RedisConnectionError("the policy version could not be read from Redis a moment ago")
+                return self._check()
         if not self._lock.acquire(blocking=False):
             return self._policy
         try:
@@ -233,8 +246,9 @@ class PolicyWatcher:
                 self.breaker.record_failure()  # Redis did not answer: as a heartbeat's own call would count
             if not self._checked_once:
                 # Never decide by the settings while a document may be in force: the heartbeat fails
-                # as any Redis failure does (the breaker, fail-open), and the next one asks again.
+                # as any Redis failure does (the breaker, fail-open), and a later one asks again.
                 self._next_check = 0.0
+                self._first_failed_until = time.monotonic() + FIRST_CHECK_RETRY_SECONDS
                 raise
             logger.warning(
                 "policy check failed, the version in force stays", version=self._policy.version, exc_info=True
