@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import zip_longest
 from typing import Any
 
@@ -140,6 +142,18 @@ class ActivityWriter:
         """Drop noted heartbeats of sessions that ended in this process before they were written."""
         self.pending.discard([f"{user_id}\x00{s}" for s in session_ids])
 
+    @contextmanager
+    def earlier_events(self, user_id: str) -> Iterator[list[Event]]:
+        """The account's events this process has not written yet, for a write that must come after them.
+
+        Held until the caller's write is done: a flush in flight (the flusher
+        thread may have taken the account's ``session.started`` a moment ago)
+        lands first, and no flush starts until the caller has written, so an
+        account's events reach its stream in the order they happened.
+        """
+        with self._flush_lock:
+            yield self.pending.take_events(user_id)
+
     def flush_activity(self) -> int:
         """Write the activity noted since the last flush to the shared keys; return the sessions written.
 
@@ -192,14 +206,17 @@ class ActivityWriter:
                 )
                 for s in session_ids
             ]
-            events = [*self.pending.take_events(user_id), *ended]
-            calls.append(self.events.record_call(shard.events, (e.to_json() for e in events)))
         if evicted:
             # The API server's clock names the minute; a skewed clock only moves a
             # count into a neighbouring minute of the chart, never a limit.
             minute = self.keys.minute(int(time.time() // 60))
             calls.append(ScriptCall(RECORD_MINUTE, [minute], [0, 0, evicted, 0, MINUTE_KEY_TTL_SECONDS]))
-        self.request_scripts.run(calls)
+        if self.events is None or reason is None:
+            self.request_scripts.run(calls)
+            return
+        with self.earlier_events(user_id) as earlier:
+            events = (e.to_json() for e in (*earlier, *ended))
+            self.request_scripts.run([*calls, self.events.record_call(shard.events, events)])
 
     def _write(self, batch: ActivityBatch) -> int:
         """One round trip per node: ``record_activity`` and ``record_accounts`` on every shard, then the minute."""

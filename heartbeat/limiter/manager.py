@@ -24,7 +24,8 @@ from typing import Any
 
 import structlog
 from redis import Redis
-from redis.cluster import RedisCluster
+from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -34,7 +35,7 @@ from heartbeat.limiter.activity import Refusal
 from heartbeat.limiter.activity_writer import ActivityWriter
 from heartbeat.limiter.decisions import RuleHit, SessionInputs, rule_message
 from heartbeat.limiter.event_log import MS_PER_HOUR, EventLog
-from heartbeat.limiter.events import EndReason, Event, EventType, timestamp_of
+from heartbeat.limiter.events import EndReason, EventType, timestamp_of
 from heartbeat.limiter.ids import require_device_name, require_id
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.limits import LIMIT_POLICIES, MAX_BLOCK_SECONDS, check_limit
@@ -515,12 +516,8 @@ class StreamManager:
         # Without an override, what the latest heartbeat asked for (kept with the sessions) is the limit:
         # read in the same round trip.
         pipe.hmget(user.details, "limit", "limitSource")
-        if self.events.enabled:
-            data = {"userId": user_id, "override": limit, "by": actor}
-            self.events.add_now(
-                pipe, user_id, EventType.ACCOUNT_LIMIT_CHANGED, data, earlier=self._pending_events(user_id)
-            )
-        replies = pipe.execute()
+        data = {"userId": user_id, "override": limit, "by": actor}
+        replies = self._execute_with_event(pipe, user_id, EventType.ACCOUNT_LIMIT_CHANGED, data)
         asked, source = replies[2]
         logger.info("limit override set", userId=user_id, override=limit)
         return user_limit(limit, asked, source, self.default_limit)
@@ -577,10 +574,8 @@ class StreamManager:
         until = redis_now_ms(self.client) + seconds * 1000
         pipe = self.client.pipeline(transaction=False)
         pipe.set(self.keys.user(user_id).blocked, until, px=seconds * 1000)
-        if self.events.enabled:
-            data = {"userId": user_id, "seconds": seconds, "until": timestamp_of(until), "by": actor}
-            self.events.add_now(pipe, user_id, EventType.ACCOUNT_BLOCKED, data, earlier=self._pending_events(user_id))
-        pipe.execute()
+        data = {"userId": user_id, "seconds": seconds, "until": timestamp_of(until), "by": actor}
+        self._execute_with_event(pipe, user_id, EventType.ACCOUNT_BLOCKED, data)
         logger.info("new sessions blocked", userId=user_id, seconds=seconds)
         return ms_to_datetime(until)
 
@@ -590,10 +585,7 @@ class StreamManager:
         lifted = bool(self.client.delete(self.keys.user(user_id).blocked))
         if lifted and self.events.enabled:
             pipe = self.client.pipeline(transaction=False)
-            data = {"userId": user_id, "by": actor}
-            earlier = self._pending_events(user_id)
-            self.events.add_now(pipe, user_id, EventType.ACCOUNT_UNBLOCKED, data, earlier=earlier)
-            pipe.execute()
+            self._execute_with_event(pipe, user_id, EventType.ACCOUNT_UNBLOCKED, {"userId": user_id, "by": actor})
         logger.info("new sessions unblocked", userId=user_id, wasBlocked=lifted)
         return lifted
 
@@ -621,10 +613,7 @@ class StreamManager:
             return
         pipe = self.client.pipeline(transaction=False)
         data = {"userId": user_id, "score": score, "evidence": evidence}
-        self.events.add_now(
-            pipe, user_id, EventType.ACCOUNT_SHARING_FLAGGED, data, earlier=self._pending_events(user_id)
-        )
-        pipe.execute()
+        self._execute_with_event(pipe, user_id, EventType.ACCOUNT_SHARING_FLAGGED, data)
 
     def purge(self) -> int:
         """Delete every key under the prefix; returns how many were deleted."""
@@ -670,9 +659,19 @@ class StreamManager:
 
     # --- Internals -----------------------------------------------------------
 
-    def _pending_events(self, user_id: str) -> list[Event]:
-        """The account's events this process has not flushed yet, taken to be written before a staff action's."""
-        return self.activity.pending.take_events(user_id)
+    def _execute_with_event(
+        self, pipe: Pipeline | ClusterPipeline, user_id: str, type_: EventType, data: dict[str, Any]
+    ) -> list[Any]:
+        """Run a staff action's ``pipe`` with its event appended (nothing added with events off).
+
+        The account's events this process still holds go first, and no flush
+        runs meanwhile (``ActivityWriter.earlier_events``): its stream keeps them in order.
+        """
+        if not self.events.enabled:
+            return pipe.execute()
+        with self.activity.earlier_events(user_id) as earlier:
+            self.events.add_now(pipe, user_id, type_, data, earlier=earlier)
+            return pipe.execute()
 
     def _heartbeat_event_data(
         self,
