@@ -22,6 +22,11 @@ the attacker's connections for about a second (issue 19, measured with
 forms here instead, and starts the newest connections first: a probe that
 just connected is served within a turn, and the attacker's older connections
 wait, until shed past the cap without their request ever being read.
+
+It does so only under pressure (a quarter of the cap open): accepting 64 at a
+time otherwise gave one worker every connection that a proxy or a load test
+opens at once (16 of 16, two workers idle), which is why gunicorn accepts one
+at a time when it runs several workers.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class NewestFirstServer(StreamServer):
 
     accept_batch = 64
     starts_per_turn = 8
+    # Open connections (a share of the cap) from which a worker accepts in batches.
+    pressure_share = 0.25
 
     def __init__(self, *args: Any, tracker: ConnectionTracker, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -63,14 +70,15 @@ class NewestFirstServer(StreamServer):
         self._waiting: deque[tuple[TrackedSocket, Any]] = deque()
         self._starter: Any = None
 
-    def start(self) -> None:
-        """Start accepting; gunicorn's ``max_accept = 1`` (set with several workers) is replaced first."""
-        # One per turn kept the queue in the kernel, where it is served in order (see the module).
-        self.max_accept = self.accept_batch
-        super().start()
+    def under_pressure(self) -> bool:
+        """Whether to accept in batches: a quarter of the cap open (accepted ones not started yet included)."""
+        return len(self.tracker) >= self.tracker.cap * self.pressure_share
 
     def _do_read(self) -> None:
-        # gevent's accept loop, with each accepted connection collected instead of spawned.
+        # gevent's accept loop (it reads max_accept on each wake-up), with each accepted
+        # connection collected instead of spawned. One per wake-up otherwise: the kernel then
+        # hands the next connection to whichever worker wakes next, as gunicorn intends.
+        self.max_accept = self.accept_batch if self.under_pressure() else 1
         self._accepted = []
         try:
             super()._do_read()
