@@ -3,6 +3,7 @@
 Usage (it starts itself under valgrind; needs REDIS_URL, as ``make bench``)::
 
     .venv/bin/python -m devtools.with_redis .venv/bin/python -m bench.instructions [--requests 2000] [--tokens]
+        [--policy bench/family-policy.json]
 
 Throughput on this shared 2-core machine moves by a third between two runs
 minutes apart; the instructions a heartbeat executes do not. This drives
@@ -98,7 +99,7 @@ def _environ(body: bytes, token: str | None) -> dict[str, object]:
     return environ
 
 
-def _inside(requests: int, tokens: bool, counted: bool = True) -> int:
+def _inside(requests: int, tokens: bool, counted: bool = True, policy: str = "") -> int:
     from gevent import monkey
 
     monkey.patch_all()
@@ -136,8 +137,21 @@ def _inside(requests: int, tokens: bool, counted: bool = True) -> int:
     user_tokens = {user: issue_token("bench", SECRET, user, ttl_seconds=3600, now=time.time()) for user in sessions}
     full = [user for user, ids in sessions.items() if len(ids) == 3]
 
+    if policy:
+        # As `make bench`'s policy target: the document in force, and every body carrying the
+        # policy's inputs (one device per session, quality hd).
+        import json
+
+        from heartbeat.services import get_policy_store
+
+        with open(policy, encoding="utf-8") as document:
+            get_policy_store().apply(json.load(document), applied_by="bench", reason="instructions")
+
     def heartbeat(user: str, session: str) -> None:
-        body = b'{"userId":"%s","streamId":"movie","sessionId":"%s"}' % (user.encode(), session.encode())
+        body = b'{"userId":"%s","streamId":"movie","sessionId":"%s"' % (user.encode(), session.encode())
+        if policy:
+            body += b',"deviceClass":"tv","deviceId":"%s-%s","quality":"hd"' % (user.encode(), session.encode())
+        body += b"}"
         environ = _environ(body, user_tokens[user] if tokens else None)
         answer = application(environ, lambda status, headers, exc_info=None: None)
         b"".join(answer)
@@ -186,11 +200,21 @@ def main() -> int:
         action="store_true",
         help="no valgrind, nothing counted (to profile: py-spy record -- python -m bench.instructions --plain)",
     )
+    parser.add_argument(
+        "--policy", default="", metavar="FILE", help="a policy document in force (bench/family-policy.json)"
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside or args.plain:
-        return _inside(args.requests, args.tokens, counted=not args.plain)
-    return _run_under_valgrind(["--requests", str(args.requests), *(["--tokens"] if args.tokens else [])])
+        return _inside(args.requests, args.tokens, counted=not args.plain, policy=args.policy)
+    return _run_under_valgrind(
+        [
+            "--requests",
+            str(args.requests),
+            *(["--tokens"] if args.tokens else []),
+            *(["--policy", args.policy] if args.policy else []),
+        ]
+    )
 
 
 if __name__ == "__main__":
