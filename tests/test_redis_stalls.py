@@ -14,12 +14,14 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.scripts import ADMIT
+from heartbeat.store.breaker import BreakerState, CircuitBreaker
 from tests.tcp_state import wait_for
 from tests.test_probes_and_metrics import metric
 
@@ -219,3 +221,26 @@ def test_check_service_fails_with_the_reason_when_redis_refuses_writes(own_redis
     redis.client().config_set("maxmemory", 1)
     with pytest.raises(CommandError, match=r"not ready: Redis refuses the heartbeat.s writes: .*maxmemory"):
         call_command("check_service")
+
+
+def test_a_heartbeat_whose_policy_check_falls_due_while_redis_is_down_is_one_failure(own_redis, key_prefix) -> None:
+    # The check of the policy version (every POLICY_CHECK_SECONDS) and the admission script were
+    # counted as two failures: a heartbeat opened a breaker of three a failure early.
+    redis = own_redis()
+    breaker = CircuitBreaker(failure_threshold=2, open_seconds=60)
+    manager = StreamManager(
+        redis.client(socket_timeout=0.5),
+        key_prefix=key_prefix,
+        default_limit=3,
+        session_ttl_seconds=40,
+        eviction_cooldown_seconds=300,
+        breaker=breaker,
+    )
+    manager.policies.check_seconds = 0  # every heartbeat's check is due
+    assert manager.admit("alice", "movie", "tv").allowed
+    redis.stop()
+    with pytest.raises(RedisConnectionError):
+        manager.admit("alice", "movie", "tv")
+    assert breaker.state is BreakerState.CLOSED  # one failure of two
+    redis.start()  # a new, empty Redis
+    assert manager.admit("alice", "movie", "tv").allowed

@@ -163,7 +163,8 @@ class PolicyWatcher:
     ``POLICY_CHECK_SECONDS`` one call asks Redis for the version number (one
     GET) and loads the document when it changed. A failed check keeps the
     policy in force and tries again at the next interval: a policy is never
-    dropped because Redis blinked.
+    dropped because Redis blinked (a check Redis does not answer fails its
+    heartbeat, as the heartbeat's own call would have).
     """
 
     def __init__(
@@ -180,8 +181,10 @@ class PolicyWatcher:
         self.check_seconds = check_seconds
         self.on_change = on_change
         # The player path's breaker: while it is open, Redis is not asked (a stalled Redis would hold
-        # a heartbeat for a socket time-out every check) and the policy in force stays; a check that
-        # Redis does not answer counts as a failure, as the heartbeat's own call would.
+        # a heartbeat for a socket time-out every check) and the policy in force stays. A check that
+        # Redis does not answer fails its heartbeat at once, counted as the one failure the
+        # heartbeat's own call would have been: it neither waits out a second time-out nor counts
+        # twice (a check and then the call opened the breaker a failure early).
         self.breaker = breaker
         self._policy = fallback
         self._next_check = 0.0
@@ -242,13 +245,16 @@ class PolicyWatcher:
                     self.on_change(self._policy)
             self._checked_once = True
         except (RedisError, ValueError, KeyError) as error:
-            if self.breaker is not None and isinstance(error, (RedisConnectionError, RedisTimeoutError)):
-                self.breaker.record_failure()  # Redis did not answer: as a heartbeat's own call would count
+            unanswered = isinstance(error, (RedisConnectionError, RedisTimeoutError))
+            if unanswered and self.breaker is not None:
+                self.breaker.record_failure()
             if not self._checked_once:
                 # Never decide by the settings while a document may be in force: the heartbeat fails
                 # as any Redis failure does (the breaker, fail-open), and a later one asks again.
                 self._next_check = 0.0
                 self._first_failed_until = time.monotonic() + FIRST_CHECK_RETRY_SECONDS
+                raise
+            if unanswered:
                 raise
             logger.warning(
                 "policy check failed, the version in force stays", version=self._policy.version, exc_info=True
