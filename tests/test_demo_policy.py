@@ -18,29 +18,13 @@ import pytest
 
 from heartbeat.services import get_live_state, get_policy_store
 from tests.conftest import needs_chromium
+from tests.policies import DEVICE_LABELS, issue_example
 from tests.test_demo_browser import FAST_SERVICE, wait_until
 
 pytestmark = [pytest.mark.browser, needs_chromium]
 
 # The issue's policy, with the names viewers read for the device classes.
-FAMILY_POLICY = {
-    "default": {"maxStreams": 3},
-    "plans": {
-        "basic": {"maxStreams": 1},
-        "family": {
-            "maxStreams": 4,
-            "devices": {"mobile": 2, "tv": 3},
-            "pools": {"live": 1},
-            "weights": {"uhd": 2},
-            "maxNetworks": 2,
-            "networkRule": "block",
-        },
-    },
-    "streams": {"live": ["live-*"], "free": ["trailer-*", "preview-*"]},
-    "uncountedPools": ["free"],
-    "sameDeviceTakeover": True,
-    "deviceLabels": {"mobile": "phones", "tv": "TVs"},
-}
+FAMILY_POLICY = issue_example(deviceLabels=DEVICE_LABELS)
 ACCOUNT = "household-20"
 
 PAGE_ERRORS: list[str] = []

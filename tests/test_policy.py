@@ -19,24 +19,9 @@ from heartbeat.limiter.policy import (
 )
 from heartbeat.limiter.policy_store import PolicyConflictError, PolicyStore, PolicyWatcher, describe_version
 from heartbeat.limiter.policy_text import MAX_POLICY_BYTES, check_policy_text, load_policy_json, unified_diff
+from tests.policies import issue_example
 
-FAMILY = {
-    "default": {"maxStreams": 3},
-    "plans": {
-        "basic": {"maxStreams": 1},
-        "family": {
-            "maxStreams": 4,
-            "devices": {"mobile": 2, "tv": 3},
-            "pools": {"live": 1},
-            "weights": {"uhd": 2},
-            "maxNetworks": 2,
-            "networkRule": "block",
-        },
-    },
-    "streams": {"live": ["live-*"], "free": ["trailer-*", "preview-*"]},
-    "uncountedPools": ["free"],
-    "sameDeviceTakeover": True,
-}
+FAMILY = issue_example()
 
 
 def errors_of(document: object) -> list[str]:

@@ -22,26 +22,11 @@ from heartbeat.limiter.policy_store import PolicyStore, PolicyWatcher
 from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.services import get_policy_store
 from tests.conftest import make_token
+from tests.policies import DEVICE_LABELS, issue_example
 
-FAMILY_POLICY: dict[str, Any] = {
-    "default": {"maxStreams": 3},
-    "plans": {
-        "basic": {"maxStreams": 1},
-        "family": {
-            "maxStreams": 4,
-            "devices": {"mobile": 2, "tv": 3},
-            "pools": {"live": 1},
-            "weights": {"uhd": 2},
-            "maxNetworks": 2,
-            "networkRule": "block",
-        },
-        "flagged": {"maxStreams": 4, "maxNetworks": 1, "networkRule": "flag"},
-    },
-    "streams": {"live": ["live-*"], "free": ["trailer-*", "preview-*"]},
-    "uncountedPools": ["free"],
-    "sameDeviceTakeover": True,
-    "deviceLabels": {"mobile": "phones", "tv": "TVs"},
-}
+FAMILY_POLICY = issue_example(
+    plans={"flagged": {"maxStreams": 4, "maxNetworks": 1, "networkRule": "flag"}}, deviceLabels=DEVICE_LABELS
+)
 HOME = "192.0.2.0/24"
 
 
