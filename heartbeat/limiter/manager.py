@@ -323,21 +323,6 @@ class StreamManager:
         )
         if by_policy:
             self._count_policy_decision(result, flags)
-        policy_event_data: dict[str, Any] = {}
-        if self.events.enabled and (result.new_session or not result.allowed):
-            policy_event_data = {"plan": plan, "replaces": inputs.replaces if inputs else ""}
-            if inputs is not None:
-                policy_event_data |= {
-                    "deviceClass": inputs.device_class,
-                    "deviceId": inputs.device_id,
-                    "quality": inputs.quality,
-                }
-            if by_policy:
-                policy_event_data["pool"] = (inputs.pool if inputs else "") or policy.pool_of(stream_id)
-            if rule is not None:
-                policy_event_data |= {"rule": rule.name, "decisionId": result.decision_id}
-            # Only what this heartbeat said or was decided by: no empty fields.
-            policy_event_data = {k: v for k, v in policy_event_data.items() if v}
         for reason in (EndReason.REPLACED, EndReason.HANDED_OFF):
             if ids := [sid for sid, why in ended if why == reason.value]:
                 self.activity.forget(
@@ -363,7 +348,16 @@ class StreamManager:
                 result.decision_id or "",
             ),
             event_data=self._heartbeat_event_data(
-                result, user_id, session_id, stream_id, device_name, network, **policy_event_data
+                result,
+                user_id,
+                session_id,
+                stream_id,
+                device_name,
+                network,
+                plan=plan,
+                inputs=inputs,
+                policy=policy if by_policy else None,
+                rule=rule,
             ),
         )
         if pruned:
@@ -681,12 +675,19 @@ class StreamManager:
         stream_id: str,
         device_name: str | None,
         network: str,
-        **inputs: Any,
+        *,
+        plan: str | None,
+        inputs: SessionInputs | None,
+        policy: Policy | None,
+        rule: RuleHit | None,
     ) -> dict[str, Any] | None:
         """The data of a heartbeat's event: a new session's or a refusal's (None for a repeat, or events off).
 
-        The inputs the answer was decided on, never a token; ``inputs`` (the
-        policy's rule, device class, pool...) are added as they are.
+        The inputs the answer was decided on, never a token: the ids, the
+        device and network, the plan, the policy's inputs (device class, id,
+        quality, a hand-off's ``replaces``), the pool when a ``policy`` decided,
+        and the rule that refused. Only what this heartbeat said or was decided
+        by: no empty fields.
         """
         if not self.events.enabled or not (result.new_session or not result.allowed):
             return None
@@ -702,7 +703,19 @@ class StreamManager:
         }
         if not result.allowed:
             data["code"] = ROWS[result.outcome].api_code
-        data.update(inputs)
+        decided_by: dict[str, Any] = {"plan": plan}
+        if policy is not None:
+            decided_by["pool"] = (inputs.pool if inputs else "") or policy.pool_of(stream_id)
+        if inputs is not None:
+            decided_by |= {
+                "replaces": inputs.replaces,
+                "deviceClass": inputs.device_class,
+                "deviceId": inputs.device_id,
+                "quality": inputs.quality,
+            }
+        if rule is not None:
+            decided_by |= {"rule": rule.name, "decisionId": result.decision_id}
+        data.update((key, value) for key, value in decided_by.items() if value)
         return data
 
     def _run(self, script: LuaScript, keys: list[str], args: list[Any]) -> Any:
