@@ -44,6 +44,7 @@ def test_a_worker_taking_over_continues_the_retry_schedule_and_dead_letters_coun
         "both workers holding streams",
     )
     before = site.write_events([f"acct-{n}" for n in range(10)], 3)
+    wait_for(lambda: set(receiver.ids()) >= {event.id for event in before}, 30, "the healthy accounts' events")
     (failing,) = site.write_events(["acct-down"], 1)
     wait_for(lambda: receiver.ids().count(failing.id) >= 3, 30, "three failed attempts")
     wait_for(
@@ -52,7 +53,6 @@ def test_a_worker_taking_over_continues_the_retry_schedule_and_dead_letters_coun
         "three attempts kept in Redis",
     )
     assert receiver.ids().count(failing.id) == 3  # the 4th is not due yet
-    wait_for(lambda: set(receiver.ids()) >= {event.id for event in before}, 30, "the healthy accounts' events")
 
     holder = held_by(redis_client, site.layout, endpoint_id, "acct-down")
     survivor = next(name for name in workers if name != holder)
