@@ -22,9 +22,11 @@ setup: $(INSTALLED)
 run: setup
 	@# A second `make run` (or anything else on the port) stops here, with one line, before any set-up.
 	@$(BIN)/python -m devtools.port_check
-	@echo "[make run] migrating the database and collecting static files" >&2
+	@echo "[make run] collecting static files and migrating the database" >&2
+	@# Static files first, without the checks: else a fresh clone's first run warns (twice) that they are not
+	@# collected, the one thing this step is about to do (streamlimit/static_check.py); migrate then checks all.
+	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0 --skip-checks
 	@$(BIN)/python manage.py migrate --noinput --verbosity 0
-	@$(BIN)/python manage.py collectstatic --noinput --verbosity 0
 	@# Without keys of your own, a development key (var/dev_token_key) and tokens are optional: the
 	@# demo's tokens show an account's screens, and requests without a token still work. (gunicorn
 	@# refuses to start without keys unless PLAYER_AUTH=anonymous: streamlimit/player_auth.py.)

@@ -77,3 +77,11 @@ def test_a_crossing_of_the_flag_score_is_reported_once_until_the_score_falls_bac
     top, scored_at = store.top()
     assert [(r.user_id, r.score) for r in top] == [("shared", 82)] and scored_at == T0 + 3
     assert top[0].evidence[0] == "5 networks in 7 days"
+
+
+def test_one_refusal_or_takeover_is_said_in_the_singular() -> None:
+    events = [started(0, "one", "a", "192.0.2.0/24"), refused(10, "one", "b"), ended(20, "one", "a", "replaced")]
+    assert score_accounts(events)[0].evidence == [
+        "1 session refused for a limit",
+        "1 session replaced or handed off",
+    ]

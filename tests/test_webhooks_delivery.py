@@ -112,9 +112,12 @@ def test_a_hanging_receiver_does_not_hold_back_another_endpoint(sqlite_database,
     site = deployment(sqlite_database, WEBHOOK_TIMEOUT_SECONDS="10", WEBHOOK_LEASE_SECONDS="30")
     hanging = receivers(secret, mode="hang")
     healthy = receivers(secret)
-    site.add_endpoint(hanging.url, secret)
-    site.add_endpoint(healthy.url, secret)
+    endpoint_ids = [site.add_endpoint(hanging.url, secret), site.add_endpoint(healthy.url, secret)]
     site.start_worker("w1")
+    # The worker up and holding every stream of both endpoints first: the 8 s below are for delivery, not for
+    # starting a process (which alone can take that long on a loaded machine).
+    leases = [shard.webhook_lease(endpoint_id) for endpoint_id in endpoint_ids for shard in site.layout.shards]
+    wait_for(lambda: site.redis.exists(*leases) == len(leases), 60, "the worker holding every stream")
     written = site.write_events([f"acct-{n}" for n in range(10)], 3)
     # Within the 10 s the hanging endpoint holds its requests, the other got everything.
     wait_for(lambda: len(set(healthy.ids())) == len(written), 8, "the healthy endpoint's events")

@@ -46,6 +46,14 @@ class Arrival:
     verified: bool
 
 
+def account_of(body: bytes) -> str:
+    """The ``data.userId`` of an event body ("" when there is none)."""
+    try:
+        return str(orjson.loads(body)["data"]["userId"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return ""
+
+
 @dataclass
 class Receiver:
     """A real HTTP server on loopback that records what arrives and answers as ``mode`` says.
@@ -54,10 +62,12 @@ class Receiver:
     ``garbage`` (bytes that are not HTTP), ``big`` (200 with a 10 MB body),
     ``redirect`` (302 to ``redirect_to``), ``slow`` (204 after ``delay`` s).
     ``stop()`` closes the port (connections refused); ``start()`` opens it again.
+    Whatever the mode, events of the accounts in ``failing`` are answered 500.
     """
 
     secret: str
     mode: str = "ok"
+    failing: frozenset[str] = frozenset()
     delay: float = 0.0
     redirect_to: str = ""
     port: int = field(default_factory=free_port)
@@ -104,7 +114,9 @@ class Receiver:
                 if mode == "slow":
                     time.sleep(receiver.delay)
                 status, extra, payload = 204, {}, b""
-                if mode.startswith("status:"):
+                if receiver.failing and account_of(body) in receiver.failing:
+                    status = 500
+                elif mode.startswith("status:"):
                     status = int(mode.split(":", 1)[1])
                 elif mode == "big":
                     status, payload = 200, b"x" * (10 * 1024 * 1024)

@@ -12,7 +12,11 @@ pending and the next holder of the lease claims them (``XAUTOCLAIM``).
 
 A failed event waits for its retry (``webhooks/schedule.py``) and holds back the
 later events of its account for that endpoint (in order, per account); other
-accounts go on.
+accounts go on. Its failed attempts and the time its next one is due are kept in
+Redis beside the stream (``webhooks/retries.py``), so a worker that takes the
+stream over (the holder stopped, crashed or was killed) continues the same
+schedule: the event goes to the dead letters after WEBHOOK_MAX_AGE_HOURS, with
+every attempt counted, whichever workers made them.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import structlog
 from django.db import close_old_connections, connection
+from django.db.models import Q
 from django.utils import timezone
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -39,6 +44,7 @@ from webhooks import metrics
 from webhooks.health import read_health, record_round
 from webhooks.leases import Leases
 from webhooks.models import DeadLetter, Endpoint
+from webhooks.retries import RetryBook, RetryState
 from webhooks.schedule import delay_after
 from webhooks.sending import send_once
 from webhooks.signing import Signer
@@ -122,19 +128,11 @@ class Entry:
 
 
 @dataclass
-class RetryState:
-    """The failed attempts of one pending entry, in this worker's memory (a new holder starts again)."""
-
-    attempts: int = 0
-    next_at: float = 0.0  # time.monotonic()
-    last_error: str = ""
-
-
-@dataclass
 class AccountOutcome:
     """What one account's turn in a round came to."""
 
     acked: list[tuple[int, str]] = field(default_factory=list)  # (shard, entry id)
+    waiting: list[tuple[int, str, RetryState]] = field(default_factory=list)  # failed, to be tried again
     dead: list[tuple[Entry, RetryState]] = field(default_factory=list)
     delivered: int = 0
     failed: int = 0
@@ -164,7 +162,10 @@ class EndpointRunner(threading.Thread):
         self.group = group_name(endpoint.pk)
         self.created_ms = int(endpoint.created_at.timestamp() * 1000)
         self.held: dict[int, float] = {}  # shard -> when its lease was last renewed (monotonic)
+        # The retry states of the held streams: Redis' (RetryBook), read when a stream is taken over, then
+        # written through; between take-overs this runner is the only writer of its held streams' states.
         self.retries: dict[tuple[int, str], RetryState] = {}
+        self.book = RetryBook(client, layout, endpoint.pk, conf.max_age_seconds + conf.lease_seconds)
         self.signer = Signer(endpoint.secrets())
         self.pool = ThreadPoolExecutor(conf.concurrency, thread_name_prefix=f"webhook-{endpoint.pk}")
         self.local = threading.local()
@@ -218,7 +219,7 @@ class EndpointRunner(threading.Thread):
                 else:
                     del self.held[number]
         for key in [key for key in self.retries if key[0] not in self.held]:
-            del self.retries[key]  # a stream handed over: its next holder starts its own count
+            del self.retries[key]  # a stream handed over: its next holder reads the states from Redis
         share = self.leases.share(self.workers)
         while len(self.held) > share:  # more workers now: hand the extra streams over
             number = max(self.held)
@@ -241,6 +242,9 @@ class EndpointRunner(threading.Thread):
             cursor = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             if cursor == "0-0":
                 break
+        now_ms = int(time.time() * 1000)
+        for entry_id, state in self.book.load(number, now_ms).items():
+            self.retries[(number, entry_id)] = state
         # Consumers that left (a new name per process) and hold nothing: forget them, so the list stays short.
         for consumer in self.client.xinfo_consumers(stream, self.group):
             name = consumer["name"].decode() if isinstance(consumer["name"], bytes) else str(consumer["name"])
@@ -301,7 +305,11 @@ class EndpointRunner(threading.Thread):
                 continue
             state = self.retries.get((entry.shard, entry.entry_id))
             now = time.monotonic()
-            if (state is not None and state.next_at > now) or now > deadline or self.stopping.is_set():
+            if (
+                (state is not None and state.next_at_ms > time.time() * 1000)
+                or now > deadline
+                or self.stopping.is_set()
+            ):
                 break
             if state is None:
                 metrics.EMITTED.labels(entry.event_type, self.label).inc()
@@ -310,27 +318,25 @@ class EndpointRunner(threading.Thread):
                 metrics.DELIVERED.labels(entry.event_type, self.label).inc()
                 if answer.truncated:
                     metrics.TRUNCATED.labels(self.label).inc()
-                self.retries.pop((entry.shard, entry.entry_id), None)
                 outcome.acked.append((entry.shard, entry.entry_id))
                 outcome.delivered += 1
                 continue
             metrics.FAILED.labels(entry.event_type, self.label, answer.reason).inc()
             if answer.truncated:
                 metrics.TRUNCATED.labels(self.label).inc()
-            state = state or RetryState()
+            state = RetryState(state.attempts if state else 0)  # a new object: _finish writes it to Redis
             state.attempts += 1
             state.last_error = f"{answer.reason}: {answer.detail}"[:300]
             wait = delay_after(state.attempts, self.conf.retry_scale)
             outcome.failed += 1
             outcome.last_error = state.last_error
             if time.time() + wait - entry.at_ms / 1000 > self.conf.max_age_seconds:
-                self.retries.pop((entry.shard, entry.entry_id), None)
                 outcome.dead.append((entry, state))
                 outcome.acked.append((entry.shard, entry.entry_id))
                 metrics.DEAD.labels(entry.event_type, self.label).inc()
                 continue  # the account's next events go on
-            state.next_at = time.monotonic() + wait
-            self.retries[(entry.shard, entry.entry_id)] = state
+            state.next_at_ms = int((time.time() + wait) * 1000)
+            outcome.waiting.append((entry.shard, entry.entry_id, state))
             break
         return outcome
 
@@ -341,18 +347,34 @@ class EndpointRunner(threading.Thread):
         return self._poster().post(entry.body, self.signer.headers(entry.event_id, entry.body))
 
     def _finish(self, outcomes: list[AccountOutcome]) -> None:
-        """Dead letters first (in the database), then the acknowledgements, then the health."""
+        """Dead letters first (in the database), then the acknowledgements and retry states, then the health.
+
+        The states go with the ``XACK`` in one pipeline: a worker killed before it
+        loses the attempts of this round only (the event is sent again, at-least-once).
+        """
         dead = [pair for outcome in outcomes for pair in outcome.dead]
         if dead:
             self._write_dead_letters(dead)
         acked: dict[int, list[str]] = defaultdict(list)
+        forgotten: dict[int, list[str]] = defaultdict(list)
         for outcome in outcomes:
             for number, entry_id in outcome.acked:
                 acked[number].append(entry_id)
+                if self.retries.pop((number, entry_id), None) is not None:
+                    forgotten[number].append(entry_id)
+        waiting: dict[int, dict[str, RetryState]] = defaultdict(dict)
+        for outcome in outcomes:
+            for number, entry_id, state in outcome.waiting:
+                waiting[number][entry_id] = state
+                self.retries[(number, entry_id)] = state
         pipe = self.client.pipeline(transaction=False)
         for number, entry_ids in acked.items():
             pipe.xack(self.layout.shards[number].events, self.group, *entry_ids)
-        pipe.execute()
+            self.book.forget(pipe, number, forgotten[number])
+        for number, states in waiting.items():
+            self.book.save(pipe, number, states)
+        if len(pipe):
+            pipe.execute()
         delivered = sum(outcome.delivered for outcome in outcomes)
         failed = sum(outcome.failed for outcome in outcomes)
         error = next((outcome.last_error for outcome in outcomes if outcome.last_error), "")
@@ -379,18 +401,38 @@ class EndpointRunner(threading.Thread):
 
     # --- dead letters staff asked to send again ------------------------------------------
 
+    def _claimable(self) -> Q:
+        """Dead letters no live worker holds: never claimed, or claimed longer ago than a lease.
+
+        A claim without a time (made by a worker of an earlier version) counts as expired.
+        """
+        expired = timezone.now() - timedelta(seconds=self.conf.lease_seconds)
+        return Q(retry_claimed_by="") | Q(retry_claimed_at__isnull=True) | Q(retry_claimed_at__lt=expired)
+
     def _serve_retry_requests(self) -> None:
+        """Send the dead letters staff asked to retry, each claimed by one worker for a lease.
+
+        A claim (``retry_claimed_by``, ``retry_claimed_at``) lasts WEBHOOK_LEASE_SECONDS, longer
+        than one send may take (the settings hold it above twice WEBHOOK_TIMEOUT_SECONDS): a claim
+        older than that belongs to a worker that crashed or was killed mid-send, and another worker
+        takes it, as a stream's lease expires (``webhooks/leases.py``). At worst the letter is sent twice.
+        """
         now = time.monotonic()
         if now < self._next_retry_poll:
             return
         self._next_retry_poll = now + RETRY_POLL_SECONDS
         close_old_connections()
         asked = DeadLetter.objects.filter(
-            endpoint_id=self.endpoint.pk, retry_requested_at__isnull=False, retry_claimed_by=""
+            self._claimable(), endpoint_id=self.endpoint.pk, retry_requested_at__isnull=False
         ).values_list("pk", flat=True)[:50]
         for pk in list(asked):
+            if self.stopping.is_set():
+                return
             # An atomic claim on either database: the one worker whose update matched sends it.
-            if not DeadLetter.objects.filter(pk=pk, retry_claimed_by="").update(retry_claimed_by=self.leases.name):
+            claimed = DeadLetter.objects.filter(self._claimable(), pk=pk, retry_requested_at__isnull=False).update(
+                retry_claimed_by=self.leases.name, retry_claimed_at=timezone.now()
+            )
+            if not claimed:
                 continue
             letter = DeadLetter.objects.get(pk=pk)
             answer = send_once(self.endpoint, letter.event_id, letter.payload.encode())
@@ -400,9 +442,11 @@ class EndpointRunner(threading.Thread):
                 logger.info("webhook_dead_letter_delivered", endpoint=self.label, event_id=letter.event_id)
             else:
                 metrics.FAILED.labels(letter.event_type, self.label, answer.reason).inc()
-                DeadLetter.objects.filter(pk=pk).update(
+                # Only while the claim is still this worker's: else another took it over and decides.
+                DeadLetter.objects.filter(pk=pk, retry_claimed_by=self.leases.name).update(
                     retry_requested_at=None,
                     retry_claimed_by="",
+                    retry_claimed_at=None,
                     attempts=letter.attempts + 1,
                     last_error=f"{answer.reason}: {answer.detail}"[:300],
                     dead_at=timezone.now(),

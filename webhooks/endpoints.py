@@ -105,7 +105,9 @@ def record_test_sent(actor: AbstractBaseUser | str, endpoint: Endpoint, outcome:
 def request_retry(actor: AbstractBaseUser | str, letter: DeadLetter) -> None:
     """Ask the delivery workers to send a dead letter again (one of them takes it). Audited."""
     with transaction.atomic():
-        DeadLetter.objects.filter(pk=letter.pk).update(retry_requested_at=timezone.now(), retry_claimed_by="")
+        DeadLetter.objects.filter(pk=letter.pk).update(
+            retry_requested_at=timezone.now(), retry_claimed_by="", retry_claimed_at=None
+        )
         _audit(
             actor,
             AuditRecord.Action.WEBHOOK_RETRY,

@@ -48,9 +48,11 @@ class DeadLetter(models.Model):
     last_error = models.CharField(max_length=300, blank=True)
     event_at = models.DateTimeField()
     dead_at = models.DateTimeField(auto_now_add=True)
-    # Set by "retry" on the dashboard; a worker takes it (retry_claimed_by) and sends it once.
+    # Set by "retry" on the dashboard; a worker takes it (retry_claimed_by, retry_claimed_at) and sends it
+    # once. A claim older than WEBHOOK_LEASE_SECONDS is another worker's to take: its holder crashed.
     retry_requested_at = models.DateTimeField(null=True, blank=True)
     retry_claimed_by = models.CharField(max_length=200, blank=True)
+    retry_claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-dead_at", "-id"]

@@ -61,7 +61,7 @@ def create_groups(endpoint) -> None:
 
 
 def destroy_groups(endpoint_id: int) -> None:
-    """Remove the endpoint's groups, leases and health (after the endpoint is deleted); best effort, logged."""
+    """Remove the endpoint's groups, leases, retry states and health (after it is deleted); best effort, logged."""
     try:
         _destroy_groups(endpoint_id)
     except RedisError as exc:
@@ -74,5 +74,5 @@ def _destroy_groups(endpoint_id: int) -> None:
         # No stream (trimmed away or never written): no group either.
         with contextlib.suppress(ResponseError):
             redis.xgroup_destroy(shard.events, group_name(endpoint_id))
-        redis.delete(shard.webhook_lease(endpoint_id))
+        redis.delete(shard.webhook_lease(endpoint_id), shard.webhook_retries(endpoint_id))
     redis.delete(keys.webhook_health(endpoint_id))

@@ -24,7 +24,8 @@ class Answer:
     """What one attempt came to: ``reason`` is "" on a 2xx, else why it failed (a metric label)."""
 
     status: int  # 0 when no HTTP answer came
-    reason: str  # "", "3xx", "4xx", "5xx", "timeout", "connect", "bad_response", "refused_target"
+    # "", "3xx", "4xx", "5xx", "timeout", "connect", "bad_response", "refused_target" (and "bad_url": delivery.py)
+    reason: str
     detail: str
     truncated: bool = False  # the body was longer than the cap; the rest was not read
 

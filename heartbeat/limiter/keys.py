@@ -124,6 +124,14 @@ class ActivityShard:
         """
         return f"{self.base}webhook-lease:{endpoint_id}"
 
+    def webhook_retries(self, endpoint_id: int) -> str:
+        """HASH stream entry id -> its failed attempts for one webhook endpoint (JSON), expiring.
+
+        Under the shard's tag, beside the stream, so every worker continues the same
+        retry schedule (``webhooks/retries.py``).
+        """
+        return f"{self.base}webhook-retries:{endpoint_id}"
+
     def refusals(self, user_id: str) -> str:
         """LIST of an account's latest refusals (JSON), newest first, kept a day."""
         return f"{self.base}refusals:{user_id}"
