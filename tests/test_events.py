@@ -471,8 +471,9 @@ def test_export_filters_by_type_and_window(service_with_events: StreamManager) -
     until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(cut)) + f".{int(cut * 1000) % 1000:03d}+00:00"
     before, _ = export("--since", "1h", "--until", until)
     assert [e["type"] for e in before] == ["session.started"] * 3 + ["session.refused"]
-    after, _ = export("--since", "1s")
+    after, err = export("--since", "1s")
     assert [e["type"] for e in after] == ["session.ended"]
+    assert "export_events: 1 event between " in err
 
 
 def test_export_of_an_empty_window_says_so(service_with_events: StreamManager) -> None:

@@ -209,6 +209,7 @@ def test_simulate_policy_replays_what_the_service_recorded(proposal_file: Path) 
     assert report["peakConcurrencyByPlan"] == {"basic": 1, "family": 3}
     text, _ = simulate_command(str(proposal_file), "--since", "1h")
     assert "sessions that played and would have been refused: 2" in text and "assumptions:" in text
+    assert "  fam: 1 decision changed" in text  # one decision, not "1 decision(s)"
 
 
 def test_simulate_policy_over_an_empty_window_says_so(proposal_file: Path) -> None:

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from heartbeat.limiter.event_reader import parse_window, read_events
 from heartbeat.limiter.events import EventType, timestamp_of
@@ -58,5 +59,5 @@ class Command(OperatorCommand):
         if not written:
             self.stderr.write(f"no events between {window}")
         elif progress:
-            self.stderr.write(f"export_events: {written} events between {window}")
+            self.stderr.write(f"export_events: {written} event{pluralize(written)} between {window}")
         return None

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 from django.core.management.base import CommandError, CommandParser
+from django.template.defaultfilters import pluralize
 
 from heartbeat.limiter.event_reader import parse_window, read_events
 from heartbeat.limiter.events import Event, EventType, timestamp_of
@@ -41,7 +42,7 @@ def report_lines(report: SimulationReport) -> list[str]:
         "refusals under the proposal, by rule: "
         + (", ".join(f"{rule} {n}" for rule, n in sorted(report.refused_by_rule.items())) or "none"),
         f"accounts affected: {len(report.changed_by_account)}",
-        *(f"  {user}: {n} decision(s) changed" for user, n in report.top_accounts()),
+        *(f"  {user}: {n} decision{pluralize(n)} changed" for user, n in report.top_accounts()),
         "peak concurrent sessions per plan (proposal / recorded): "
         + ", ".join(
             f"{plan} {report.peak_by_plan.get(plan, 0)} / {report.recorded_peak_by_plan.get(plan, 0)}"
