@@ -206,6 +206,9 @@ def child(options: argparse.Namespace) -> int:
     sent.clear()
     flushes: dict[str, tuple[int, int]] = {}
     bench.config_resetstat()
+    if options.callgrind_pid:
+        subprocess.run(["callgrind_control", "-z", str(options.callgrind_pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-i", "on", str(options.callgrind_pid)], check=True, capture_output=True)
     started = time.monotonic()
     cpu_before = float(bench.info("cpu")["used_cpu_user"]) + float(bench.info("cpu")["used_cpu_sys"])
     since_flush = 0
@@ -213,7 +216,10 @@ def child(options: argparse.Namespace) -> int:
         kind, user, stream, session = next(stream_of)
         send(kind, user, stream, session)
         since_flush += kind != STOP
-        if since_flush >= options.flush_every:
+        if since_flush >= options.flush_every and options.callgrind_pid:
+            manager.flush_activity()  # no INFO between: callgrind would count it
+            since_flush = 0
+        elif since_flush >= options.flush_every:
             before = commandstats(bench)
             manager.flush_activity()
             for name, (calls, usec) in minus(commandstats(bench), before).items():
@@ -226,6 +232,15 @@ def child(options: argparse.Namespace) -> int:
         c, u = flushes.get(name, (0, 0))
         flushes[name] = (c + calls, u + usec)
     seconds = time.monotonic() - started
+    instructions = 0
+    if options.callgrind_pid:
+        pid = str(options.callgrind_pid)
+        subprocess.run(["callgrind_control", "-i", "off", pid], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-d", pid], check=True, capture_output=True)
+        dumps = sorted(Path(options.callgrind_dir).glob("cg.out*"), key=lambda f: f.stat().st_mtime)
+        for line in dumps[-1].read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                instructions = int(line.split()[1])
     cpu = float(bench.info("cpu")["used_cpu_user"]) + float(bench.info("cpu")["used_cpu_sys"]) - cpu_before
     total = {name: v for name, v in commandstats(bench).items() if name not in OWN}
     flushes = {name: v for name, v in flushes.items() if name not in OWN}
@@ -249,6 +264,7 @@ def child(options: argparse.Namespace) -> int:
         "flush_usec_per_admitted": round(flush_evalsha[1] / admitted, 2),
         "evalsha_usec_per_call": round(evalsha[1] / max(1, evalsha[0]), 2),
         "redis_cpu_usec_per_admitted": round(cpu * 1e6 / admitted, 2),
+        "redis_instructions_per_admitted": round(instructions / admitted) if instructions else None,
         "commands_per_admitted": round(sum(c for n, (c, _) in total.items() if n != "evalsha") / admitted, 2),
         "outside_scripts": dict(outside),
         "by_command": {
@@ -301,6 +317,36 @@ def run_child(code: Path, name: str, mix: str, port: int, options: argparse.Name
     raise RuntimeError(f"{name}/{mix} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
 
 
+def start_under_callgrind(binary: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A redis-server under valgrind's callgrind, counting nothing until a child switches it on."""
+    import socket
+    import tempfile
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workdir = Path(tempfile.mkdtemp(prefix="redis-time-callgrind-"))
+    process = subprocess.Popen(
+        [
+            "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={workdir}/cg.out",
+            binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+            "--dir", str(workdir), "--maxmemory-policy", "noeviction",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    from redis import Redis
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if Redis(host="127.0.0.1", port=port).ping():
+                return process, port, workdir
+        time.sleep(0.2)
+    process.kill()
+    sys.exit("redis-server did not start under valgrind")
+
+
 def parent(options: argparse.Namespace) -> int:
     """Start a Redis, run every (checkout, mix) in alternated rounds, print the medians."""
     sys.path.insert(0, str(HERE))
@@ -315,7 +361,12 @@ def parent(options: argparse.Namespace) -> int:
         sys.exit("no redis-server binary (install redis-server)")
     results: list[dict[str, Any]] = []
     with bench_lock():
-        process, port, workdir = start_redis(binary)
+        if options.callgrind:
+            process, port, workdir = start_under_callgrind(binary)
+        else:
+            process, port, workdir = start_redis(binary)
+        options.callgrind_pid = process.pid if options.callgrind else 0
+        options.callgrind_dir = str(workdir)
         try:
             # Redis' own clock counts the time it was preempted too: ask for the CPU first when allowed.
             with contextlib.suppress(PermissionError):
@@ -354,6 +405,8 @@ def parent(options: argparse.Namespace) -> int:
     for mix in mixes:
         for name, _ in codes:
             rows = [r for r in results if r["mix"] == mix and r["code"] == name]
+            instr = [r["redis_instructions_per_admitted"] for r in rows if r.get("redis_instructions_per_admitted")]
+            cpu = statistics.median(r["redis_cpu_usec_per_admitted"] for r in rows)
             med = {
                 k: statistics.median(r[k] for r in rows)
                 for k in (
@@ -368,6 +421,7 @@ def parent(options: argparse.Namespace) -> int:
                 f"{mix:<8} {name:<8} {med['redis_usec_per_admitted']:>11.1f} {med['requests_usec_per_admitted']:>9.1f} "
                 f"{med['flush_usec_per_admitted']:>7.1f} {med['commands_per_admitted']:>6.2f} "
                 f"{med['evalsha_usec_per_call']:>15.1f}  {', '.join(str(r['redis_usec_per_admitted']) for r in rows)}"
+                f"; Redis CPU {cpu:.1f} us" + (f"; {statistics.median(instr):,.0f} instructions" if instr else "")
             )
     for mix in mixes:
         for name, _ in codes:
@@ -394,6 +448,11 @@ def main() -> int:
     parser.add_argument("--player-accounts", type=int, default=50_000)
     parser.add_argument("--session-ttl", type=int, default=3600)
     parser.add_argument("--json", help="write every run's result here")
+    parser.add_argument(
+        "--callgrind", action="store_true", help="run Redis under callgrind: instructions per heartbeat, not noise"
+    )
+    parser.add_argument("--callgrind-pid", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--callgrind-dir", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--code-name", default="this", help=argparse.SUPPRESS)
     parser.add_argument("--mix", help=argparse.SUPPRESS)

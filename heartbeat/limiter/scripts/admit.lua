@@ -139,8 +139,9 @@ end
 -- its device name and network when it says them, and ``extra`` (field, value pairs: a new
 -- session's start and inputs), all in one HSET.
 local function record_heartbeat(now, extra)
-  redis.call('ZADD', KEYS[1], now, session_id)
-  local fields = {'s:' .. session_id, stream_id, 'limit', asked_limit, 'limitSource', asked_source}
+  -- Strings, not Lua numbers: Redis would format each number with printf's floating-point path.
+  redis.call('ZADD', KEYS[1], string.format('%d', now), session_id)
+  local fields = {'s:' .. session_id, stream_id, 'limit', string.format('%d', asked_limit), 'limitSource', asked_source}
   if device_name ~= '' then
     fields[#fields + 1] = 'd:' .. session_id
     fields[#fields + 1] = device_name
@@ -155,8 +156,8 @@ local function record_heartbeat(now, extra)
   end
   redis.call('HSET', KEYS[2], unpack(fields))
   -- Both keys live exactly as long as the user's newest session.
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 
 -- A session's policy inputs, stored at its first heartbeat as "p:<session>" (class, device
@@ -416,7 +417,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
   end
   reply[2] = active - #order + 1
   record_heartbeat(now,
-    {'t:' .. session_id, now, 'p:' .. session_id, packed_inputs(class, device_id, quality, pool, weight, counted, network)})
+    {'t:' .. session_id, string.format('%d', now), 'p:' .. session_id, packed_inputs(class, device_id, quality, pool, weight, counted, network)})
   return reply
 end
 
@@ -505,7 +506,7 @@ if not known then
   end
   outcome = 1
   active = active + 1
-  first = {'t:' .. session_id, now}
+  first = {'t:' .. session_id, string.format('%d', now)}
 end
 
 record_heartbeat(now, first)
