@@ -315,6 +315,10 @@ def run_child(code: Path, name: str, mix: str, port: int, options: argparse.Name
         str(options.player_accounts),
         "--session-ttl",
         str(options.session_ttl),
+        "--callgrind-pid",
+        str(options.callgrind_pid),
+        "--callgrind-dir",
+        options.callgrind_dir,
     ]
     done = subprocess.run(command, cwd=code, env=env, capture_output=True, text=True, check=False)
     for line in done.stdout.splitlines():
