@@ -15,8 +15,13 @@ from redis import ConnectionPool, Redis
 
 from heartbeat.limiter import activity_writer
 from heartbeat.limiter.activity import FLUSHER
+from heartbeat.limiter.activity_writer import ActivityWriter
+from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import Outcome
+from heartbeat.limiter.reads import LiveStateReader
+from heartbeat.store.cluster_scripts import script_runner_for
+from heartbeat.store.helpers import redis_now_ms
 from tests.live_state_helpers import reader_of
 
 
@@ -66,6 +71,86 @@ def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: st
         redis_client, lambda: refused.update(r=manager.admit("alice", "movie", "s-new", list_sessions_when_full=True))
     ) == {"evalsha": 1}
     assert [s.session_id for s in refused["r"].sessions] == ["s0", "s1", "s2"]
+
+
+def commands_scripts_ran(client: Redis, action: Callable[[], object]) -> list[str]:
+    """The commands Redis ran inside scripts while ``action`` ran, in order, by name (through MONITOR)."""
+    FLUSHER.flush_all()
+    marker = f"end-of-action-{uuid.uuid4()}"
+    ran: list[str] = []
+    watcher, signaller = (
+        Redis(connection_pool=ConnectionPool(**client.connection_pool.connection_kwargs)) for _ in "ab"
+    )
+    signaller.ping()
+    with watcher.monitor() as monitor:
+        action()
+        signaller.echo(marker)
+        for command in monitor.listen():
+            if marker in command["command"]:
+                break
+            if command["client_type"] == "lua":
+                ran.append(command["command"].split()[0].lower())
+    watcher.close()
+    signaller.close()
+    return ran
+
+
+def test_a_repeat_heartbeat_runs_nine_small_commands_in_redis(own_redis, key_prefix: str) -> None:
+    # The most common call runs the fewest commands: no GET of an absent override, one HSET.
+    client = own_redis().client()
+    manager = StreamManager(
+        client, key_prefix=key_prefix, default_limit=3, session_ttl_seconds=40, eviction_cooldown_seconds=300
+    )
+    for session in ("s0", "s1"):
+        manager.admit("alice", "movie", session, device_name="tv", network="192.0.2.0/24")
+    ran = commands_scripts_ran(
+        client, lambda: manager.admit("alice", "movie", "s0", device_name="tv", network="192.0.2.0/24")
+    )
+    assert ran == ["time", "zrangebyscore", "zscore", "zcard", "exists", "zadd", "hset", "pexpire", "pexpire"]
+    # What it wrote is what the separate writes wrote: every field, both keys' TTL.
+    details = {k.decode(): v.decode() for k, v in client.hgetall(manager.keys.user("alice").details).items()}
+    assert {k: details[k] for k in ("s:s0", "d:s0", "n:s0", "limit", "limitSource")} == {
+        "s:s0": "movie",
+        "d:s0": "tv",
+        "n:s0": "192.0.2.0/24",
+        "limit": "3",
+        "limitSource": "default",
+    }
+    assert 39_000 < client.pttl(manager.keys.user("alice").sessions) <= 40_000
+    assert 39_000 < client.pttl(manager.keys.user("alice").details) <= 40_000
+
+
+def test_a_batch_writes_each_index_with_one_command_whatever_its_size(own_redis, key_prefix: str) -> None:
+    # A player is heard once per interval, so a batch holds about one heartbeat per session: written
+    # one command per member, the index writes cost Redis as much as admission itself.
+    client = own_redis().client()
+    keys = KeyLayout(key_prefix, 1)
+    # A writer of the test's own, noted through its buffer: no flusher thread writes its batches meanwhile.
+    writer = ActivityWriter(
+        keys,
+        request_scripts=script_runner_for(client),
+        flush_scripts=script_runner_for(client),
+        session_ttl_ms=40_000,
+        flush_seconds=1.0,
+    )
+    reader = LiveStateReader(client, keys, default_limit=3, session_ttl_seconds=40)
+
+    def flush_of(accounts: list[str]) -> Counter[str]:
+        """The commands the flush of one repeat heartbeat per account runs (half of them full, half not)."""
+        for _ in range(2):  # the first heartbeats' batch (new sessions, seen entries) is not the one measured
+            now = redis_now_ms(client)
+            for n, user in enumerate(accounts):
+                writer.pending.note(user, "tv", now, at_limit=n % 2 == 0, new_session=False)
+            ran = commands_scripts_ran(client, writer.flush_activity)
+        return Counter(ran)
+
+    assert flush_of(["a0", "a1"]) == flush_of([f"b{n}" for n in range(40)])
+    assert reader.live_counts() == (42, 42)
+    assert reader.stats().users_at_limit == 21
+    # An account no longer full leaves the at-limit index (one ZMSCORE, one ZREM for the batch).
+    writer.pending.note("b0", "tv", redis_now_ms(client), at_limit=False, new_session=False)
+    writer.flush_activity()
+    assert reader.stats().users_at_limit == 20
 
 
 def test_heartbeats_reach_the_live_index_when_flushed(manager: StreamManager) -> None:

@@ -85,16 +85,25 @@ local function forget_details(sid)
   redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid, 'p:' .. sid)
 end
 
--- Expired sessions free their slots here: no cron job is needed.
+-- What expired, whether this session is live, how many are. (One ZRANGE WITHSCORES could tell all
+-- three, but Redis formats each score with printf and Lua parses it back: callgrind counts more
+-- instructions for it than for these three small reads. Numbers go to Redis as integer strings
+-- for the same reason.)
+local cutoff = string.format('%d', now - ttl)
 local pruned = 0
-local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 if #stale > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
+  local fields = {}
   for _, sid in ipairs(stale) do
-    forget_details(sid)
+    for _, role in ipairs({'s:', 't:', 'd:', 'n:', 'p:'}) do
+      fields[#fields + 1] = role .. sid
+    end
   end
+  redis.call('HDEL', KEYS[2], unpack(fields))
   pruned = #stale
 end
+local known = redis.call('ZSCORE', KEYS[1], session_id)
 
 -- A refusal for a limit, with ARGV[8]: the account's live sessions after it (id, last heartbeat,
 -- stream, started, device name), the list the refusal was decided on. Expired sessions were
@@ -115,20 +124,31 @@ local function with_live_sessions(refusal)
   return refusal
 end
 
--- The heartbeat's own writes, whatever decided it: its time, its stream, what it asked for.
-local function record_heartbeat(now)
-  redis.call('ZADD', KEYS[1], now, session_id)
-  redis.call('HSET', KEYS[2], 's:' .. session_id, stream_id, 'limit', asked_limit, 'limitSource', asked_source)
+-- The heartbeat's own writes, whatever decided it: its time, its stream, what it asked for,
+-- its device name and network when it says them, and ``extra`` (field, value pairs: a new
+-- session's start and inputs), all in one HSET.
+local function record_heartbeat(now, extra)
+  -- Strings, not Lua numbers: Redis would format each number with printf's floating-point path.
+  redis.call('ZADD', KEYS[1], string.format('%d', now), session_id)
+  local fields = {'s:' .. session_id, stream_id, 'limit', string.format('%d', asked_limit), 'limitSource', asked_source}
   if device_name ~= '' then
-    redis.call('HSET', KEYS[2], 'd:' .. session_id, device_name)
+    fields[#fields + 1] = 'd:' .. session_id
+    fields[#fields + 1] = device_name
   end
   if network ~= '' then
     -- The network that plays the session now (a player may move, e.g. Wi-Fi to mobile).
-    redis.call('HSET', KEYS[2], 'n:' .. session_id, network)
+    fields[#fields + 1] = 'n:' .. session_id
+    fields[#fields + 1] = network
   end
+  if extra then
+    for _, value in ipairs(extra) do
+      fields[#fields + 1] = value
+    end
+  end
+  redis.call('HSET', KEYS[2], unpack(fields))
   -- Both keys live exactly as long as the user's newest session.
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
 end
 
 -- A session's policy inputs, stored at its first heartbeat as "p:<session>" (class, device
@@ -229,7 +249,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
     return nil
   end
 
-  if redis.call('ZSCORE', KEYS[1], session_id) then
+  if known then
     -- A hand-off is a first heartbeat's: a live session naming a session that is not the
     -- account's is still told no (nothing ends).
     if replaces ~= '' and not redis.call('ZSCORE', KEYS[1], replaces) then
@@ -387,25 +407,33 @@ local function admit_by_policy(active, limit, source, pruned, now)
     redis.call('PEXPIRE', KEYS[6], ttl)
   end
   reply[2] = active - #order + 1
-  redis.call('HSET', KEYS[2], 't:' .. session_id, now,
-    'p:' .. session_id, packed_inputs(class, device_id, quality, pool, weight, counted, network))
-  record_heartbeat(now)
+  record_heartbeat(now,
+    {'t:' .. session_id, string.format('%d', now), 'p:' .. session_id, packed_inputs(class, device_id, quality, pool, weight, counted, network)})
   return reply
 end
 
 local limit, source = asked_limit, asked_source
-local override = tonumber(redis.call('GET', KEYS[3]))
-if override then
-  limit, source = override, 'override'
-end
 local active = redis.call('ZCARD', KEYS[1])
 
--- A blocked session is refused until its block ends; then the mark goes.
--- Almost every heartbeat finds no block key at all: one EXISTS instead of three ZSCOREs.
+-- The staff override and the three blocks: almost every heartbeat finds none of these keys, so
+-- one EXISTS over the four stands for a GET and three ZSCOREs.
+local present = redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 local blocks = {}
-if redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[6]) > 0 then
-  blocks = {{KEYS[4], 3}, {KEYS[5], 4}, {KEYS[6], 5}}
+if present > 0 then
+  local raw = redis.call('GET', KEYS[3])
+  local override = tonumber(raw)
+  if override then
+    limit, source = override, 'override'
+  end
+  if raw then
+    present = present - 1
+  end
+  if present > 0 then
+    blocks = {{KEYS[4], 3}, {KEYS[5], 4}, {KEYS[6], 5}}
+  end
 end
+
+-- A blocked session is refused until its block ends; then the mark goes.
 for _, block in ipairs(blocks) do
   local block_end = redis.call('ZSCORE', block[1], session_id)
   if block_end then
@@ -431,7 +459,8 @@ end
 
 local outcome = 0
 local reply = {}
-if not redis.call('ZSCORE', KEYS[1], session_id) then
+local first = nil -- a new session's start time, written with the rest
+if not known then
   if redis.call('EXISTS', KEYS[7]) == 1 then
     return {6, active, limit, pruned, now, source}
   end
@@ -468,10 +497,10 @@ if not redis.call('ZSCORE', KEYS[1], session_id) then
   end
   outcome = 1
   active = active + 1
-  redis.call('HSET', KEYS[2], 't:' .. session_id, now)
+  first = {'t:' .. session_id, string.format('%d', now)}
 end
 
-record_heartbeat(now)
+record_heartbeat(now, first)
 local result = {outcome, active, limit, pruned, now, source}
 for _, sid in ipairs(reply) do
   result[#result + 1] = sid

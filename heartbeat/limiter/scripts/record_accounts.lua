@@ -35,10 +35,19 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local i = 5
 local users = tonumber(ARGV[i])
 i = i + 1
-for _ = 1, users do
-  redis.call('ZADD', KEYS[1], 'GT', tonumber(ARGV[i + 1]), ARGV[i])
-  redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[i])
-  i = i + 2
+-- One ZADD per index for the whole batch (a command per account would cost Redis more than the
+-- writes themselves).
+if users > 0 then
+  local by_time, by_name = {}, {}
+  for _ = 1, users do
+    by_time[#by_time + 1] = ARGV[i + 1]
+    by_time[#by_time + 1] = ARGV[i]
+    by_name[#by_name + 1] = 0
+    by_name[#by_name + 1] = ARGV[i]
+    i = i + 2
+  end
+  redis.call('ZADD', KEYS[1], 'GT', unpack(by_time))
+  redis.call('ZADD', KEYS[2], 'NX', unpack(by_name))
 end
 
 local key = 5

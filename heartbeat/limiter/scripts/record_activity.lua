@@ -62,34 +62,70 @@ local since = now - ttl
 -- mark is kept as long as a pending heartbeat can matter (the session TTL).
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - math.max(ttl, 60000)))
 
+-- Each command a script runs costs Redis more than the work it does on a few members, and a
+-- batch holds about one heartbeat per session (a player is heard once per interval): so each
+-- index is written with one command per batch (ZMSCORE, ZADD and ZREM take many members), not
+-- one per heartbeat. The same writes as one command per member, in the same order.
 local sessions_end = 2 + 3 * tonumber(ARGV[2])
-local written = 0
+local candidates = {}
 for i = 3, sessions_end, 3 do
-  local user_id, member, heard = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  if heard > since then
-    local ended = redis.call('ZSCORE', KEYS[3], member)
-    if not ended or tonumber(ended) < heard then
+  if tonumber(ARGV[i + 2]) > since then
+    candidates[#candidates + 1] = i
+  end
+end
+local written = 0
+if #candidates > 0 then
+  local members = {}
+  for n, i in ipairs(candidates) do
+    members[n] = ARGV[i + 1]
+  end
+  local ended = redis.call('ZMSCORE', KEYS[3], unpack(members))
+  local session_scores, user_scores = {}, {}
+  for n, i in ipairs(candidates) do
+    local heard = ARGV[i + 2]
+    if not ended[n] or tonumber(ended[n]) < tonumber(heard) then
       -- GT: another process may already have written a later heartbeat.
-      redis.call('ZADD', KEYS[2], 'GT', heard, member)
-      redis.call('ZADD', KEYS[1], 'GT', heard, user_id)
+      session_scores[#session_scores + 1] = heard
+      session_scores[#session_scores + 1] = ARGV[i + 1]
+      user_scores[#user_scores + 1] = heard
+      user_scores[#user_scores + 1] = ARGV[i]
       written = written + 1
     end
+  end
+  if written > 0 then
+    redis.call('ZADD', KEYS[2], 'GT', unpack(session_scores))
+    redis.call('ZADD', KEYS[1], 'GT', unpack(user_scores))
   end
 end
 
 -- An account's latest heartbeat says whether it is full: a later "full" from
 -- another process is never undone by an earlier "not full" (the scores order them).
+local full, not_full, not_full_heard = {}, {}, {}
 for i = sessions_end + 1, last_triple, 3 do
-  local user_id, heard, full = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  if full == '1' then
-    if heard > since then
-      redis.call('ZADD', KEYS[4], 'GT', heard, user_id)
+  local user_id, heard = ARGV[i], ARGV[i + 1]
+  if ARGV[i + 2] == '1' then
+    if tonumber(heard) > since then
+      full[#full + 1] = heard
+      full[#full + 1] = user_id
     end
   else
-    local marked = redis.call('ZSCORE', KEYS[4], user_id)
-    if marked and tonumber(marked) <= heard then
-      redis.call('ZREM', KEYS[4], user_id)
+    not_full[#not_full + 1] = user_id
+    not_full_heard[#not_full_heard + 1] = tonumber(heard)
+  end
+end
+if #full > 0 then
+  redis.call('ZADD', KEYS[4], 'GT', unpack(full))
+end
+if #not_full > 0 then
+  local marks = redis.call('ZMSCORE', KEYS[4], unpack(not_full))
+  local gone = {}
+  for n, user_id in ipairs(not_full) do
+    if marks[n] and tonumber(marks[n]) <= not_full_heard[n] then
+      gone[#gone + 1] = user_id
     end
+  end
+  if #gone > 0 then
+    redis.call('ZREM', KEYS[4], unpack(gone))
   end
 end
 
