@@ -5,6 +5,7 @@ Registered in tests/conftest.py's ``pytest_plugins``.
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import http.server
 import os
@@ -21,20 +22,28 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def source_static_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A STATIC_ROOT collected from this checkout's sources, once per test run.
+    """A STATIC_ROOT collected from this checkout's sources, once per test run (shared by its xdist workers).
 
     A live gunicorn serves collected static files (whitenoise, manifest); the
     project's own ``var/static`` is whatever the last ``collectstatic`` left,
     so a plain ``pytest`` run would test an old player.js. This run's own copy
-    is collected from the source, in the run's temporary folder.
+    is collected from the source, in the run's temporary folder. Compressing
+    every file costs seconds of CPU: the first worker to need it collects it,
+    under a lock, and the others use that copy.
     """
-    root = tmp_path_factory.mktemp("static-root")
-    subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=ROOT,
-        env={**os.environ, "STREAMLIMIT_STATIC_ROOT": str(root)},
-        check=True,
-    )
+    # Under xdist each worker's base folder is popen-gwN inside the run's own; without xdist, the run's.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    root = shared / "static-root"
+    with open(shared / "static-root.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "staticfiles.json").is_file():
+            subprocess.run(
+                [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
+                cwd=ROOT,
+                env={**os.environ, "STREAMLIMIT_STATIC_ROOT": str(root)},
+                check=True,
+            )
     return root
 
 

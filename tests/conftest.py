@@ -30,7 +30,7 @@ from heartbeat.limiter.activity import FLUSHER
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.store.connection import RedisTopology, cache_config
 from streamlimit.logging import SINK
-from tests import leftover_processes
+from tests import leftover_processes, manage_runner
 
 pytest_plugins = [
     "tests.topology_fixtures",
@@ -85,6 +85,16 @@ def no_process_left_behind(pytestconfig: pytest.Config) -> Iterator[None]:
         leftover_processes.kill(left)
         listing = "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.command}" for p in left)
         pytest.fail(f"processes started by the test run were still alive at its end (now killed):\n{listing}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def manage_fork_server(no_process_left_behind: None) -> Iterator[None]:
+    """Stop the ``manage.py`` fork server of this process (tests/manage_runner.py), if a test started it.
+
+    Depends on ``no_process_left_behind``, so set up after it and torn down before its check.
+    """
+    yield
+    manage_runner.stop()
 
 
 # Fixtures that start servers, browsers or whole topologies: the tests that use them take seconds to
@@ -577,35 +587,61 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def chromium_of_module() -> Iterator:
-    """A headless Chromium (Debian's) driven by Playwright, launched once per test module.
+@pytest.fixture(scope="session")
+def chromium_of_worker() -> Iterator:
+    """A headless Chromium (Debian's) driven by Playwright, launched once per test session (each xdist worker's own).
 
-    Launching Playwright's driver and a browser takes seconds on a busy machine;
-    each test still gets a browser of its own state (``chromium`` closes every
-    context it opened), so tests share the process only.
+    Launching Playwright's driver (a node process) and a browser costs seconds of
+    CPU, on 2 cores the suite's scarce resource; each test still gets a browser
+    of its own state (``chromium`` closes every context it opened), so tests
+    share the process only. A test that leaves the browser dead gets the next
+    test a new one (``chromium``).
     """
     from playwright.sync_api import sync_playwright
 
-    # Playwright's sync API runs an event loop in this thread for as long as it is
-    # started (the whole module); the tests' own database calls are plain synchronous ones.
+    # Playwright's sync API runs an event loop in this thread for as long as it is started (from the
+    # first browser test to the end of the worker's session), and Django refuses database calls from a
+    # thread with a running loop; the tests' own database calls are plain synchronous ones.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            yield browser
-            browser.close()
+            launcher = BrowserLauncher(playwright)
+            yield launcher
+            launcher.close()
+
+
+class BrowserLauncher:
+    """The worker's Chromium, launched again if a test left it disconnected (crashed or closed)."""
+
+    def __init__(self, playwright) -> None:
+        self._playwright = playwright
+        self._browser = None
+
+    def browser(self):
+        """The connected browser, launched now if there is none."""
+        if self._browser is None or not self._browser.is_connected():
+            self._browser = self._playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+        return self._browser
+
+    def close(self) -> None:
+        """Close the browser, if one was launched and is still connected."""
+        if self._browser is not None and self._browser.is_connected():
+            self._browser.close()
 
 
 @pytest.fixture
-def chromium(chromium_of_module) -> Iterator:
-    """The module's headless Chromium, for this test: every context (and page) it opens is closed after it.
+def chromium(chromium_of_worker: BrowserLauncher) -> Iterator:
+    """The worker's headless Chromium, for this test: every context (and page) it opens is closed after it.
 
     Closed at the test's end, its pages keep no cookie, storage or keep-alive
     connection for the next test (gunicorn's graceful stop would wait for one).
     """
-    before = set(chromium_of_module.contexts)
-    yield chromium_of_module
-    for context in chromium_of_module.contexts:
-        if context not in before:
-            context.close()
+    browser = chromium_of_worker.browser()
+    before = set(browser.contexts)
+    yield browser
+    if browser.is_connected():
+        for context in browser.contexts:
+            if context not in before:
+                context.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -15,6 +13,7 @@ from jwt.algorithms import ECAlgorithm
 from heartbeat.limiter.tokens import PlaybackClaims
 from heartbeat.services import get_live_state, get_verifier
 from tests.conftest import ROOT
+from tests.manage_runner import run_manage
 
 
 @pytest.fixture
@@ -31,10 +30,10 @@ def test_the_demo_is_off_unless_set_and_make_run_turns_it_on() -> None:
     env = {k: v for k, v in os.environ.items() if k != "STREAMLIMIT_DEMO"}
     env["STREAMLIMIT_VAR_DIR"] = str(ROOT / "var")
     show = "from django.conf import settings; print(settings.STREAMLIMIT_DEMO)"
-    run = [sys.executable, "manage.py", "shell", "--no-imports", "-c", show]
-    assert subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout.strip() == "False"
+    run = ["shell", "--no-imports", "-c", show]
+    assert run_manage(run, env=env).stdout.strip() == "False"
     env["STREAMLIMIT_DEMO"] = "true"
-    assert subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60).stdout.strip() == "True"
+    assert run_manage(run, env=env).stdout.strip() == "True"
     # `make run` serves with the demo unless the user set STREAMLIMIT_DEMO; the image never sets it.
     run_recipe = (ROOT / "Makefile").read_text().split("\nrun:", 1)[1].split("\n\n", 1)[0]
     assert "STREAMLIMIT_DEMO=$${STREAMLIMIT_DEMO:-true}" in run_recipe and "gunicorn" in run_recipe

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from django.core.management import CommandError, call_command
 from dashboard.limit_backups import BackupFormatError, LimitOverride, parse_lines
 from dashboard.models import AuditRecord
 from heartbeat.services import get_live_state, get_stream_manager
-from tests.conftest import ROOT
+from tests.manage_runner import run_manage
 
 pytestmark = pytest.mark.django_db
 
@@ -155,40 +153,25 @@ def test_export_to_an_unwritable_place_is_a_clear_error_and_leaves_nothing(tmp_p
 def test_export_then_import_through_the_shell_with_stdin(key_prefix: str, tmp_path: Path) -> None:
     set_overrides({"alice": 5, "zoë": 6})
     env = {**os.environ, "REDIS_KEY_PREFIX": key_prefix, "DATABASE_URL": f"sqlite:///{tmp_path / 'audit.sqlite3'}"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-    exported = subprocess.run(
-        [sys.executable, "manage.py", "export_limits"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
+    run_manage(["migrate", "-v0"], env=env, check=True)
+    exported = run_manage(["export_limits"], env=env)
     assert exported.returncode == 0, exported.stderr
     assert exported.stdout == '{"userId": "alice", "limit": 5}\n{"userId": "zoë", "limit": 6}\n'
     assert "Exported 2 limit override(s)." in exported.stderr
 
     restored_env = {**env, "REDIS_KEY_PREFIX": key_prefix + "-restored"}
     try:
-        imported = subprocess.run(
-            [sys.executable, "manage.py", "import_limits", "-", "--operator", "ops"],
-            cwd=ROOT,
-            env=restored_env,
-            input=exported.stdout,
-            capture_output=True,
-            text=True,
-        )
+        imported = run_manage(["import_limits", "-", "--operator", "ops"], env=restored_env, input=exported.stdout)
         assert imported.returncode == 0, imported.stderr
         assert "Imported: 2 override(s) set, 0 already as in the file." in imported.stdout
     finally:
-        subprocess.run([sys.executable, "manage.py", "purge", "--yes"], cwd=ROOT, env=restored_env, check=True)
+        run_manage(["purge", "--yes"], env=restored_env, check=True)
 
 
 def test_import_of_a_bad_file_exits_non_zero_without_a_traceback(key_prefix: str, tmp_path: Path) -> None:
     backup = tmp_path / "limits.jsonl"
     backup.write_text('{"userId": "alice", "limit": 500}\n')
-    result = subprocess.run(
-        [sys.executable, "manage.py", "import_limits", str(backup)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "REDIS_KEY_PREFIX": key_prefix},
-    )
+    result = run_manage(["import_limits", str(backup)], env={**os.environ, "REDIS_KEY_PREFIX": key_prefix})
     assert result.returncode == 1
     assert "line 1: limit: must be between 1 and 50, got 500" in result.stderr
     assert "Traceback" not in result.stderr
@@ -208,5 +191,5 @@ def test_commands_say_redis_is_down_in_one_line(settings, tmp_path: Path) -> Non
 
 @pytest.mark.parametrize("command", ["export_limits", "import_limits"])
 def test_backup_commands_have_help(command: str) -> None:
-    result = subprocess.run([sys.executable, "manage.py", command, "--help"], cwd=ROOT, capture_output=True, text=True)
+    result = run_manage([command, "--help"])
     assert result.returncode == 0 and "usage:" in result.stdout

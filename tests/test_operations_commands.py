@@ -14,6 +14,7 @@ from django.core.management import CommandError, call_command
 from dashboard.models import AuditRecord
 from heartbeat.services import get_live_state, get_stream_manager
 from tests.conftest import ROOT
+from tests.manage_runner import run_manage
 
 pytestmark = pytest.mark.django_db
 
@@ -202,7 +203,8 @@ def test_commands_exit_non_zero_with_a_plain_message_from_the_shell(key_prefix) 
 
 def test_commands_answer_on_stdout_and_log_on_stderr(key_prefix, tmp_path) -> None:
     env = {**os.environ, "REDIS_KEY_PREFIX": key_prefix, "DATABASE_URL": f"sqlite:///{tmp_path / 'audit.sqlite3'}"}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    run_manage(["migrate", "-v0"], env=env, check=True)
+    # A plain `python manage.py`, as an operator starts it (the rest of the module forks them: run_manage).
     result = subprocess.run(
         [sys.executable, "manage.py", "set_limit", "alice", "5", "--operator", "ops"],
         cwd=ROOT,
@@ -219,7 +221,7 @@ def test_commands_answer_on_stdout_and_log_on_stderr(key_prefix, tmp_path) -> No
 
 @pytest.mark.parametrize("command", ["live_users", "evict", "set_limit", "stats", "check_service", "purge"])
 def test_every_command_has_help(command: str) -> None:
-    result = subprocess.run([sys.executable, "manage.py", command, "--help"], cwd=ROOT, capture_output=True, text=True)
+    result = run_manage([command, "--help"])
     assert result.returncode == 0 and "usage:" in result.stdout
 
 
@@ -293,16 +295,8 @@ GOOD_INPUT = {
 
 
 def manage(command: str, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``manage.py <command> <args>`` as an operator runs it, stdin not a terminal."""
-    return subprocess.run(
-        [sys.executable, "manage.py", command.split()[0], *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    """``manage.py <command> <args>`` as an operator runs it, in a process of its own, stdin not a terminal."""
+    return run_manage([command.split()[0], *args], env={**os.environ, **env}, timeout=60)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, status: int) -> None:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT, free_port
+from tests.manage_runner import run_manage
 
 # (variable, a bad value, a piece of what the line must say it accepts)
 BAD_SETTINGS = [
@@ -87,9 +88,7 @@ def test_a_bad_setting_stops_manage_py_with_one_line(name: str, value: str, acce
         env["HEARTBEAT_INTERVAL_SECONDS"] = "20"
     if name in ("REDIS_SENTINELS", "REDIS_CLUSTER_NODES"):
         del env["REDIS_URL"]  # each names a whole topology: alone, only its own value is wrong
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_manage(["check"], env=env)
     assert_one_line_naming(result, name, accepts)
 
 
@@ -125,14 +124,13 @@ def test_two_redis_topologies_stop_start_up_with_a_line_naming_both(first: str, 
         del env["REDIS_URL"]
     if "REDIS_SENTINELS" not in (first, second):
         del env["REDIS_SENTINEL_MASTER"]
-    result = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = run_manage(["check"], env=env)
     assert_one_line_naming(result, first, second)
     assert "only one of" in result.stderr
 
 
 def test_good_settings_pass_the_same_check() -> None:
+    # A plain `python manage.py` (the tests above fork theirs from a warm interpreter: run_manage).
     result = subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=60
     )

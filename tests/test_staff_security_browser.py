@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from django_otp.oath import totp
 
 from tests import conftest
 from tests.conftest import ROOT, LiveGunicorn, needs_chromium
+from tests.manage_runner import run_manage
 from tests.tcp_state import wait_for
 
 pytestmark = [pytest.mark.browser, needs_chromium]
@@ -48,14 +47,7 @@ class StaffService:
 
     def shell(self, code: str) -> str:
         """Run ``code`` in ``manage.py shell`` on the service's database; its last line of output."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_manage(["shell", "-c", code], env=self.env, timeout=60)
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
 
@@ -106,7 +98,7 @@ def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     path = tmp_path_factory.mktemp("staff-database") / "migrated.sqlite3"
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{path}", "STREAMLIMIT_VAR_DIR": str(ROOT / "var")}
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+    run_manage(["migrate", "-v0"], env=env, check=True)
     return path
 
 
