@@ -55,17 +55,23 @@ def heartbeats_while_paused(client: Client, redis, count: int) -> list:
         redis.resume()
 
 
-def test_a_stalled_redis_costs_a_heartbeat_one_socket_timeout_and_the_script_is_not_sent_twice(
-    own_redis, key_prefix
-) -> None:
-    redis = own_redis()
-    manager = StreamManager(
-        redis.client(socket_timeout=0.5),
+def manager_on(redis, key_prefix: str, socket_timeout: float, **options: object) -> StreamManager:
+    """A StreamManager on the test's own Redis, with a short socket time-out (limit 3, sessions live 40 s)."""
+    return StreamManager(
+        redis.client(socket_timeout=socket_timeout),
         key_prefix=key_prefix,
         default_limit=3,
         session_ttl_seconds=40,
         eviction_cooldown_seconds=300,
+        **options,
     )
+
+
+def test_a_stalled_redis_costs_a_heartbeat_one_socket_timeout_and_the_script_is_not_sent_twice(
+    own_redis, key_prefix
+) -> None:
+    redis = own_redis()
+    manager = manager_on(redis, key_prefix, 0.5)
     manager.admit("alice", "movie", "warm-up")  # scripts loaded, connection kept
     with redis.monitor() as seen:
         redis.pause()
@@ -160,13 +166,7 @@ def test_with_fail_open_an_open_breaker_answers_degraded_at_once(
 
 def test_a_heartbeat_that_timed_out_may_have_been_admitted_and_the_next_one_finds_it(own_redis, key_prefix) -> None:
     redis = own_redis("--enable-debug-command", "yes")
-    manager = StreamManager(
-        redis.client(socket_timeout=0.3),
-        key_prefix=key_prefix,
-        default_limit=3,
-        session_ttl_seconds=40,
-        eviction_cooldown_seconds=300,
-    )
+    manager = manager_on(redis, key_prefix, 0.3)
     manager.admit("alice", "movie", "tv")  # scripts loaded
     # Redis is busy for two seconds (another client's slow command) while the next heartbeat waits.
     busy = threading.Thread(target=lambda: redis.client(socket_timeout=10).execute_command("DEBUG", "SLEEP", "2"))
@@ -228,14 +228,7 @@ def test_a_heartbeat_whose_policy_check_falls_due_while_redis_is_down_is_one_fai
     # counted as two failures: a heartbeat opened a breaker of three a failure early.
     redis = own_redis()
     breaker = CircuitBreaker(failure_threshold=2, open_seconds=60)
-    manager = StreamManager(
-        redis.client(socket_timeout=0.5),
-        key_prefix=key_prefix,
-        default_limit=3,
-        session_ttl_seconds=40,
-        eviction_cooldown_seconds=300,
-        breaker=breaker,
-    )
+    manager = manager_on(redis, key_prefix, 0.5, breaker=breaker)
     manager.policies.check_seconds = 0  # every heartbeat's check is due
     assert manager.admit("alice", "movie", "tv").allowed
     redis.stop()
