@@ -273,6 +273,8 @@ measure() { # $1 name: heartbeat or floor
     PYSPY_PID=""
   fi
   stop_server
+  # The policy would stay in force under the run's prefix: a target after it starts from an empty one.
+  [ "$name" != policy ] || clean_redis
   gzip -f "$OUT/$name-server.log" # one JSON line per request: tens of MB
   cp "$OUT/$name.txt" "bench/results/$name.txt" # the latest, at a fixed path
   grep -q '^BENCH ' "$OUT/$name.txt" || die "no result line in $OUT/$name.txt"
