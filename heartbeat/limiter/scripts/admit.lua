@@ -81,8 +81,15 @@ local by_policy = ARGV[11] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
-local function forget_details(sid)
-  redis.call('HDEL', KEYS[2], 's:' .. sid, 't:' .. sid, 'd:' .. sid, 'n:' .. sid, 'p:' .. sid)
+-- Every field the sessions in ``sids`` keep in the details hash, gone in one HDEL.
+local function forget_details(sids)
+  local fields = {}
+  for _, sid in ipairs(sids) do
+    for _, role in ipairs({'s:', 't:', 'd:', 'n:', 'p:'}) do
+      fields[#fields + 1] = role .. sid
+    end
+  end
+  redis.call('HDEL', KEYS[2], unpack(fields))
 end
 
 -- What expired, whether this session is live, how many are. (One ZRANGE WITHSCORES could tell all
@@ -94,13 +101,7 @@ local pruned = 0
 local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', cutoff)
 if #stale > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', cutoff)
-  local fields = {}
-  for _, sid in ipairs(stale) do
-    for _, role in ipairs({'s:', 't:', 'd:', 'n:', 'p:'}) do
-      fields[#fields + 1] = role .. sid
-    end
-  end
-  redis.call('HDEL', KEYS[2], unpack(fields))
+  forget_details(stale)
   pruned = #stale
 end
 local known = redis.call('ZSCORE', KEYS[1], session_id)
@@ -393,7 +394,7 @@ local function admit_by_policy(active, limit, source, pruned, now)
   end
   for _, sid in ipairs(order) do
     redis.call('ZREM', KEYS[1], sid)
-    forget_details(sid)
+    forget_details({sid})
     redis.call('ZADD', KEYS[6], now + ttl, sid)
     if ended_as[sid] == 'handed_off' then
       redis.call('HSET', KEYS[2], 'h:' .. sid, device_name)
@@ -488,7 +489,7 @@ if not known then
     for i = 1, active - limit + 1 do
       local sid = live[i]
       redis.call('ZREM', KEYS[1], sid)
-      forget_details(sid)
+      forget_details({sid})
       redis.call('ZADD', KEYS[6], now + ttl, sid)
       reply[#reply + 1] = sid
     end
