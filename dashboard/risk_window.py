@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from heartbeat.limiter.risk import count_of
+
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
@@ -20,14 +22,11 @@ class ScoredWindow:
 def describe_span(ms: int) -> str:
     """A span as evidence lines say it: "3 days", "36 hours", "45 minutes"."""
 
-    def plural(n: int, unit: str) -> str:
-        return f"{n} {unit}" if n == 1 else f"{n} {unit}s"
-
     if ms >= DAY_MS and ms % DAY_MS == 0:
-        return plural(ms // DAY_MS, "day")
+        return count_of(ms // DAY_MS, "day")
     if ms >= HOUR_MS:
-        return plural(round(ms / HOUR_MS), "hour")
-    return plural(max(1, round(ms / 60_000)), "minute")
+        return count_of(round(ms / HOUR_MS), "hour")
+    return count_of(max(1, round(ms / 60_000)), "minute")
 
 
 def scored_window(asked_since_ms: int, now_ms: int, retention_hours: int) -> ScoredWindow:

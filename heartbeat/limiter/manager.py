@@ -577,7 +577,7 @@ class StreamManager:
         """Lift a block on the account's new sessions; True if there was one (then ``account.unblocked``)."""
         require_id(user_id, "userId")
         lifted = bool(self.client.delete(self.keys.user(user_id).blocked))
-        if lifted and self.events.enabled:
+        if lifted:
             pipe = self.client.pipeline(transaction=False)
             self._execute_with_event(pipe, user_id, EventType.ACCOUNT_UNBLOCKED, {"userId": user_id, "by": actor})
         logger.info("new sessions unblocked", userId=user_id, wasBlocked=lifted)

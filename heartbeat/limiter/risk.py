@@ -116,7 +116,7 @@ def score_accounts(
     return reports
 
 
-def _count(number: int, noun: str) -> str:
+def count_of(number: int, noun: str) -> str:
     """``number`` and ``noun``, plural unless one ("1 session", "4 sessions")."""
     return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
@@ -135,10 +135,10 @@ def _report(user: str, account: _Account, mark: NotSharingMark | None, window: s
         report.evidence.append(f"{account.peak_networks} networks at once on {_when(account.peak_at_ms)}")
     if account.refusals:
         points += min(MAX_REFUSAL_POINTS, account.refusals * POINTS_PER_REFUSAL)
-        report.evidence.append(f"{_count(account.refusals, 'session')} refused for a limit")
+        report.evidence.append(f"{count_of(account.refusals, 'session')} refused for a limit")
     if account.takeovers:
         points += min(MAX_TAKEOVER_POINTS, account.takeovers * POINTS_PER_TAKEOVER_OR_HANDOFF)
-        report.evidence.append(f"{_count(account.takeovers, 'session')} replaced or handed off")
+        report.evidence.append(f"{count_of(account.takeovers, 'session')} replaced or handed off")
     if mark is not None and points:
         points *= NOT_SHARING_FACTOR
         report.evidence.append(f"marked not sharing by {mark.marked_by} on {mark.marked_at:%Y-%m-%d}")
