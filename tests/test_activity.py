@@ -7,14 +7,12 @@ shared activity keys in one write per process per ``ACTIVITY_FLUSH_SECONDS``.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 
-from redis import ConnectionPool, Redis
+from redis import Redis
 
 from heartbeat.limiter import activity_writer
-from heartbeat.limiter.activity import FLUSHER
 from heartbeat.limiter.activity_writer import ActivityWriter
 from heartbeat.limiter.keys import KeyLayout
 from heartbeat.limiter.manager import StreamManager
@@ -23,6 +21,7 @@ from heartbeat.limiter.reads import LiveStateReader
 from heartbeat.store.cluster_scripts import script_runner_for
 from heartbeat.store.helpers import redis_now_ms
 from tests.live_state_helpers import reader_of
+from tests.redis_monitor import commands_seen
 
 
 def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, int]:
@@ -30,25 +29,7 @@ def commands_sent_by(client: Redis, action: Callable[[], object]) -> dict[str, i
 
     Commands run inside scripts are left out: they cost no round trip.
     """
-    FLUSHER.flush_all()  # nothing pending from earlier tests may be written meanwhile
-    marker = f"end-of-action-{uuid.uuid4()}"
-    sent: Counter[str] = Counter()
-    # Clients of their own, connected beforehand: MONITOR holds its connection for good.
-    watcher, signaller = (
-        Redis(connection_pool=ConnectionPool(**client.connection_pool.connection_kwargs)) for _ in "ab"
-    )
-    signaller.ping()
-    with watcher.monitor() as monitor:
-        action()
-        signaller.echo(marker)
-        for command in monitor.listen():
-            if marker in command["command"]:
-                break
-            if command["client_type"] != "lua":
-                sent[command["command"].split()[0].lower()] += 1
-    watcher.close()
-    signaller.close()
-    return dict(sent)
+    return dict(Counter(line.split()[0].lower() for source, line in commands_seen(client, action) if source != "lua"))
 
 
 def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: str) -> None:
@@ -75,24 +56,7 @@ def test_a_heartbeat_is_one_command_allowed_or_refused(own_redis, key_prefix: st
 
 def commands_scripts_ran(client: Redis, action: Callable[[], object]) -> list[str]:
     """The commands Redis ran inside scripts while ``action`` ran, in order, by name (through MONITOR)."""
-    FLUSHER.flush_all()
-    marker = f"end-of-action-{uuid.uuid4()}"
-    ran: list[str] = []
-    watcher, signaller = (
-        Redis(connection_pool=ConnectionPool(**client.connection_pool.connection_kwargs)) for _ in "ab"
-    )
-    signaller.ping()
-    with watcher.monitor() as monitor:
-        action()
-        signaller.echo(marker)
-        for command in monitor.listen():
-            if marker in command["command"]:
-                break
-            if command["client_type"] == "lua":
-                ran.append(command["command"].split()[0].lower())
-    watcher.close()
-    signaller.close()
-    return ran
+    return [line.split()[0].lower() for source, line in commands_seen(client, action) if source == "lua"]
 
 
 def test_a_repeat_heartbeat_runs_nine_small_commands_in_redis(own_redis, key_prefix: str) -> None:

@@ -23,15 +23,15 @@ import pytest
 import requests
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from redis import ConnectionPool, Redis
+from redis import Redis
 
 from dashboard import actions
-from heartbeat.limiter.activity import FLUSHER
 from heartbeat.limiter.event_reader import read_events
 from heartbeat.limiter.events import STREAM_FIELD, Event, EventType, timestamp_of
 from heartbeat.limiter.manager import StreamManager
 from heartbeat.limiter.outcomes import Outcome
 from heartbeat.services import get_stream_manager
+from tests.redis_monitor import commands_seen
 
 FAR_FUTURE_MS = 2**52
 
@@ -338,27 +338,6 @@ def test_streams_are_trimmed_to_the_retention_approximately(make_manager: Callab
 
 
 # --- Events off cost nothing; on, a steady heartbeat adds no command -------------------------
-
-
-def commands_seen(client: Redis, action: Callable[[], object]) -> list[tuple[str, str]]:
-    """Every command Redis ran while ``action`` ran (client or Lua), through MONITOR: (source, command line)."""
-    FLUSHER.flush_all()
-    marker = f"end-of-action-{uuid.uuid4()}"
-    watcher, signaller = (
-        Redis(connection_pool=ConnectionPool(**client.connection_pool.connection_kwargs)) for _ in "ab"
-    )
-    signaller.ping()
-    seen = []
-    with watcher.monitor() as monitor:
-        action()
-        signaller.echo(marker)
-        for command in monitor.listen():
-            if marker in command["command"]:
-                break
-            seen.append((command["client_type"], command["command"]))
-    watcher.close()
-    signaller.close()
-    return seen
 
 
 def everything_a_service_does(m: StreamManager) -> None:
