@@ -329,12 +329,11 @@ def run_child(code: Path, name: str, mix: str, port: int, options: argparse.Name
 
 def start_under_callgrind(binary: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     """A redis-server under valgrind's callgrind, counting nothing until a child switches it on."""
-    import socket
     import tempfile
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from bench.slow_clients import free_port
+
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="redis-time-callgrind-"))
     process = subprocess.Popen(
         [
